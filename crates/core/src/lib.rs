@@ -1,2 +1,18 @@
 //! chainsocks core: everything that can be written without sockets or `unsafe`.
+//!
+//! - [`proto`]: sans-io SOCKS4/4a, SOCKS5, HTTP CONNECT encoders and decoders.
+//! - [`config`]: the TOML model, proxy URLs, config search order.
+//! - [`dial`]: the chain handshake over any [`dial::Transport`].
+//! - [`error`]: the one error type and its errno / EAI mapping.
+//! - [`shm`]: the layout of the state a launch shares between its processes.
+//!
+//! This crate exports no C symbols: it is linked into both the launcher and the preloaded
+//! library, and must never call a function the library hooks (connect, getaddrinfo…).
+
+pub mod config;
+pub mod dial;
+pub mod error;
 pub mod proto;
+pub mod shm;
+
+pub use error::Error;

@@ -11,6 +11,9 @@ pub mod http;
 pub mod socks4;
 pub mod socks5;
 
+#[cfg(test)]
+mod testutil;
+
 use std::fmt;
 
 /// The result of feeding a decoder the bytes received so far.
@@ -29,12 +32,17 @@ pub enum ProtoError {
     BadVersion { expected: u8, got: u8 },
     /// A SOCKS5 reply carries an address type other than 1, 3 or 4.
     UnknownAddrType(u8),
-    /// A SOCKS5 reply with ATYP 3 and a zero-length name.
+    /// A SOCKS5 message with ATYP 3 and a zero-length name (also an empty SOCKS4a name).
     EmptyDomain,
     /// The HTTP status line is not `HTTP/1.x NNN ...`.
     BadHttpStatusLine,
-    /// The HTTP response header is longer than the limit (no unbounded buffering).
+    /// The HTTP response (or request) header is longer than the limit (no unbounded buffering).
     HttpHeaderTooLarge { limit: usize },
+    /// A variable-length field received from the peer is longer than the protocol allows
+    /// (e.g. a SOCKS4 user id or SOCKS4a name over 255 bytes).
+    FieldTooLong { field: &'static str, max: usize },
+    /// The HTTP request line or a request header line is malformed (server side).
+    BadHttpRequest,
     /// A value we were asked to encode does not fit the wire format (e.g. a name over 255 bytes,
     /// an empty user name for RFC 1929, a NUL byte in a SOCKS4 user id).
     Unencodable(&'static str),
@@ -52,6 +60,10 @@ impl fmt::Display for ProtoError {
             ProtoError::HttpHeaderTooLarge { limit } => {
                 write!(f, "HTTP response header over {limit} bytes")
             }
+            ProtoError::FieldTooLong { field, max } => {
+                write!(f, "{field} longer than {max} bytes")
+            }
+            ProtoError::BadHttpRequest => write!(f, "malformed HTTP request header"),
             ProtoError::Unencodable(what) => write!(f, "cannot encode: {what}"),
         }
     }

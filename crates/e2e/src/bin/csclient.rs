@@ -1,1 +1,565 @@
-fn main() {}
+//! csclient: a small, dynamically linked test client that calls libc directly
+//! (socket, connect, getaddrinfo, read/write, poll, fcntl), so an LD_PRELOAD
+//! shim sees exactly these calls.
+//!
+//! Owns: the subcommands below and their one-line outputs on stdout.
+//! Never does: use Rust's std networking (that would hide what an app does),
+//! retry silently, or print anything but results on stdout (diagnostics go to
+//! stderr).
+//!
+//! ```text
+//! csclient connect HOST PORT [--family 4|6] [--v6sock] [--nonblock] [--timeout-ms N]
+//!     -> [connect=immediate|connect=inprogress] [flags=nonblock-kept] ok
+//! csclient echo HOST PORT [--count N] [--bytes B] [--time] [socket flags]
+//!     -> ok N [median_us=U]
+//! csclient http HOST PORT PATH [socket flags]
+//!     -> status=200 len=N sha256=HEX
+//! csclient resolve NAME [--family 4|6|0]
+//!     -> one address per line
+//! ```
+//! Failure: `errno=ECONNREFUSED (111)` (or `gai=EAI_NONAME (-2)`, or
+//! `error=...`) on stdout, exit status 1. Usage errors exit 2.
+//! HOST always goes through getaddrinfo (IP literals too), with the family
+//! given; every returned address is tried in order. `--v6sock` connects an
+//! AF_INET6 socket to an IPv4 destination as ::ffff:a.b.c.d. `--timeout-ms`
+//! (default 10000) bounds the non-blocking connect poll and every read/write
+//! (SO_RCVTIMEO/SO_SNDTIMEO on blocking sockets, which also bounds connect).
+
+use sha2::{Digest, Sha256};
+use std::ffi::{CStr, CString};
+use std::process::exit;
+use std::time::Instant;
+
+#[derive(Clone, Copy)]
+struct Opts {
+    family: i32,
+    v6sock: bool,
+    nonblock: bool,
+    timeout_ms: i32,
+    count: usize,
+    bytes: usize,
+    time: bool,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: csclient connect|echo|http|resolve ... (see the source's header)\n\
+         connect HOST PORT [--family 4|6] [--v6sock] [--nonblock] [--timeout-ms N]\n\
+         echo HOST PORT [--count N] [--bytes B] [--time] [socket flags]\n\
+         http HOST PORT PATH [socket flags]\n\
+         resolve NAME [--family 4|6|0]"
+    );
+    exit(2)
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn errno_name(e: i32) -> &'static str {
+    match e {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::EINTR => "EINTR",
+        libc::EIO => "EIO",
+        libc::EBADF => "EBADF",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EINVAL => "EINVAL",
+        libc::ENFILE => "ENFILE",
+        libc::EMFILE => "EMFILE",
+        libc::EPIPE => "EPIPE",
+        libc::ENOSYS => "ENOSYS",
+        libc::ENOTSOCK => "ENOTSOCK",
+        libc::EDESTADDRREQ => "EDESTADDRREQ",
+        libc::EMSGSIZE => "EMSGSIZE",
+        libc::EPROTOTYPE => "EPROTOTYPE",
+        libc::ENOPROTOOPT => "ENOPROTOOPT",
+        libc::EPROTONOSUPPORT => "EPROTONOSUPPORT",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EAFNOSUPPORT => "EAFNOSUPPORT",
+        libc::EADDRINUSE => "EADDRINUSE",
+        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
+        libc::ENETDOWN => "ENETDOWN",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::ENETRESET => "ENETRESET",
+        libc::ECONNABORTED => "ECONNABORTED",
+        libc::ECONNRESET => "ECONNRESET",
+        libc::ENOBUFS => "ENOBUFS",
+        libc::EISCONN => "EISCONN",
+        libc::ENOTCONN => "ENOTCONN",
+        libc::ESHUTDOWN => "ESHUTDOWN",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::EHOSTDOWN => "EHOSTDOWN",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        libc::EALREADY => "EALREADY",
+        libc::EINPROGRESS => "EINPROGRESS",
+        libc::EPROTO => "EPROTO",
+        _ => "E?",
+    }
+}
+
+fn gai_name(e: i32) -> &'static str {
+    match e {
+        libc::EAI_AGAIN => "EAI_AGAIN",
+        libc::EAI_BADFLAGS => "EAI_BADFLAGS",
+        libc::EAI_FAIL => "EAI_FAIL",
+        libc::EAI_FAMILY => "EAI_FAMILY",
+        libc::EAI_MEMORY => "EAI_MEMORY",
+        libc::EAI_NONAME => "EAI_NONAME",
+        libc::EAI_SERVICE => "EAI_SERVICE",
+        libc::EAI_SOCKTYPE => "EAI_SOCKTYPE",
+        libc::EAI_SYSTEM => "EAI_SYSTEM",
+        libc::EAI_OVERFLOW => "EAI_OVERFLOW",
+        libc::EAI_NODATA => "EAI_NODATA",
+        -9 => "EAI_ADDRFAMILY",
+        _ => "EAI_?",
+    }
+}
+
+/// Prints the errno line and exits 1.
+fn fail_errno(what: &str, e: i32) -> ! {
+    eprintln!("csclient: {what}: {}", std::io::Error::from_raw_os_error(e));
+    println!("errno={} ({e})", errno_name(e));
+    exit(1)
+}
+
+fn fail(msg: &str) -> ! {
+    println!("error={msg}");
+    exit(1)
+}
+
+/// A resolved socket address.
+#[derive(Clone, Copy)]
+struct Addr {
+    ss: libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+impl Addr {
+    fn family(&self) -> i32 {
+        self.ss.ss_family as i32
+    }
+
+    /// Numeric text, formatted in-process (no getnameinfo/inet_ntop call a
+    /// shim might hook).
+    fn text(self) -> String {
+        // SAFETY: the storage holds a sockaddr of the family it says.
+        unsafe {
+            match self.family() {
+                libc::AF_INET => {
+                    let sin = &*(&self.ss as *const _ as *const libc::sockaddr_in);
+                    std::net::Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()).to_string()
+                }
+                libc::AF_INET6 => {
+                    let sin6 = &*(&self.ss as *const _ as *const libc::sockaddr_in6);
+                    std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr).to_string()
+                }
+                f => format!("family-{f}"),
+            }
+        }
+    }
+
+    /// IPv4 -> ::ffff:a.b.c.d in a sockaddr_in6 (same port).
+    fn v4mapped(self) -> Addr {
+        if self.family() != libc::AF_INET {
+            return self;
+        }
+        // SAFETY: reinterpreting storage of the stated family; zeroed storage
+        // is a valid sockaddr_in6.
+        unsafe {
+            let sin = &*(&self.ss as *const _ as *const libc::sockaddr_in);
+            let mut out: libc::sockaddr_storage = std::mem::zeroed();
+            let sin6 = &mut *(&mut out as *mut _ as *mut libc::sockaddr_in6);
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = sin.sin_port;
+            let v4 = sin.sin_addr.s_addr.to_ne_bytes();
+            let mut a = [0u8; 16];
+            a[10] = 0xff;
+            a[11] = 0xff;
+            a[12..].copy_from_slice(&v4);
+            sin6.sin6_addr.s6_addr = a;
+            Addr {
+                ss: out,
+                len: std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            }
+        }
+    }
+}
+
+/// getaddrinfo(host, port) with the given family and SOCK_STREAM.
+fn resolve(host: &str, port: Option<&str>, family: i32) -> Vec<Addr> {
+    let Ok(chost) = CString::new(host) else {
+        usage()
+    };
+    let cport = port.map(|p| CString::new(p).unwrap_or_else(|_| usage()));
+    // SAFETY: hints is zeroed plain data; getaddrinfo fills `res`, which we
+    // walk read-only and free exactly once with freeaddrinfo.
+    unsafe {
+        let mut hints: libc::addrinfo = std::mem::zeroed();
+        hints.ai_family = family;
+        hints.ai_socktype = libc::SOCK_STREAM;
+        let mut res: *mut libc::addrinfo = std::ptr::null_mut();
+        let rc = libc::getaddrinfo(
+            chost.as_ptr(),
+            cport.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+            &hints,
+            &mut res,
+        );
+        if rc != 0 {
+            let e = errno();
+            let msg = CStr::from_ptr(libc::gai_strerror(rc)).to_string_lossy();
+            eprintln!("csclient: getaddrinfo({host}): {msg}");
+            if rc == libc::EAI_SYSTEM {
+                fail_errno("getaddrinfo", e);
+            }
+            println!("gai={} ({rc})", gai_name(rc));
+            exit(1);
+        }
+        let mut out = Vec::new();
+        let mut p = res;
+        while !p.is_null() {
+            let ai = &*p;
+            if !ai.ai_addr.is_null()
+                && (ai.ai_addrlen as usize) <= std::mem::size_of::<libc::sockaddr_storage>()
+            {
+                let mut ss: libc::sockaddr_storage = std::mem::zeroed();
+                std::ptr::copy_nonoverlapping(
+                    ai.ai_addr as *const u8,
+                    &mut ss as *mut _ as *mut u8,
+                    ai.ai_addrlen as usize,
+                );
+                out.push(Addr {
+                    ss,
+                    len: ai.ai_addrlen,
+                });
+            }
+            p = ai.ai_next;
+        }
+        libc::freeaddrinfo(res);
+        out
+    }
+}
+
+struct Fd(i32);
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        // SAFETY: we own the descriptor.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+fn poll_one(fd: i32, events: i16, timeout_ms: i32) -> Result<(), i32> {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        if r > 0 {
+            return Ok(());
+        }
+        if r == 0 {
+            return Err(libc::ETIMEDOUT);
+        }
+        let e = errno();
+        if e != libc::EINTR {
+            return Err(e);
+        }
+    }
+}
+
+/// Connects to one address. `verbose` prints the connect/flags lines.
+fn connect_addr(a: Addr, o: &Opts, verbose: bool) -> Result<Fd, i32> {
+    let a = if o.v6sock { a.v4mapped() } else { a };
+    // SAFETY: socket/fcntl/setsockopt/connect/getsockopt with valid pointers
+    // and sizes; the descriptor is owned by `Fd`.
+    unsafe {
+        let fd = libc::socket(a.family(), libc::SOCK_STREAM, 0);
+        if fd < 0 {
+            return Err(errno());
+        }
+        let fd = Fd(fd);
+        if o.nonblock {
+            let fl = libc::fcntl(fd.0, libc::F_GETFL);
+            if fl < 0 || libc::fcntl(fd.0, libc::F_SETFL, fl | libc::O_NONBLOCK) < 0 {
+                return Err(errno());
+            }
+        } else {
+            let tv = libc::timeval {
+                tv_sec: (o.timeout_ms / 1000) as libc::time_t,
+                tv_usec: ((o.timeout_ms % 1000) * 1000) as libc::suseconds_t,
+            };
+            for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+                libc::setsockopt(
+                    fd.0,
+                    libc::SOL_SOCKET,
+                    opt,
+                    &tv as *const _ as *const libc::c_void,
+                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+                );
+            }
+        }
+        let r = libc::connect(fd.0, &a.ss as *const _ as *const libc::sockaddr, a.len);
+        if r == 0 {
+            if o.nonblock && verbose {
+                println!("connect=immediate");
+            }
+        } else {
+            let e = errno();
+            if !(o.nonblock && e == libc::EINPROGRESS) {
+                // A blocking connect that hit SO_SNDTIMEO reports EINPROGRESS.
+                return Err(if e == libc::EINPROGRESS {
+                    libc::ETIMEDOUT
+                } else {
+                    e
+                });
+            }
+            if verbose {
+                println!("connect=inprogress");
+            }
+            poll_one(fd.0, libc::POLLOUT, o.timeout_ms)?;
+            let mut err: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            if libc::getsockopt(
+                fd.0,
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                &mut err as *mut _ as *mut libc::c_void,
+                &mut len,
+            ) != 0
+            {
+                return Err(errno());
+            }
+            if err != 0 {
+                return Err(err);
+            }
+        }
+        if o.nonblock {
+            let fl = libc::fcntl(fd.0, libc::F_GETFL);
+            if fl >= 0 && fl & libc::O_NONBLOCK != 0 {
+                if verbose {
+                    println!("flags=nonblock-kept");
+                }
+            } else {
+                println!("flags=nonblock-lost");
+                fail("nonblock-lost");
+            }
+        }
+        Ok(fd)
+    }
+}
+
+/// Resolves and connects, trying every address; exits on failure.
+fn connect_host(host: &str, port: &str, o: &Opts, verbose: bool) -> Fd {
+    let addrs = resolve(host, Some(port), o.family);
+    if addrs.is_empty() {
+        fail("no-address");
+    }
+    let mut last = 0;
+    for a in addrs {
+        match connect_addr(a, o, verbose) {
+            Ok(fd) => return fd,
+            Err(e) => {
+                eprintln!(
+                    "csclient: connect {}: {}",
+                    a.text(),
+                    std::io::Error::from_raw_os_error(e)
+                );
+                last = e;
+            }
+        }
+    }
+    fail_errno("connect", last)
+}
+
+fn write_all(fd: &Fd, mut buf: &[u8], o: &Opts) -> Result<(), i32> {
+    while !buf.is_empty() {
+        // SAFETY: valid buffer and length.
+        let n = unsafe { libc::write(fd.0, buf.as_ptr() as *const libc::c_void, buf.len()) };
+        if n < 0 {
+            let e = errno();
+            if e == libc::EAGAIN && o.nonblock {
+                poll_one(fd.0, libc::POLLOUT, o.timeout_ms)?;
+                continue;
+            }
+            if e == libc::EINTR {
+                continue;
+            }
+            return Err(if e == libc::EAGAIN {
+                libc::ETIMEDOUT
+            } else {
+                e
+            });
+        }
+        buf = buf.get(n as usize..).unwrap_or_default();
+    }
+    Ok(())
+}
+
+/// One read; 0 = EOF.
+fn read_some(fd: &Fd, buf: &mut [u8], o: &Opts) -> Result<usize, i32> {
+    loop {
+        // SAFETY: valid buffer and length.
+        let n = unsafe { libc::read(fd.0, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = errno();
+        if e == libc::EAGAIN && o.nonblock {
+            poll_one(fd.0, libc::POLLIN, o.timeout_ms)?;
+            continue;
+        }
+        if e == libc::EINTR {
+            continue;
+        }
+        return Err(if e == libc::EAGAIN {
+            libc::ETIMEDOUT
+        } else {
+            e
+        });
+    }
+}
+
+fn cmd_connect(host: &str, port: &str, o: &Opts) {
+    let _fd = connect_host(host, port, o, true);
+    println!("ok");
+}
+
+fn cmd_echo(host: &str, port: &str, o: &Opts) {
+    let payload: Vec<u8> = (0..o.bytes).map(|i| (i % 251) as u8).collect();
+    let mut back = vec![0u8; o.bytes.max(1)];
+    let mut times = Vec::with_capacity(o.count);
+    for i in 0..o.count {
+        let t0 = Instant::now();
+        let fd = connect_host(host, port, o, false);
+        if let Err(e) = write_all(&fd, &payload, o) {
+            fail_errno("write", e);
+        }
+        let mut got = 0;
+        while got < o.bytes {
+            match read_some(&fd, back.get_mut(got..o.bytes).unwrap_or_default(), o) {
+                Ok(0) => fail(&format!("eof-after-{got}-bytes-conn-{i}")),
+                Ok(n) => got += n,
+                Err(e) => fail_errno("read", e),
+            }
+        }
+        if back.get(..o.bytes) != Some(&payload[..]) {
+            fail("mismatch");
+        }
+        drop(fd);
+        times.push(t0.elapsed().as_micros());
+    }
+    if o.time {
+        times.sort_unstable();
+        let median = times.get(times.len() / 2).copied().unwrap_or(0);
+        println!("ok {} median_us={median}", o.count);
+    } else {
+        println!("ok {}", o.count);
+    }
+}
+
+fn cmd_http(host: &str, port: &str, path: &str, o: &Opts) {
+    let fd = connect_host(host, port, o, false);
+    let hosthdr = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {hosthdr}\r\nUser-Agent: csclient\r\nConnection: close\r\n\r\n"
+    );
+    if let Err(e) = write_all(&fd, req.as_bytes(), o) {
+        fail_errno("write", e);
+    }
+    let mut resp = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match read_some(&fd, &mut buf, o) {
+            Ok(0) => break,
+            Ok(n) => resp.extend_from_slice(buf.get(..n).unwrap_or_default()),
+            Err(e) => fail_errno("read", e),
+        }
+    }
+    let Some(end) = resp.windows(4).position(|w| w == b"\r\n\r\n") else {
+        fail("no-http-header")
+    };
+    let head = String::from_utf8_lossy(resp.get(..end).unwrap_or_default()).into_owned();
+    let body = resp.get(end + 4..).unwrap_or_default();
+    let status = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("?")
+        .to_string();
+    let clen = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())
+            .flatten()
+    });
+    let d = Sha256::digest(body);
+    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+    println!("status={status} len={} sha256={hex}", body.len());
+    if let Some(c) = clen
+        && c != body.len()
+    {
+        fail(&format!("length-mismatch expected={c} got={}", body.len()));
+    }
+}
+
+fn cmd_resolve(name: &str, o: &Opts) {
+    for a in resolve(name, None, o.family) {
+        println!("{}", a.text());
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut pos: Vec<&str> = Vec::new();
+    let mut o = Opts {
+        family: libc::AF_UNSPEC,
+        v6sock: false,
+        nonblock: false,
+        timeout_ms: 10_000,
+        count: 1,
+        bytes: 1,
+        time: false,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().map(String::as_str).unwrap_or_else(|| usage());
+        match a.as_str() {
+            "--family" => {
+                o.family = match val() {
+                    "4" => libc::AF_INET,
+                    "6" => libc::AF_INET6,
+                    "0" => libc::AF_UNSPEC,
+                    _ => usage(),
+                }
+            }
+            "--v6sock" => o.v6sock = true,
+            "--nonblock" => o.nonblock = true,
+            "--time" => o.time = true,
+            "--timeout-ms" => o.timeout_ms = val().parse().unwrap_or_else(|_| usage()),
+            "--count" => o.count = val().parse().unwrap_or_else(|_| usage()),
+            "--bytes" => o.bytes = val().parse().unwrap_or_else(|_| usage()),
+            s if s.starts_with("--") => usage(),
+            s => pos.push(s),
+        }
+    }
+    match pos.as_slice() {
+        ["connect", host, port] => cmd_connect(host, port, &o),
+        ["echo", host, port] => cmd_echo(host, port, &o),
+        ["http", host, port, path] => cmd_http(host, port, path, &o),
+        ["resolve", name] => cmd_resolve(name, &o),
+        _ => usage(),
+    }
+}

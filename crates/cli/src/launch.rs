@@ -1,0 +1,306 @@
+//! Starting the program: the shared-state memory file, the environment (LD_PRELOAD,
+//! CHAINSOCKS_SHM), fork + exec, and supervision until the program exits.
+//!
+//! The launcher stays alive as the program's parent because it owns the shared state: a memfd
+//! that any process of the tree opens as `/proc/<launcher pid>/fd/<n>` (nothing for the program
+//! to close, nothing left behind: the kernel frees it when the launcher exits). It forwards
+//! the signals a process sends it (SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2) to the
+//! program — not terminal-generated ones, which the program already received — and exits with
+//! the program's status (dying of the same signal if the program was killed).
+//! Must never: run the program without the library when it was asked to, or leave the
+//! program's signal mask changed.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use chainsocks_core::config::Config;
+use chainsocks_core::shm;
+
+const LIB_NAME: &str = "libchainsocks.so";
+const FORWARDED: [libc::c_int; 6] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// `$CHAINSOCKS_LIB`, else next to this executable, else `../lib/chainsocks/`.
+pub fn find_library() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("CHAINSOCKS_LIB").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(std::fs::canonicalize(&p).unwrap_or(p))
+        } else {
+            Err(format!("CHAINSOCKS_LIB={} does not exist", p.display()))
+        };
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    let candidates = [
+        dir.join(LIB_NAME),
+        dir.join("../lib/chainsocks").join(LIB_NAME),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+        .ok_or_else(|| {
+            format!(
+                "cannot find {LIB_NAME} (looked in {} and {}); set CHAINSOCKS_LIB",
+                candidates[0].display(),
+                candidates[1].display()
+            )
+        })
+}
+
+/// Creates the launch's shared-state memfd (close-on-exec: only the path reaches children).
+fn create_shm(cfg: &Config) -> Result<(libc::c_int, String), String> {
+    let bytes = shm::build(&cfg.to_toml());
+    // SAFETY: memfd_create with a static name.
+    let fd = unsafe { libc::memfd_create(c"chainsocks".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
+    }
+    let mut off = 0;
+    while off < bytes.len() {
+        let chunk = &bytes[off..];
+        // SAFETY: writing our own buffer to our memfd.
+        let n = unsafe { libc::write(fd, chunk.as_ptr().cast(), chunk.len()) };
+        if n <= 0 {
+            return Err(format!(
+                "writing shared state: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        off += n as usize;
+    }
+    // SAFETY: getpid cannot fail.
+    let pid = unsafe { libc::getpid() };
+    Ok((fd, format!("/proc/{pid}/fd/{fd}")))
+}
+
+/// LD_PRELOAD with the library first, keeping what was there.
+fn preload_value(lib: &Path, old: Option<OsString>) -> OsString {
+    let mut v = lib.as_os_str().to_os_string();
+    if let Some(old) = old.filter(|o| !o.is_empty()) {
+        let keep: Vec<&[u8]> = old
+            .as_bytes()
+            .split(|&b| b == b':' || b == b' ')
+            .filter(|e| !e.is_empty() && *e != lib.as_os_str().as_bytes())
+            .collect();
+        for e in keep {
+            v.push(":");
+            v.push(OsStr::from_bytes(e));
+        }
+    }
+    v
+}
+
+/// Runs `command` under the shim and returns its exit status as ours.
+pub fn run(cfg: &Config, command: &[OsString]) -> ExitCode {
+    match try_run(cfg, command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("chainsocks: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn cstring(s: &OsStr) -> Result<CString, String> {
+    CString::new(s.as_bytes()).map_err(|_| format!("NUL byte in {:?}", s))
+}
+
+fn try_run(cfg: &Config, command: &[OsString]) -> Result<ExitCode, String> {
+    let lib = find_library()?;
+    let (_shm_fd, shm_path) = create_shm(cfg)?;
+
+    // Build argv and envp before fork: the child only calls async-signal-safe functions.
+    let argv: Vec<CString> = command
+        .iter()
+        .map(|a| cstring(a))
+        .collect::<Result<_, _>>()?;
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| k != "LD_PRELOAD" && k != shm::ENV)
+        .collect();
+    env.push((
+        "LD_PRELOAD".into(),
+        preload_value(&lib, std::env::var_os("LD_PRELOAD")),
+    ));
+    env.push((shm::ENV.into(), shm_path.into()));
+    let envp: Vec<CString> = env
+        .into_iter()
+        .map(|(k, v)| {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend(v.into_vec());
+            CString::new(kv).map_err(|_| "NUL byte in environment".to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
+    envp_p.push(std::ptr::null());
+    let prog = argv.first().ok_or("no command")?;
+    let path_var = std::env::var_os("PATH").map(|p| cstring(&p)).transpose()?;
+
+    // Block the signals we wait for (and forward) before forking, so none is lost.
+    // SAFETY: plain sigset manipulation on local storage.
+    let (waitset, oldmask) = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        for s in FORWARDED {
+            libc::sigaddset(&mut set, s);
+        }
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        (set, old)
+    };
+
+    // SAFETY: fork in a single-threaded launcher; the child only execs or _exits.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if child == 0 {
+        // SAFETY: async-signal-safe calls only; pointers built before fork.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &oldmask, std::ptr::null_mut());
+            exec_child(prog, &argv_p, &envp_p, path_var.as_deref());
+        }
+    }
+    supervise(child, &waitset)
+}
+
+/// execve with a $PATH search (like execvpe, without its allocation); never returns.
+///
+/// # Safety
+/// Called in the forked child only; argv/envp are NULL-terminated arrays of valid strings.
+unsafe fn exec_child(
+    prog: &CString,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+    path: Option<&std::ffi::CStr>,
+) -> ! {
+    let name = prog.as_bytes();
+    let mut err = libc::ENOENT;
+    if name.contains(&b'/') {
+        // SAFETY: valid NULL-terminated arrays.
+        unsafe { libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        err = std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::ENOENT);
+    } else {
+        let path = path
+            .map(|p| p.to_bytes())
+            .unwrap_or(b"/usr/local/bin:/usr/bin:/bin");
+        let mut buf = [0u8; 4096];
+        for dir in path.split(|&b| b == b':') {
+            let dir = if dir.is_empty() { b".".as_slice() } else { dir };
+            let total = dir.len() + 1 + name.len();
+            if total + 1 > buf.len() {
+                continue;
+            }
+            buf[..dir.len()].copy_from_slice(dir);
+            buf[dir.len()] = b'/';
+            buf[dir.len() + 1..total].copy_from_slice(name);
+            buf[total] = 0;
+            // SAFETY: buf is NUL-terminated.
+            unsafe { libc::execve(buf.as_ptr().cast(), argv.as_ptr(), envp.as_ptr()) };
+            let e = std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::ENOENT);
+            if e != libc::ENOENT && e != libc::ENOTDIR {
+                err = e; // e.g. EACCES: remember, keep looking (as execvp does)
+            }
+        }
+    }
+    let msg = format!(
+        "chainsocks: cannot run {}: {}\n",
+        String::from_utf8_lossy(name),
+        std::io::Error::from_raw_os_error(err)
+    );
+    // SAFETY: writing to stderr then exiting the child without running atexit handlers.
+    unsafe {
+        libc::write(2, msg.as_ptr().cast(), msg.len());
+        libc::_exit(if err == libc::ENOENT { 127 } else { 126 });
+    }
+}
+
+/// Waits for the program, forwarding signals sent to us; returns (or dies with) its status.
+fn supervise(child: libc::pid_t, waitset: &libc::sigset_t) -> Result<ExitCode, String> {
+    loop {
+        // SAFETY: zeroed siginfo is a valid out-parameter.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waiting for signals that are blocked in this thread.
+        let sig = unsafe { libc::sigwaitinfo(waitset, &mut info) };
+        if sig < 0 {
+            continue; // EINTR
+        }
+        if sig == libc::SIGCHLD {
+            let mut status = 0;
+            // SAFETY: reaping our own child.
+            let r = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) };
+            if r == child {
+                if libc::WIFEXITED(status) {
+                    return Ok(ExitCode::from(libc::WEXITSTATUS(status) as u8));
+                }
+                if libc::WIFSIGNALED(status) {
+                    die_like(libc::WTERMSIG(status));
+                }
+            }
+            continue;
+        }
+        // Forward only what a process sent (kill/sigqueue); a terminal's ^C already reached
+        // the program, which is in our process group.
+        if info.si_code == libc::SI_USER
+            || info.si_code == libc::SI_QUEUE
+            || info.si_code == libc::SI_TKILL
+        {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child, sig) };
+        }
+    }
+}
+
+/// Exits the way the program did: killed by `sig` (without a core file), else 128+sig.
+fn die_like(sig: libc::c_int) -> ! {
+    // SAFETY: resetting our own signal state before re-raising.
+    unsafe {
+        let lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::setrlimit(libc::RLIMIT_CORE, &lim);
+        libc::signal(sig, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(sig);
+        libc::_exit(128 + sig);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preload_keeps_existing_entries_once() {
+        let lib = Path::new("/x/libchainsocks.so");
+        assert_eq!(
+            preload_value(lib, None),
+            OsString::from("/x/libchainsocks.so")
+        );
+        assert_eq!(
+            preload_value(lib, Some("/a.so /x/libchainsocks.so:/b.so".into())),
+            OsString::from("/x/libchainsocks.so:/a.so:/b.so")
+        );
+    }
+}

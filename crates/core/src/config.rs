@@ -1,0 +1,721 @@
+//! The configuration model (TOML), proxy URLs, and where a config file is looked for.
+//!
+//! Owns: parsing and validating the user's file into [`Config`], with errors that name the file,
+//! line and column; the normalized form the launcher hands to every process of the tree.
+//! Must never: do network I/O or call a resolver itself (name resolution is injected, so the
+//! preloaded library can pass the real libc resolver and never re-enter its own hooks).
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Default per-hop connect timeout (ms).
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
+/// Default deadline for the whole chain handshake (ms).
+pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 30_000;
+
+/// A whole chainsocks configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Timeout for each TCP connect to a proxy, and for each hop's CONNECT reply (ms).
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// One deadline for the whole chain handshake, all hops together (ms).
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_ms: u64,
+    /// No per-connection log lines (warnings and errors still appear).
+    #[serde(default)]
+    pub quiet: bool,
+    /// Log level: off, error, warn, info, debug. `CHAINSOCKS_LOG` overrides it.
+    #[serde(default)]
+    pub log: LogLevel,
+    /// Append log lines to this file instead of the program's stderr.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_file: Option<PathBuf>,
+    /// The chain, in order: first entry is the proxy we connect to.
+    #[serde(default, rename = "proxy")]
+    pub proxies: Vec<Proxy>,
+}
+
+fn default_connect_timeout() -> u64 {
+    DEFAULT_CONNECT_TIMEOUT_MS
+}
+fn default_handshake_timeout() -> u64 {
+    DEFAULT_HANDSHAKE_TIMEOUT_MS
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
+            handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
+            quiet: false,
+            log: LogLevel::default(),
+            log_file: None,
+            proxies: Vec::new(),
+        }
+    }
+}
+
+/// How much chainsocks logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Off,
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+}
+
+impl LogLevel {
+    pub fn parse(s: &str) -> Option<LogLevel> {
+        Some(match s.trim().to_ascii_lowercase().as_str() {
+            "off" | "none" | "0" => LogLevel::Off,
+            "error" => LogLevel::Error,
+            "warn" | "warning" => LogLevel::Warn,
+            "info" | "1" => LogLevel::Info,
+            "debug" | "trace" | "2" => LogLevel::Debug,
+            _ => return None,
+        })
+    }
+}
+
+/// The protocol a proxy speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyKind {
+    /// SOCKS4: IPv4 destinations only.
+    Socks4,
+    /// SOCKS4a: SOCKS4 plus host names resolved by the proxy.
+    Socks4a,
+    /// SOCKS5 (RFC 1928); names behind fake IPs are still sent as names.
+    Socks5,
+    /// SOCKS5 with remote name resolution (curl's convention); same wire protocol as socks5.
+    Socks5h,
+    /// HTTP CONNECT.
+    Http,
+}
+
+impl ProxyKind {
+    pub const SCHEMES: &'static str = "socks4, socks4a, socks5, socks5h, http";
+
+    pub fn from_scheme(s: &str) -> Option<ProxyKind> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "socks4" => ProxyKind::Socks4,
+            "socks4a" => ProxyKind::Socks4a,
+            "socks5" => ProxyKind::Socks5,
+            "socks5h" => ProxyKind::Socks5h,
+            "http" => ProxyKind::Http,
+            _ => return None,
+        })
+    }
+
+    pub fn scheme(self) -> &'static str {
+        match self {
+            ProxyKind::Socks4 => "socks4",
+            ProxyKind::Socks4a => "socks4a",
+            ProxyKind::Socks5 => "socks5",
+            ProxyKind::Socks5h => "socks5h",
+            ProxyKind::Http => "http",
+        }
+    }
+
+    /// The port used when a URL names none.
+    pub fn default_port(self) -> u16 {
+        match self {
+            ProxyKind::Http => 8080,
+            _ => 1080,
+        }
+    }
+
+    pub fn is_socks5(self) -> bool {
+        matches!(self, ProxyKind::Socks5 | ProxyKind::Socks5h)
+    }
+}
+
+/// One proxy of a chain. In a file: a URL string or a table.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct Proxy {
+    #[serde(rename = "type")]
+    pub kind: ProxyKind,
+    pub host: String,
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Send every handshake message without waiting for replies (see the README).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pipeline: bool,
+    /// Overrides the global connect_timeout_ms for this hop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_ms: Option<u64>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+// Never print a password, not even in a Debug dump.
+impl fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Proxy")
+            .field("kind", &self.kind)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("pipeline", &self.pipeline)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .finish()
+    }
+}
+
+/// `type://host:port` without credentials, for logs.
+impl fmt::Display for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://", self.kind.scheme())?;
+        if let Some(u) = &self.username {
+            write!(f, "{u}@")?;
+        }
+        match self.host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(v6)) => write!(f, "[{v6}]:{}", self.port),
+            _ => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
+}
+
+impl Proxy {
+    /// Parses `scheme://[user[:pass]@]host[:port][/][?pipeline=1]`.
+    pub fn from_url(url: &str) -> Result<Proxy, String> {
+        let bad = |why: &str| format!("bad proxy URL `{}`: {why}", redact_url(url));
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            bad(&format!(
+                "expected SCHEME://HOST:PORT (schemes: {})",
+                ProxyKind::SCHEMES
+            ))
+        })?;
+        let kind = ProxyKind::from_scheme(scheme).ok_or_else(|| {
+            bad(&format!(
+                "unknown scheme `{scheme}` (accepted: {})",
+                ProxyKind::SCHEMES
+            ))
+        })?;
+        let (rest, query) = match rest.split_once('?') {
+            Some((r, q)) => (r, Some(q)),
+            None => (rest, None),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (userinfo, hostport) = match rest.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, rest),
+        };
+        let (username, password) = match userinfo {
+            None => (None, None),
+            Some(u) => {
+                let (user, pass) = match u.split_once(':') {
+                    Some((a, b)) => (a, Some(b)),
+                    None => (u, None),
+                };
+                let user = percent_decode(user).ok_or_else(|| bad("bad %-escape in user name"))?;
+                let pass = match pass {
+                    Some(p) => {
+                        Some(percent_decode(p).ok_or_else(|| bad("bad %-escape in password"))?)
+                    }
+                    None => None,
+                };
+                (Some(user), pass)
+            }
+        };
+        let (host, port) = split_host_port(hostport).map_err(|e| bad(&e))?;
+        let port = match port {
+            Some(p) => p,
+            None => kind.default_port(),
+        };
+        let mut pipeline = false;
+        if let Some(q) = query {
+            for pair in q.split('&').filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, "1"));
+                match k {
+                    "pipeline" => {
+                        pipeline = parse_bool(v)
+                            .ok_or_else(|| bad(&format!("pipeline={v}: expected 0/1/true/false")))?
+                    }
+                    _ => return Err(bad(&format!("unknown option `{k}` (accepted: pipeline)"))),
+                }
+            }
+        }
+        let p = Proxy {
+            kind,
+            host,
+            port,
+            username,
+            password,
+            pipeline,
+            connect_timeout_ms: None,
+        };
+        p.validate().map_err(|e| bad(&e))?;
+        Ok(p)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.host.is_empty() {
+            return Err("empty host".into());
+        }
+        if self.port == 0 {
+            return Err("port 0".into());
+        }
+        if self.password.is_some() && self.username.is_none() {
+            return Err("a password needs a username".into());
+        }
+        if let Some(u) = &self.username {
+            match self.kind {
+                ProxyKind::Socks5 | ProxyKind::Socks5h if u.is_empty() || u.len() > 255 => {
+                    return Err("SOCKS5 user name must be 1 to 255 bytes".into());
+                }
+                ProxyKind::Socks5 | ProxyKind::Socks5h
+                    if self.password.as_ref().is_some_and(|p| p.len() > 255) =>
+                {
+                    return Err("SOCKS5 password must be at most 255 bytes".into());
+                }
+                ProxyKind::Socks4 | ProxyKind::Socks4a if u.contains('\0') => {
+                    return Err("SOCKS4 user id cannot contain NUL".into());
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The proxy's address when its host is an IP literal (always true after
+    /// [`Config::resolve_proxies`]).
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        self.host
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, self.port))
+    }
+
+    /// Username and password, when configured (password defaults to empty).
+    pub fn credentials(&self) -> Option<(&str, &str)> {
+        self.username
+            .as_deref()
+            .map(|u| (u, self.password.as_deref().unwrap_or("")))
+    }
+}
+
+/// A URL with any password replaced by `***`, safe to print.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((userinfo, host)) = rest.rsplit_once('@')
+        && let Some((user, _)) = userinfo.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    url.to_string()
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if c == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Splits `host:port`, `[v6]:port`, `host`, `[v6]`, or a bare IPv6 literal.
+pub fn split_host_port(s: &str) -> Result<(String, Option<u16>), String> {
+    let parse_port = |p: &str| -> Result<u16, String> {
+        match p.parse::<u16>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("bad port `{p}`")),
+        }
+    };
+    if let Some(rest) = s.strip_prefix('[') {
+        let (h, after) = rest
+            .split_once(']')
+            .ok_or("missing `]` after IPv6 address")?;
+        h.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| format!("bad IPv6 address `{h}`"))?;
+        return match after {
+            "" => Ok((h.to_string(), None)),
+            a => match a.strip_prefix(':') {
+                Some(p) => Ok((h.to_string(), Some(parse_port(p)?))),
+                None => Err(format!("unexpected `{a}` after `]`")),
+            },
+        };
+    }
+    if s.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Ok((s.to_string(), None));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) => Ok((h.to_string(), Some(parse_port(p)?))),
+        None => Ok((s.to_string(), None)),
+    }
+}
+
+/// The table form of a proxy, as written in a file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProxyTable {
+    url: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<ProxyKind>,
+    host: Option<String>,
+    port: Option<u16>,
+    username: Option<String>,
+    password: Option<String>,
+    pipeline: Option<bool>,
+    connect_timeout_ms: Option<u64>,
+}
+
+impl TryFrom<ProxyTable> for Proxy {
+    type Error = String;
+    fn try_from(t: ProxyTable) -> Result<Proxy, String> {
+        let mut p = match (t.url, t.kind, t.host) {
+            (Some(url), None, None) => Proxy::from_url(&url)?,
+            (Some(_), _, _) => return Err("give either `url` or `type` + `host`, not both".into()),
+            (None, Some(kind), Some(host)) => Proxy {
+                kind,
+                port: t.port.unwrap_or(kind.default_port()),
+                host: match split_host_port(&host) {
+                    Ok((h, None)) => h,
+                    _ => return Err(format!("bad host `{host}` (put the port in `port`)")),
+                },
+                username: None,
+                password: None,
+                pipeline: false,
+                connect_timeout_ms: None,
+            },
+            (None, None, _) => return Err("a proxy needs `type` and `host` (or `url`)".into()),
+            (None, Some(_), None) => return Err("a proxy needs `host`".into()),
+        };
+        if t.username.is_some() {
+            p.username = t.username;
+        }
+        if t.password.is_some() {
+            p.password = t.password;
+        }
+        if let Some(pl) = t.pipeline {
+            p.pipeline = pl;
+        }
+        if t.connect_timeout_ms.is_some() {
+            p.connect_timeout_ms = t.connect_timeout_ms;
+        }
+        p.validate()?;
+        Ok(p)
+    }
+}
+
+/// A proxy reads from a URL string or a table (custom, so both forms give precise errors).
+impl<'de> Deserialize<'de> for Proxy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Proxy, D::Error> {
+        deserialize_proxy(d)
+    }
+}
+
+fn deserialize_proxy<'de, D: Deserializer<'de>>(d: D) -> Result<Proxy, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Proxy;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(
+                f,
+                "a proxy URL (\"socks5://host:port\") or a table {{ type, host, port, … }}"
+            )
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Proxy, E> {
+            Proxy::from_url(s).map_err(E::custom)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Proxy, A::Error> {
+            let t = ProxyTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
+            Proxy::try_from(t).map_err(de::Error::custom)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// A configuration error, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: Option<PathBuf>,
+    /// 1-based; 0 when the error has no position.
+    pub line: usize,
+    pub col: usize,
+    pub msg: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self.file.as_deref().map(Path::display);
+        match (file, self.line) {
+            (Some(file), 0) => write!(f, "{file}: {}", self.msg),
+            (Some(file), l) => write!(f, "{file}:{l}:{}: {}", self.col, self.msg),
+            (None, 0) => write!(f, "{}", self.msg),
+            (None, l) => write!(f, "line {l}, column {}: {}", self.col, self.msg),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    pub fn new(msg: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: None,
+            line: 0,
+            col: 0,
+            msg: msg.into(),
+        }
+    }
+    pub fn in_file(mut self, file: &Path) -> ConfigError {
+        self.file = Some(file.to_path_buf());
+        self
+    }
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+impl Config {
+    /// Parses and validates a TOML document.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let (line, col) = e.span().map_or((0, 0), |s| line_col(text, s.start));
+            ConfigError {
+                file: None,
+                line,
+                col,
+                msg: e.message().trim().to_string(),
+            }
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads, parses and validates a file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(format!("cannot read: {e}")).in_file(path))?;
+        Config::from_toml(&text).map_err(|e| e.in_file(path))
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.proxies.is_empty() {
+            return Err(ConfigError::new(
+                "no proxy configured: add a [[proxy]] table or `proxy = [\"socks5://host:port\"]`",
+            ));
+        }
+        if self.connect_timeout_ms == 0 || self.handshake_timeout_ms == 0 {
+            return Err(ConfigError::new("timeouts must be at least 1 ms"));
+        }
+        Ok(())
+    }
+
+    /// The normalized TOML that the launcher hands to the processes it starts.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// Replaces every proxy host name by the address `resolve(host, port)` gives (once, at load,
+    /// so no process of the tree ever resolves a proxy name again).
+    pub fn resolve_proxies(
+        &mut self,
+        mut resolve: impl FnMut(&str, u16) -> Result<IpAddr, String>,
+    ) -> Result<(), ConfigError> {
+        for p in &mut self.proxies {
+            if p.host.parse::<IpAddr>().is_err() {
+                let ip = resolve(&p.host, p.port).map_err(|e| {
+                    ConfigError::new(format!("cannot resolve proxy host `{}`: {e}", p.host))
+                })?;
+                p.host = ip.to_string();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a config is looked for when none is given: `$CHAINSOCKS_CONFIG`, `./chainsocks.toml`,
+/// `$XDG_CONFIG_HOME/chainsocks/config.toml` (or `~/.config/…`), `/etc/chainsocks.toml`.
+/// `env` reads an environment variable; `exists` tells whether a file exists.
+pub fn find_config(
+    env: impl Fn(&str) -> Option<String>,
+    exists: impl Fn(&Path) -> bool,
+) -> Option<PathBuf> {
+    if let Some(p) = env("CHAINSOCKS_CONFIG").filter(|s| !s.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let mut candidates = vec![PathBuf::from("chainsocks.toml")];
+    match env("XDG_CONFIG_HOME").filter(|s| !s.is_empty()) {
+        Some(x) => candidates.push(Path::new(&x).join("chainsocks/config.toml")),
+        None => {
+            if let Some(h) = env("HOME").filter(|s| !s.is_empty()) {
+                candidates.push(Path::new(&h).join(".config/chainsocks/config.toml"));
+            }
+        }
+    }
+    candidates.push(PathBuf::from("/etc/chainsocks.toml"));
+    candidates.into_iter().find(|p| exists(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let p = Proxy::from_url("socks5://127.0.0.1:1080").unwrap();
+        assert_eq!(
+            (p.kind, p.host.as_str(), p.port),
+            (ProxyKind::Socks5, "127.0.0.1", 1080)
+        );
+        let p = Proxy::from_url("socks5h://us%40er:p%3Ass@proxy.example:9050/?pipeline=1").unwrap();
+        assert_eq!(p.kind, ProxyKind::Socks5h);
+        assert_eq!(p.username.as_deref(), Some("us@er"));
+        assert_eq!(p.password.as_deref(), Some("p:ss"));
+        assert_eq!(p.host, "proxy.example");
+        assert!(p.pipeline);
+        let p = Proxy::from_url("http://[::1]:3128").unwrap();
+        assert_eq!((p.host.as_str(), p.port), ("::1", 3128));
+        assert_eq!(p.to_string(), "http://[::1]:3128");
+        assert_eq!(Proxy::from_url("socks4a://h").unwrap().port, 1080);
+        assert_eq!(Proxy::from_url("http://h").unwrap().port, 8080);
+        let e = Proxy::from_url("sock5://h:1").unwrap_err();
+        assert!(
+            e.contains("unknown scheme `sock5`") && e.contains("socks5h"),
+            "{e}"
+        );
+        let e = Proxy::from_url("socks5://u:secret@h:0").unwrap_err();
+        assert!(!e.contains("secret"), "{e}");
+        assert!(Proxy::from_url("socks5://h:99999").is_err());
+        assert!(Proxy::from_url("socks5://h:1?bogus=1").is_err());
+    }
+
+    #[test]
+    fn file_forms() {
+        let c = Config::from_toml(
+            r#"
+connect_timeout_ms = 500
+proxy = ["socks5://127.0.0.1:1080"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.connect_timeout_ms, 500);
+        assert_eq!(c.handshake_timeout_ms, DEFAULT_HANDSHAKE_TIMEOUT_MS);
+        let c = Config::from_toml(
+            r#"
+[[proxy]]
+type = "socks5"
+host = "127.0.0.1"
+port = 1080
+username = "u"
+password = "p"
+pipeline = true
+
+[[proxy]]
+url = "http://127.0.0.1:3128"
+connect_timeout_ms = 100
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.proxies.len(), 2);
+        assert_eq!(c.proxies[0].credentials(), Some(("u", "p")));
+        assert!(c.proxies[0].pipeline);
+        assert_eq!(c.proxies[1].connect_timeout_ms, Some(100));
+        // The normalized form reads back to the same config.
+        assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        let e =
+            Config::from_toml("quiet = true\nbogus = 1\nproxy = [\"socks5://h:1\"]\n").unwrap_err();
+        assert_eq!((e.line, e.col), (2, 1), "{e}");
+        assert!(e.msg.contains("bogus"), "{e}");
+        let e = Config::from_toml("proxy = [\n  \"socks9://h:1\",\n]\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.msg.contains("unknown scheme"), "{e}");
+        let e = Config::from_toml("[[proxy]]\ntype = \"socks5\"\nhost = \"h\"\nprot = 1\n")
+            .unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        let e = Config::from_toml("quiet = true\n").unwrap_err();
+        assert!(e.msg.contains("no proxy"), "{e}");
+        let e = Config::from_toml("[[proxy]]\ntype = \"socks5\"\nhost = \"h\"\nusername = \"\"\n")
+            .unwrap_err();
+        assert!(e.msg.contains("1 to 255"), "{e}");
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let p = Proxy::from_url("socks5://u:hunter2@h:1").unwrap();
+        assert!(!format!("{p:?}").contains("hunter2"));
+        assert!(!format!("{p}").contains("hunter2"));
+    }
+
+    #[test]
+    fn resolve_replaces_names() {
+        let mut c =
+            Config::from_toml("proxy = [\"socks5://localhost:1\", \"http://10.0.0.1:2\"]").unwrap();
+        let mut asked = vec![];
+        c.resolve_proxies(|h, _| {
+            asked.push(h.to_string());
+            Ok("127.0.0.1".parse().unwrap())
+        })
+        .unwrap();
+        assert_eq!(asked, ["localhost"]);
+        assert_eq!(
+            c.proxies[0].socket_addr(),
+            Some("127.0.0.1:1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn search_order() {
+        let env = |k: &str| match k {
+            "HOME" => Some("/home/u".to_string()),
+            _ => None,
+        };
+        let found = find_config(env, |p| {
+            p == Path::new("/home/u/.config/chainsocks/config.toml")
+        });
+        assert_eq!(
+            found,
+            Some(PathBuf::from("/home/u/.config/chainsocks/config.toml"))
+        );
+        let found = find_config(
+            |k| (k == "CHAINSOCKS_CONFIG").then(|| "/x.toml".into()),
+            |_| false,
+        );
+        assert_eq!(found, Some(PathBuf::from("/x.toml")));
+        assert_eq!(find_config(|_| None, |_| false), None);
+    }
+}

@@ -1,0 +1,87 @@
+//! Layout of the launch's shared state: one memory file the launcher creates and every process
+//! of the tree maps (`CHAINSOCKS_SHM` names it).
+//!
+//! Owns: the byte layout (header, normalized config text, room for shared tables).
+//! Must never: hold a pointer or anything process-specific; every field is plain bytes or an
+//! atomic that any process of the tree may read at any time.
+//!
+//! ```text
+//! 0     magic "CHSOCKS1"
+//! 8     u32 LE  header size (= HEADER_SIZE)
+//! 12    u32 LE  config length in bytes
+//! 16    u32 LE  offset of the config text
+//! 20    u32 LE  total size of the file
+//! 24..  reserved (zero): shared counters
+//! HEADER_SIZE   config text (normalized TOML, UTF-8)
+//! ```
+
+/// Identifies the file and its layout version.
+pub const MAGIC: &[u8; 8] = b"CHSOCKS1";
+/// Size of the fixed header (one page).
+pub const HEADER_SIZE: usize = 4096;
+/// The environment variable through which processes find the shared state.
+pub const ENV: &str = "CHAINSOCKS_SHM";
+
+/// Builds the header + config bytes of a new shared-state file.
+pub fn build(config_toml: &str) -> Vec<u8> {
+    let total = HEADER_SIZE + config_toml.len().next_multiple_of(HEADER_SIZE);
+    let mut out = vec![0u8; total];
+    let put = |out: &mut Vec<u8>, at: usize, v: u32| {
+        if let Some(dst) = out.get_mut(at..at + 4) {
+            dst.copy_from_slice(&v.to_le_bytes());
+        }
+    };
+    if let Some(dst) = out.get_mut(..8) {
+        dst.copy_from_slice(MAGIC);
+    }
+    put(&mut out, 8, HEADER_SIZE as u32);
+    put(&mut out, 12, config_toml.len() as u32);
+    put(&mut out, 16, HEADER_SIZE as u32);
+    put(&mut out, 20, total as u32);
+    if let Some(dst) = out.get_mut(HEADER_SIZE..HEADER_SIZE + config_toml.len()) {
+        dst.copy_from_slice(config_toml.as_bytes());
+    }
+    out
+}
+
+/// The config text of a shared-state file (`bytes` is at least the header and config).
+pub fn config_text(bytes: &[u8]) -> Result<&str, &'static str> {
+    if bytes.get(..8) != Some(MAGIC.as_slice()) {
+        return Err("not a chainsocks shared-state file (bad magic)");
+    }
+    let get = |at: usize| -> Option<usize> {
+        let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+        Some(u32::from_le_bytes(b) as usize)
+    };
+    let (len, off) = match (get(12), get(16)) {
+        (Some(l), Some(o)) => (l, o),
+        _ => return Err("truncated shared-state header"),
+    };
+    let text = bytes
+        .get(off..off.saturating_add(len))
+        .ok_or("truncated shared-state config")?;
+    std::str::from_utf8(text).map_err(|_| "shared-state config is not UTF-8")
+}
+
+/// Total size recorded in the header.
+pub fn total_size(bytes: &[u8]) -> Option<usize> {
+    let b: [u8; 4] = bytes.get(20..24)?.try_into().ok()?;
+    Some(u32::from_le_bytes(b) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let b = build("quiet = true\n");
+        assert_eq!(b.len(), 2 * HEADER_SIZE);
+        assert_eq!(config_text(&b), Ok("quiet = true\n"));
+        assert_eq!(total_size(&b), Some(b.len()));
+        assert!(config_text(b"nope").is_err());
+        let mut t = b.clone();
+        t.truncate(HEADER_SIZE + 3);
+        assert!(config_text(&t).is_err());
+    }
+}

@@ -1,0 +1,76 @@
+//! The exported C entry points, one file per family. Every hook has the same thin shape:
+//! convert pointers → take the reentrancy guard → run safe code under `catch_unwind` → map the
+//! [`Route`] to a return value and errno.
+//!
+//! Must never: let a panic cross `extern "C"` (a caught panic fails the call closed, it never
+//! calls the real function for a destination we would proxy), or leave errno changed on success.
+
+pub mod connect;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use chainsocks_core::Error;
+use chainsocks_core::config::LogLevel;
+use libc::c_int;
+
+use crate::sock::{errno, set_errno};
+
+/// Why a call goes to the real function untouched. Logged at debug level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bypass {
+    /// Not an AF_INET / AF_INET6 address (unix sockets, AF_UNSPEC disconnect…), or a short one.
+    NotInet,
+    /// Not a stream socket (UDP, raw…).
+    NotStream,
+    /// Not a socket at all, or a bad fd: the kernel reports the error.
+    NotSocket,
+}
+
+/// What a hook's safe body decided.
+pub enum Route {
+    /// Call the real function with the program's arguments.
+    Real(Bypass),
+    /// Handled: the return value, or the error to report.
+    Done(Result<c_int, Error>),
+}
+
+/// Runs a hook body, catching panics (fail closed with [`Error::Internal`]).
+pub fn run(hook: &'static str, body: impl FnOnce() -> Route) -> Route {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(route) => route,
+        Err(_) => {
+            crate::state::get().sink.log(
+                LogLevel::Error,
+                format_args!("{hook}: internal error (panic); failing closed"),
+            );
+            Route::Done(Err(Error::Internal("panic in hook")))
+        }
+    }
+}
+
+/// Turns a route into the C return value: errno untouched on success, set last on failure.
+pub fn finish(route: Route, saved_errno: c_int, hook: &str, real: impl FnOnce() -> c_int) -> c_int {
+    match route {
+        Route::Real(why) => {
+            let sink = &crate::state::get().sink;
+            if sink.enabled(LogLevel::Debug) {
+                sink.log(LogLevel::Debug, format_args!("{hook}: direct ({why:?})"));
+            }
+            set_errno(saved_errno);
+            real()
+        }
+        Route::Done(Ok(v)) => {
+            set_errno(saved_errno);
+            v
+        }
+        Route::Done(Err(e)) => {
+            set_errno(e.errno());
+            -1
+        }
+    }
+}
+
+/// The errno on entry, to restore on success.
+pub fn entry_errno() -> c_int {
+    errno()
+}

@@ -1,0 +1,51 @@
+//! The real libc functions behind every symbol we export, found with `dlsym(RTLD_NEXT, …)`.
+//!
+//! Owns: one atomic slot per function, filled by the library constructor and re-resolved
+//! lock-free if a hook runs before it (another library's constructor may call connect).
+//! Must never: call a hooked symbol through `libc::` (that would re-enter our own hook).
+
+use std::ffi::CStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use libc::{addrinfo, c_char, c_int, c_void, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+
+fn resolve(slot: &AtomicUsize, sym: &CStr) -> usize {
+    let p = slot.load(Ordering::Acquire);
+    if p != 0 {
+        return p;
+    }
+    // SAFETY: dlsym with a NUL-terminated name; RTLD_NEXT finds the next definition after ours.
+    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, sym.as_ptr()) } as usize;
+    slot.store(p, Ordering::Release);
+    p
+}
+
+macro_rules! real_fns {
+    ($($name:ident / $tyname:ident: $ty:ty = $sym:literal;)*) => {
+        $(
+            pub type $tyname = $ty;
+
+            /// The real function; `None` only if libc lacks it (the hook then fails with ENOSYS).
+            pub fn $name() -> Option<$tyname> {
+                static SLOT: AtomicUsize = AtomicUsize::new(0);
+                let p = resolve(&SLOT, $sym);
+                // SAFETY: dlsym gave the address of the libc function with this signature.
+                (p != 0).then(|| unsafe { std::mem::transmute::<usize, $tyname>(p) })
+            }
+        )*
+
+        /// Fills every slot (called from the library constructor).
+        pub fn resolve_all() {
+            $( let _ = $name(); )*
+        }
+    };
+}
+
+real_fns! {
+    connect / Connect: unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int = c"connect";
+    getpeername / Getpeername: unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int = c"getpeername";
+    sendto / Sendto: unsafe extern "C" fn(c_int, *const c_void, size_t, c_int, *const sockaddr, socklen_t) -> ssize_t = c"sendto";
+    sendmsg / Sendmsg: unsafe extern "C" fn(c_int, *const msghdr, c_int) -> ssize_t = c"sendmsg";
+    getaddrinfo / Getaddrinfo: unsafe extern "C" fn(*const c_char, *const c_char, *const addrinfo, *mut *mut addrinfo) -> c_int = c"getaddrinfo";
+    freeaddrinfo / Freeaddrinfo: unsafe extern "C" fn(*mut addrinfo) = c"freeaddrinfo";
+}

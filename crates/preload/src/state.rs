@@ -1,0 +1,135 @@
+//! The process's view of the launch: its configuration and log sink, loaded lazily on the
+//! first hooked call that needs it, once per process.
+//!
+//! Owns: finding the config (the launcher's shared state `CHAINSOCKS_SHM`, else
+//! `CHAINSOCKS_CONFIG` and the search order), and installing it without a lock: every thread
+//! that finds it missing builds one and a compare-exchange keeps the first, so a `fork` at any
+//! moment can never leave the child waiting on a lock.
+//! Must never: block, run before it is needed (programs that never connect pay nothing), or
+//! resolve a name through our own hooks.
+
+use std::ffi::{CStr, CString};
+use std::net::IpAddr;
+use std::path::Path;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use chainsocks_core::config::{Config, LogLevel, find_config};
+use chainsocks_core::shm;
+
+use crate::log::Sink;
+use crate::real;
+
+pub struct State {
+    /// The configuration, or why there is none (every proxied call then fails closed).
+    pub cfg: Result<Config, String>,
+    pub sink: Sink,
+}
+
+static STATE: AtomicPtr<State> = AtomicPtr::new(ptr::null_mut());
+
+/// The process's state, loading it on first use.
+pub fn get() -> &'static State {
+    let p = STATE.load(Ordering::Acquire);
+    if !p.is_null() {
+        // SAFETY: once published, a State is never freed or mutated.
+        return unsafe { &*p };
+    }
+    let mine = Box::into_raw(Box::new(load()));
+    match STATE.compare_exchange(ptr::null_mut(), mine, Ordering::AcqRel, Ordering::Acquire) {
+        // SAFETY: we just published it; it lives for the rest of the process.
+        Ok(_) => unsafe { &*mine },
+        Err(theirs) => {
+            // SAFETY: `mine` was never published; `theirs` is published and immortal.
+            unsafe {
+                drop(Box::from_raw(mine));
+                &*theirs
+            }
+        }
+    }
+}
+
+/// An environment variable, read without std's env lock (fork-safe).
+pub fn env(name: &str) -> Option<String> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: getenv with a NUL-terminated name; the result is copied at once.
+    let p = unsafe { libc::getenv(c.as_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: getenv returned a NUL-terminated string.
+    Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+}
+
+fn load() -> State {
+    let cfg = load_config();
+    let mut level = match &cfg {
+        Ok(c) if c.quiet => c.log.min(LogLevel::Warn),
+        Ok(c) => c.log,
+        Err(_) => LogLevel::Warn,
+    };
+    if let Some(l) = env("CHAINSOCKS_LOG").and_then(|s| LogLevel::parse(&s)) {
+        level = l;
+    }
+    let file = env("CHAINSOCKS_LOG_FILE")
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            cfg.as_ref()
+                .ok()?
+                .log_file
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned())
+        })
+        .and_then(|s| CString::new(s).ok());
+    State {
+        cfg,
+        sink: Sink { level, file },
+    }
+}
+
+fn load_config() -> Result<Config, String> {
+    if let Some(path) = env(shm::ENV).filter(|s| !s.is_empty()) {
+        let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+        let text = shm::config_text(&bytes).map_err(|e| format!("{path}: {e}"))?;
+        return Config::from_toml(text).map_err(|e| format!("{path}: {e}"));
+    }
+    let path = find_config(env, |p: &Path| p.exists()).ok_or_else(|| {
+        "no configuration: run the program through `chainsocks`, or set CHAINSOCKS_CONFIG"
+            .to_string()
+    })?;
+    let mut cfg = Config::from_file(&path).map_err(|e| e.to_string())?;
+    cfg.resolve_proxies(resolve_real)
+        .map_err(|e| e.in_file(&path).to_string())?;
+    Ok(cfg)
+}
+
+/// Resolves a proxy host name with the real getaddrinfo (never our hook).
+fn resolve_real(host: &str, port: u16) -> Result<IpAddr, String> {
+    let gai = real::getaddrinfo().ok_or("no getaddrinfo")?;
+    let free = real::freeaddrinfo().ok_or("no freeaddrinfo")?;
+    let node = CString::new(host).map_err(|_| "NUL in host name")?;
+    let service = CString::new(port.to_string()).map_err(|_| "bad port")?;
+    // SAFETY: all-zero hints are valid; then set the fields we need.
+    let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
+    hints.ai_socktype = libc::SOCK_STREAM;
+    let mut res: *mut libc::addrinfo = ptr::null_mut();
+    // SAFETY: valid C strings, hints and out-pointer; the real function.
+    let rc = unsafe { gai(node.as_ptr(), service.as_ptr(), &hints, &mut res) };
+    if rc != 0 || res.is_null() {
+        // SAFETY: gai_strerror returns a static string.
+        let msg = unsafe { CStr::from_ptr(libc::gai_strerror(rc)) };
+        return Err(msg.to_string_lossy().into_owned());
+    }
+    let mut found = None;
+    let mut cur = res;
+    while !cur.is_null() && found.is_none() {
+        // SAFETY: cur is a node of the list getaddrinfo returned.
+        let ai = unsafe { &*cur };
+        // SAFETY: ai_addr holds ai_addrlen bytes.
+        found = unsafe { crate::sock::read_sockaddr(ai.ai_addr, ai.ai_addrlen) }.map(|sa| sa.ip());
+        cur = ai.ai_next;
+    }
+    // SAFETY: the list came from the real getaddrinfo.
+    unsafe { free(res) };
+    found.ok_or_else(|| "no address".to_string())
+}

@@ -75,7 +75,7 @@ impl Error {
                 Socks4Code::Granted | Socks4Code::Rejected | Socks4Code::Unknown(_) => ECONNREFUSED,
             },
             Error::Http(status) => match status {
-                403 | 407 => EACCES,
+                401 | 403 | 407 => EACCES,
                 504 => ETIMEDOUT,
                 _ => ECONNREFUSED,
             },

@@ -74,7 +74,7 @@ impl Tinyproxy {
              LogLevel Info\n\
              PidFile \"{}\"\n\
              MaxClients 200\n\
-             Allow 127.0.0.1\n\
+             Allow 127.0.0.0/8\n\
              DisableViaHeader Yes\n",
             log.display(),
             dir.join("tinyproxy.pid").display()

@@ -719,3 +719,25 @@ connect_timeout_ms = 100
         assert_eq!(find_config(|_| None, |_| false), None);
     }
 }
+
+#[cfg(test)]
+mod shipped_files {
+    use super::*;
+
+    /// The commented example config and every example parse as they ship.
+    #[test]
+    fn conf_and_examples_parse() {
+        let top = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut files = vec![top.join("conf/chainsocks.toml")];
+        for e in std::fs::read_dir(top.join("examples")).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                files.push(p);
+            }
+        }
+        assert!(files.len() >= 3);
+        for f in files {
+            Config::from_file(&f).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}

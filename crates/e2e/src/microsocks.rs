@@ -33,6 +33,8 @@ pub struct MicrosocksOpts {
     pub bind_out: Option<IpAddr>,
     /// Names only microsocks resolves (private /etc/hosts).
     pub hosts: Vec<(String, IpAddr)>,
+    /// `-i`: where it listens; default 127.0.0.1 (use ::1 for an IPv6 proxy).
+    pub listen: IpAddr,
 }
 
 impl Default for MicrosocksOpts {
@@ -41,12 +43,14 @@ impl Default for MicrosocksOpts {
             auth: None,
             bind_out: Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3))),
             hosts: Vec::new(),
+            listen: IpAddr::V4(Ipv4Addr::LOCALHOST),
         }
     }
 }
 
 /// A running microsocks (SOCKS5) on 127.0.0.1.
 pub struct Microsocks {
+    listen: IpAddr,
     port: u16,
     procs: Vec<ServerProc>,
     auth: Option<(String, String)>,
@@ -66,7 +70,7 @@ impl Microsocks {
         let port = free_port();
         let mut args: Vec<OsString> = vec![
             "-i".into(),
-            "127.0.0.1".into(),
+            opts.listen.to_string().into(),
             "-p".into(),
             port.to_string().into(),
         ];
@@ -87,11 +91,17 @@ impl Microsocks {
         };
         let proc = ServerProc::start(&dir, spec);
         Some(Microsocks {
+            listen: opts.listen,
             port,
             procs: vec![proc],
             auth: opts.auth,
             dir,
         })
+    }
+
+    /// Where it listens (`addr()` assumes 127.0.0.1).
+    pub fn listen_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.listen, self.port)
     }
 
     /// The credentials this instance requires, if any.

@@ -246,7 +246,9 @@ impl ServerProc {
     }
 
     fn wait_ready(&self, port: u16) {
+        // Servers listen on 127.0.0.1, or on [::1] when a test asks for an IPv6 proxy.
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let addr6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(how) = self.exited() {
@@ -256,7 +258,9 @@ impl ServerProc {
                     self.failure_report()
                 );
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                || TcpStream::connect_timeout(&addr6, Duration::from_millis(200)).is_ok()
+            {
                 return;
             }
             if Instant::now() > deadline {

@@ -51,6 +51,15 @@ fn csclient(l: &Launch, args: &[&str]) -> Output {
     run(&mut c, T)
 }
 
+/// A non-blocking connect through the shim succeeds and the socket is still non-blocking.
+fn assert_nonblock_kept(l: &Launch, port: u16) {
+    let o = csclient(
+        l,
+        &["connect", "127.0.0.1", &port.to_string(), "--nonblock"],
+    );
+    assert!(stdout(&o).contains("flags=nonblock-kept"), "{}", show(&o));
+}
+
 fn assert_errno(o: &Output, name: &str) {
     assert!(
         !o.status.success(),
@@ -394,16 +403,7 @@ fn non_blocking_clients() {
         ],
     );
     assert!(o.status.success(), "{}", show(&o));
-    let o = csclient(
-        &l,
-        &[
-            "connect",
-            "127.0.0.1",
-            &echo.port().to_string(),
-            "--nonblock",
-        ],
-    );
-    assert!(stdout(&o).contains("flags=nonblock-kept"), "{}", show(&o));
+    assert_nonblock_kept(&l, echo.port());
     let Some(py) = require("python3") else { return };
     let script = format!(
         "import asyncio\n\
@@ -571,4 +571,35 @@ fn launcher_passes_exit_status_and_signals() {
         Some("0"),
         "the config must not be in the environment: {out}"
     );
+}
+
+#[test]
+fn ipv4_socket_through_an_ipv6_proxy_keeps_its_flags() {
+    // An AF_INET socket cannot reach [::1]: the chain is built on a new AF_INET6 socket that
+    // replaces the program's fd (dup3), keeping O_NONBLOCK and the fd number.
+    netns();
+    let echo = Echo::start();
+    let opts = MicrosocksOpts {
+        listen: "::1".parse().unwrap(),
+        bind_out: None,
+        ..Default::default()
+    };
+    let Some(ms) = Microsocks::start(opts) else {
+        return;
+    };
+    let l = Launch::chain(&[format!("socks5://[::1]:{}", ms.port())]);
+    let o = csclient(
+        &l,
+        &[
+            "echo",
+            "127.0.0.1",
+            &echo.port().to_string(),
+            "--nonblock",
+            "--count",
+            "3",
+        ],
+    );
+    assert!(o.status.success(), "{}\n{}", show(&o), l.log());
+    assert_nonblock_kept(&l, echo.port());
+    assert_eq!(echo.peers().len(), 4);
 }

@@ -59,7 +59,9 @@ pub fn find_library() -> Result<PathBuf, String> {
 
 /// Creates the launch's shared-state memfd (close-on-exec: only the path reaches children).
 fn create_shm(cfg: &Config) -> Result<(libc::c_int, String), String> {
-    let bytes = shm::build(&cfg.to_toml());
+    let capacity = cfg.fake_ranges().map_err(|e| e.to_string())?.capacity();
+    let bytes = shm::build(&cfg.to_toml(), capacity);
+    let total = shm::total_size(&bytes).ok_or("bad shared-state layout")?;
     // SAFETY: memfd_create with a static name.
     let fd = unsafe { libc::memfd_create(c"chainsocks".as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
@@ -77,6 +79,14 @@ fn create_shm(cfg: &Config) -> Result<(libc::c_int, String), String> {
             ));
         }
         off += n as usize;
+    }
+    // Zero-extend to the full size: the table's pages exist only once written.
+    // SAFETY: our memfd.
+    if unsafe { libc::ftruncate(fd, total as libc::off_t) } != 0 {
+        return Err(format!(
+            "sizing shared state: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     // SAFETY: getpid cannot fail.
     let pid = unsafe { libc::getpid() };

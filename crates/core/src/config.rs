@@ -10,6 +10,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::de::{self, MapAccess, Visitor};
+
+use crate::fakedns::{FakeRanges, Net};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Default per-hop connect timeout (ms).
@@ -36,9 +38,46 @@ pub struct Config {
     /// Append log lines to this file instead of the program's stderr.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_file: Option<PathBuf>,
+    /// Names are resolved by the last proxy: programs get fake addresses (see fakedns).
+    #[serde(default = "yes")]
+    pub proxy_dns: bool,
+    /// The fake IPv4 range (never multicast).
+    #[serde(default = "default_fake_v4")]
+    pub fake_ip_range: String,
+    /// The fake IPv6 range, for AF_INET6 lookups.
+    #[serde(default = "default_fake_v6")]
+    pub fake_ip6_range: String,
+    /// What a plain socks4:// last hop does with a name: "remote" (fail: use socks4a) or
+    /// "local" (resolve it here and send the address).
+    #[serde(default)]
+    pub socks4_resolve: Socks4Resolve,
     /// The chain, in order: first entry is the proxy we connect to.
     #[serde(default, rename = "proxy")]
     pub proxies: Vec<Proxy>,
+}
+
+/// See [`Config::socks4_resolve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Socks4Resolve {
+    #[default]
+    Remote,
+    Local,
+}
+
+/// Default fake IPv4 range: RFC 2544's benchmarking block (not routed, not multicast).
+pub const DEFAULT_FAKE_V4: &str = "198.18.0.0/15";
+/// Default fake IPv6 range: a unique local /64.
+pub const DEFAULT_FAKE_V6: &str = "fd63:6873:6f63:6b73::/64";
+
+fn yes() -> bool {
+    true
+}
+fn default_fake_v4() -> String {
+    DEFAULT_FAKE_V4.into()
+}
+fn default_fake_v6() -> String {
+    DEFAULT_FAKE_V6.into()
 }
 
 fn default_connect_timeout() -> u64 {
@@ -56,6 +95,10 @@ impl Default for Config {
             quiet: false,
             log: LogLevel::default(),
             log_file: None,
+            proxy_dns: true,
+            fake_ip_range: DEFAULT_FAKE_V4.into(),
+            fake_ip6_range: DEFAULT_FAKE_V6.into(),
+            socks4_resolve: Socks4Resolve::Remote,
             proxies: Vec::new(),
         }
     }
@@ -538,7 +581,38 @@ impl Config {
         if self.connect_timeout_ms == 0 || self.handshake_timeout_ms == 0 {
             return Err(ConfigError::new("timeouts must be at least 1 ms"));
         }
+        self.fake_ranges()?;
         Ok(())
+    }
+
+    /// The fake address ranges, validated: IPv4 / IPv6 as named, not multicast, not loopback,
+    /// at least 254 addresses.
+    pub fn fake_ranges(&self) -> Result<FakeRanges, ConfigError> {
+        let check = |key: &str, text: &str, v4: bool| -> Result<Net, ConfigError> {
+            let bad = |m: String| ConfigError::new(format!("{key}: {m}"));
+            let net = Net::parse(text).map_err(bad)?;
+            if net.addr.is_ipv4() != v4 {
+                return Err(bad(format!(
+                    "`{text}` is not an IPv{} range",
+                    if v4 { 4 } else { 6 }
+                )));
+            }
+            if net.addr.is_multicast() || net.addr.is_loopback() || net.addr.is_unspecified() {
+                return Err(bad(format!(
+                    "`{text}` is a multicast, loopback or unspecified range (breaks dig, Go, ssh…)"
+                )));
+            }
+            if net.hosts() < 254 {
+                return Err(bad(format!(
+                    "`{text}` is too small (need at least a /24 or /120)"
+                )));
+            }
+            Ok(net)
+        };
+        Ok(FakeRanges {
+            v4: check("fake_ip_range", &self.fake_ip_range, true)?,
+            v6: check("fake_ip6_range", &self.fake_ip6_range, false)?,
+        })
     }
 
     /// The normalized TOML that the launcher hands to the processes it starts.

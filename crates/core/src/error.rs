@@ -41,6 +41,8 @@ pub enum Error {
     Blocked,
     /// The fake-DNS table is full.
     TableFull,
+    /// A host name no resolver would accept (empty, too long, spaces…).
+    BadName,
     /// No proxy of the chain is alive (dynamic / random / round-robin chains).
     NoProxyAlive,
     /// The configuration could not be loaded in this process (fail closed).
@@ -83,6 +85,7 @@ impl Error {
             Error::UnknownFakeIp(_) | Error::NoProxyAlive | Error::Config(_) => ECONNREFUSED,
             Error::Blocked => EACCES,
             Error::TableFull => EAGAIN,
+            Error::BadName => EINVAL,
             Error::Internal(_) => EIO,
         }
     }
@@ -91,7 +94,7 @@ impl Error {
     pub fn eai(&self) -> i32 {
         match self {
             Error::TableFull => libc::EAI_AGAIN,
-            Error::Blocked => libc::EAI_NONAME,
+            Error::Blocked | Error::BadName => libc::EAI_NONAME,
             _ => libc::EAI_FAIL,
         }
     }
@@ -151,6 +154,7 @@ impl fmt::Display for Error {
             }
             Error::Blocked => write!(f, "blocked by rule"),
             Error::TableFull => write!(f, "fake-DNS table is full"),
+            Error::BadName => write!(f, "not a valid host name"),
             Error::NoProxyAlive => write!(f, "no proxy of the chain is alive"),
             Error::Config(m) => write!(f, "configuration: {m}"),
             Error::Internal(m) => write!(f, "internal error: {m}"),

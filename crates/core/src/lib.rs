@@ -3,6 +3,7 @@
 //! - [`proto`]: sans-io SOCKS4/4a, SOCKS5, HTTP CONNECT encoders and decoders.
 //! - [`config`]: the TOML model, proxy URLs, config search order.
 //! - [`dial`]: the chain handshake over any [`dial::Transport`].
+//! - [`fakedns`]: the lock-free fake-DNS table shared by a launch, and the fake ranges.
 //! - [`error`]: the one error type and its errno / EAI mapping.
 //! - [`shm`]: the layout of the state a launch shares between its processes.
 //!
@@ -12,6 +13,7 @@
 pub mod config;
 pub mod dial;
 pub mod error;
+pub mod fakedns;
 pub mod proto;
 pub mod shm;
 

@@ -11,9 +11,13 @@
 //! 12    u32 LE  config length in bytes
 //! 16    u32 LE  offset of the config text
 //! 20    u32 LE  total size of the file
-//! 24..  reserved (zero): shared counters
+//! 24    u32 LE  offset of the fake-DNS table (8-byte aligned; see fakedns)
+//! 28    u32 LE  length of the fake-DNS table in 8-byte words
+//! 32..  reserved (zero): shared counters
 //! HEADER_SIZE   config text (normalized TOML, UTF-8)
+//! …             fake-DNS table (page aligned; zero but for its header words)
 //! ```
+//! The file is sparse: pages of the table cost memory only once a name lands in them.
 
 /// Identifies the file and its layout version.
 pub const MAGIC: &[u8; 8] = b"CHSOCKS1";
@@ -22,10 +26,14 @@ pub const HEADER_SIZE: usize = 4096;
 /// The environment variable through which processes find the shared state.
 pub const ENV: &str = "CHAINSOCKS_SHM";
 
-/// Builds the header + config bytes of a new shared-state file.
-pub fn build(config_toml: &str) -> Vec<u8> {
-    let total = HEADER_SIZE + config_toml.len().next_multiple_of(HEADER_SIZE);
-    let mut out = vec![0u8; total];
+/// Builds a new shared-state file: the returned bytes are its beginning (header, config, the
+/// table's header words); the file must then be extended with zeros to [`total_size`].
+pub fn build(config_toml: &str, table_capacity: u32) -> Vec<u8> {
+    let table_off = HEADER_SIZE + config_toml.len().next_multiple_of(HEADER_SIZE);
+    let table_words = crate::fakedns::words_for(table_capacity);
+    let total = table_off + (table_words * 8).next_multiple_of(HEADER_SIZE);
+    let table_hdr = crate::fakedns::header(table_capacity);
+    let mut out = vec![0u8; table_off + table_hdr.len() * 8];
     let put = |out: &mut Vec<u8>, at: usize, v: u32| {
         if let Some(dst) = out.get_mut(at..at + 4) {
             dst.copy_from_slice(&v.to_le_bytes());
@@ -38,6 +46,13 @@ pub fn build(config_toml: &str) -> Vec<u8> {
     put(&mut out, 12, config_toml.len() as u32);
     put(&mut out, 16, HEADER_SIZE as u32);
     put(&mut out, 20, total as u32);
+    put(&mut out, 24, table_off as u32);
+    put(&mut out, 28, table_words as u32);
+    for (i, w) in table_hdr.iter().enumerate() {
+        if let Some(dst) = out.get_mut(table_off + i * 8..table_off + i * 8 + 8) {
+            dst.copy_from_slice(&w.to_le_bytes());
+        }
+    }
     if let Some(dst) = out.get_mut(HEADER_SIZE..HEADER_SIZE + config_toml.len()) {
         dst.copy_from_slice(config_toml.as_bytes());
     }
@@ -49,11 +64,7 @@ pub fn config_text(bytes: &[u8]) -> Result<&str, &'static str> {
     if bytes.get(..8) != Some(MAGIC.as_slice()) {
         return Err("not a chainsocks shared-state file (bad magic)");
     }
-    let get = |at: usize| -> Option<usize> {
-        let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
-        Some(u32::from_le_bytes(b) as usize)
-    };
-    let (len, off) = match (get(12), get(16)) {
+    let (len, off) = match (field(bytes, 12), field(bytes, 16)) {
         (Some(l), Some(o)) => (l, o),
         _ => return Err("truncated shared-state header"),
     };
@@ -63,10 +74,21 @@ pub fn config_text(bytes: &[u8]) -> Result<&str, &'static str> {
     std::str::from_utf8(text).map_err(|_| "shared-state config is not UTF-8")
 }
 
+fn field(bytes: &[u8], at: usize) -> Option<usize> {
+    let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+    Some(u32::from_le_bytes(b) as usize)
+}
+
 /// Total size recorded in the header.
 pub fn total_size(bytes: &[u8]) -> Option<usize> {
-    let b: [u8; 4] = bytes.get(20..24)?.try_into().ok()?;
-    Some(u32::from_le_bytes(b) as usize)
+    field(bytes, 20)
+}
+
+/// Byte offset and length in words of the fake-DNS table.
+pub fn table_location(bytes: &[u8]) -> Option<(usize, usize)> {
+    let (off, words) = (field(bytes, 24)?, field(bytes, 28)?);
+    (off.is_multiple_of(8) && off.checked_add(words.checked_mul(8)?)? <= total_size(bytes)?)
+        .then_some((off, words))
 }
 
 #[cfg(test)]
@@ -75,10 +97,14 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let b = build("quiet = true\n");
-        assert_eq!(b.len(), 2 * HEADER_SIZE);
+        let b = build("quiet = true\n", 1000);
+        assert_eq!(b.len(), 2 * HEADER_SIZE + 24);
         assert_eq!(config_text(&b), Ok("quiet = true\n"));
-        assert_eq!(total_size(&b), Some(b.len()));
+        let (off, words) = table_location(&b).unwrap();
+        assert_eq!(off, 2 * HEADER_SIZE);
+        assert_eq!(words, crate::fakedns::words_for(1000));
+        assert!(total_size(&b).unwrap() >= off + words * 8);
+        assert_eq!(&b[off + 8..off + 16], &1000u64.to_le_bytes());
         assert!(config_text(b"nope").is_err());
         let mut t = b.clone();
         t.truncate(HEADER_SIZE + 3);

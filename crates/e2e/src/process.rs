@@ -133,19 +133,14 @@ impl ServerProc {
             .stderr(err)
             .current_dir(dir.path())
             .process_group(0);
-        let hosts_c = if hosts.is_empty() {
-            None
-        } else {
+        if !hosts.is_empty() {
             let hp = dir.write(&format!("{name}.hosts"), hosts_file_contents(hosts));
-            match CString::new(hp.as_os_str().as_bytes()) {
-                Ok(c) => Some(c),
-                Err(e) => panic!("e2e: hosts path: {e}"),
-            }
-        };
+            private_files(&mut cmd, &[(hp, "/etc/hosts")]);
+        }
         // SAFETY: the closure runs in the forked child before exec and only
-        // makes async-signal-safe syscalls on data prepared before the fork.
+        // makes async-signal-safe syscalls.
         unsafe {
-            cmd.pre_exec(move || {
+            cmd.pre_exec(|| {
                 if libc::prctl(
                     libc::PR_SET_PDEATHSIG,
                     libc::SIGKILL as libc::c_ulong,
@@ -155,33 +150,6 @@ impl ServerProc {
                 ) != 0
                 {
                     return Err(std::io::Error::last_os_error());
-                }
-                if let Some(hp) = &hosts_c {
-                    if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    let root = c"/";
-                    if libc::mount(
-                        std::ptr::null(),
-                        root.as_ptr(),
-                        std::ptr::null(),
-                        libc::MS_REC | libc::MS_PRIVATE,
-                        std::ptr::null(),
-                    ) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    let etc_hosts = c"/etc/hosts";
-                    if libc::mount(
-                        hp.as_ptr(),
-                        etc_hosts.as_ptr(),
-                        std::ptr::null(),
-                        libc::MS_BIND,
-                        std::ptr::null(),
-                    ) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
                 }
                 Ok(())
             });
@@ -402,5 +370,58 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
             String::from_utf8_lossy(&o.stdout),
             String::from_utf8_lossy(&o.stderr)
         ),
+    }
+}
+
+/// Runs `cmd` in a private mount namespace where each `(file, target)` pair is bind-mounted
+/// over `target` (e.g. a test /etc/hosts or /etc/resolv.conf), so only that process tree sees
+/// it. Used to give proxies (not clients) the test names, and clients a resolv.conf that
+/// points at a local listener.
+///
+/// # Panics
+/// If a path contains a NUL byte.
+pub fn private_files(cmd: &mut Command, binds: &[(PathBuf, &str)]) {
+    let pairs: Vec<(CString, CString)> = binds
+        .iter()
+        .map(|(src, dst)| {
+            let src = CString::new(src.as_os_str().as_bytes()).expect("NUL in path");
+            let dst = CString::new(dst.as_bytes()).expect("NUL in path");
+            (src, dst)
+        })
+        .collect();
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe syscalls on data prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let root = c"/";
+            let flags = libc::MS_REC | libc::MS_PRIVATE;
+            if libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                flags,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            for (src, dst) in &pairs {
+                let bind = libc::MS_BIND;
+                if libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    std::ptr::null(),
+                    bind,
+                    std::ptr::null(),
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
     }
 }

@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use chainsocks_core::Error;
-use chainsocks_core::config::{Config, LogLevel, Proxy};
+use chainsocks_core::config::{Config, LogLevel, Proxy, ProxyKind, Socks4Resolve};
 use chainsocks_core::dial::{self, DialError, Limits, Phase, Step};
 use chainsocks_core::error::errno_name;
 use chainsocks_core::proto::Dest;
@@ -46,7 +46,16 @@ pub fn connect(fd: c_int, dest: Option<SocketAddr>) -> Route {
     if sock::is_connected(fd) {
         return Route::Done(Err(Error::Os(libc::EISCONN)));
     }
-    let target = Dest::Ip(unmap(dest));
+    let target = match target_of(cfg, unmap(dest)) {
+        Ok(t) => t,
+        Err(e) => {
+            st.sink.log(
+                LogLevel::Info,
+                format_args!("connect to {dest} refused: {e}"),
+            );
+            return Route::Done(Err(e));
+        }
+    };
     let family =
         sock::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).unwrap_or(libc::AF_INET);
     let debug = st.sink.enabled(LogLevel::Debug);
@@ -70,6 +79,25 @@ pub fn connect(fd: c_int, dest: Option<SocketAddr>) -> Route {
         );
     }
     Route::Done(result.map(|()| 0).map_err(|e| e.error))
+}
+
+/// What the chain is asked to reach: the name behind a fake address, else the address.
+fn target_of(cfg: &Config, dest: SocketAddr) -> Result<Dest, Error> {
+    let name = match crate::resolver::reverse(dest.ip()) {
+        None => return Ok(Dest::Ip(dest)),
+        Some(r) => r?,
+    };
+    // A plain SOCKS4 last hop cannot carry a name: resolve it here only if asked to.
+    let last_is_socks4 = cfg
+        .proxies
+        .last()
+        .is_some_and(|p| p.kind == ProxyKind::Socks4);
+    if last_is_socks4 && cfg.socks4_resolve == Socks4Resolve::Local {
+        let ip =
+            state::resolve_real(&name, libc::AF_INET).map_err(|_| Error::Os(libc::EHOSTUNREACH))?;
+        return Ok(Dest::Ip(SocketAddr::new(ip, dest.port())));
+    }
+    Ok(Dest::Name(name, dest.port()))
 }
 
 /// An IPv4-mapped IPv6 destination is sent to the proxy as the IPv4 address it stands for.

@@ -6,6 +6,7 @@
 //! - [`guard`]: the per-thread reentrancy guard.
 //! - [`state`]: the configuration, loaded lazily once per process, lock-free.
 //! - [`dialer`]: what a proxied connect does; [`sock`]: the raw socket operations.
+//! - [`resolver`]: remote DNS (fake addresses); [`shared`]: the launch's shared mapping.
 //! - [`log`]: one write per log line, no fd kept open.
 //!
 //! Rules: no threads, nothing async, no locks a `fork` could inherit held; a failure never
@@ -16,6 +17,8 @@ pub mod guard;
 pub mod hooks;
 pub mod log;
 pub mod real;
+pub mod resolver;
+pub mod shared;
 pub mod sock;
 pub mod state;
 

@@ -7,7 +7,9 @@
 use std::ffi::CStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use libc::{addrinfo, c_char, c_int, c_void, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+use libc::{
+    addrinfo, c_char, c_int, c_void, hostent, msghdr, size_t, sockaddr, socklen_t, ssize_t,
+};
 
 fn resolve(slot: &AtomicUsize, sym: &CStr) -> usize {
     let p = slot.load(Ordering::Acquire);
@@ -48,4 +50,11 @@ real_fns! {
     sendmsg / Sendmsg: unsafe extern "C" fn(c_int, *const msghdr, c_int) -> ssize_t = c"sendmsg";
     getaddrinfo / Getaddrinfo: unsafe extern "C" fn(*const c_char, *const c_char, *const addrinfo, *mut *mut addrinfo) -> c_int = c"getaddrinfo";
     freeaddrinfo / Freeaddrinfo: unsafe extern "C" fn(*mut addrinfo) = c"freeaddrinfo";
+    gethostbyname / Gethostbyname: unsafe extern "C" fn(*const c_char) -> *mut hostent = c"gethostbyname";
+    gethostbyname2 / Gethostbyname2: unsafe extern "C" fn(*const c_char, c_int) -> *mut hostent = c"gethostbyname2";
+    gethostbyname_r / GethostbynameR: unsafe extern "C" fn(*const c_char, *mut hostent, *mut c_char, size_t, *mut *mut hostent, *mut c_int) -> c_int = c"gethostbyname_r";
+    gethostbyname2_r / Gethostbyname2R: unsafe extern "C" fn(*const c_char, c_int, *mut hostent, *mut c_char, size_t, *mut *mut hostent, *mut c_int) -> c_int = c"gethostbyname2_r";
+    gethostbyaddr / Gethostbyaddr: unsafe extern "C" fn(*const c_void, socklen_t, c_int) -> *mut hostent = c"gethostbyaddr";
+    gethostbyaddr_r / GethostbyaddrR: unsafe extern "C" fn(*const c_void, socklen_t, c_int, *mut hostent, *mut c_char, size_t, *mut *mut hostent, *mut c_int) -> c_int = c"gethostbyaddr_r";
+    getnameinfo / Getnameinfo: unsafe extern "C" fn(*const sockaddr, socklen_t, *mut c_char, socklen_t, *mut c_char, socklen_t, c_int) -> c_int = c"getnameinfo";
 }

@@ -15,15 +15,26 @@ use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 use chainsocks_core::config::{Config, LogLevel, find_config};
+use chainsocks_core::fakedns::{self, FakeRanges, FakeTable};
 use chainsocks_core::shm;
 
 use crate::log::Sink;
 use crate::real;
+use crate::shared::Mapping;
 
 pub struct State {
     /// The configuration, or why there is none (every proxied call then fails closed).
     pub cfg: Result<Config, String>,
     pub sink: Sink,
+    /// Remote DNS: `None` when `proxy_dns = false`; `Err` when the table is unusable (every
+    /// name lookup then fails closed).
+    pub fake: Option<Result<Fake, String>>,
+}
+
+/// The fake-DNS table of this launch and its address ranges.
+pub struct Fake {
+    pub ranges: FakeRanges,
+    pub table: FakeTable<'static>,
 }
 
 static STATE: AtomicPtr<State> = AtomicPtr::new(ptr::null_mut());
@@ -49,6 +60,12 @@ pub fn get() -> &'static State {
     }
 }
 
+/// The state if it is already loaded.
+pub fn peek() -> Option<&'static State> {
+    // SAFETY: once published, a State is never freed or mutated.
+    unsafe { STATE.load(Ordering::Acquire).as_ref() }
+}
+
 /// An environment variable, read without std's env lock (fork-safe).
 pub fn env(name: &str) -> Option<String> {
     let c = CString::new(name).ok()?;
@@ -62,7 +79,14 @@ pub fn env(name: &str) -> Option<String> {
 }
 
 fn load() -> State {
-    let cfg = load_config();
+    let (cfg, mapping) = match load_config() {
+        Ok((c, m)) => (Ok(c), m),
+        Err(e) => (Err(e), None),
+    };
+    let fake = match &cfg {
+        Ok(c) if c.proxy_dns => Some(fake_table(c, mapping)),
+        _ => None,
+    };
     let mut level = match &cfg {
         Ok(c) if c.quiet => c.log.min(LogLevel::Warn),
         Ok(c) => c.log,
@@ -84,37 +108,63 @@ fn load() -> State {
     State {
         cfg,
         sink: Sink { level, file },
+        fake,
     }
 }
 
-fn load_config() -> Result<Config, String> {
+/// The launch's table (in the shared file), or a new one for this process and its forks.
+fn fake_table(cfg: &Config, mapping: Option<&'static Mapping>) -> Result<Fake, String> {
+    let ranges = cfg.fake_ranges().map_err(|e| e.to_string())?;
+    let words = match mapping {
+        Some(m) => {
+            let (off, n) =
+                shm::table_location(m.frozen_bytes()).ok_or("state file has no table")?;
+            m.words(off, n).ok_or("state file table out of bounds")?
+        }
+        None => {
+            let n = fakedns::words_for(ranges.capacity());
+            let m: &'static Mapping = Box::leak(Box::new(Mapping::anonymous(n)?));
+            let words = m.words(0, n).ok_or("anonymous table out of bounds")?;
+            for (w, v) in words.iter().zip(fakedns::header(ranges.capacity())) {
+                w.store(v, std::sync::atomic::Ordering::Relaxed);
+            }
+            words
+        }
+    };
+    let table = FakeTable::new(words)?;
+    Ok(Fake { ranges, table })
+}
+
+fn load_config() -> Result<(Config, Option<&'static Mapping>), String> {
     if let Some(path) = env(shm::ENV).filter(|s| !s.is_empty()) {
-        let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
-        let text = shm::config_text(&bytes).map_err(|e| format!("{path}: {e}"))?;
-        return Config::from_toml(text).map_err(|e| format!("{path}: {e}"));
+        let m: &'static Mapping = Box::leak(Box::new(Mapping::open(&path)?));
+        let text = shm::config_text(m.frozen_bytes()).map_err(|e| format!("{path}: {e}"))?;
+        let cfg = Config::from_toml(text).map_err(|e| format!("{path}: {e}"))?;
+        return Ok((cfg, Some(m)));
     }
     let path = find_config(env, |p: &Path| p.exists()).ok_or_else(|| {
         "no configuration: run the program through `chainsocks`, or set CHAINSOCKS_CONFIG"
             .to_string()
     })?;
     let mut cfg = Config::from_file(&path).map_err(|e| e.to_string())?;
-    cfg.resolve_proxies(resolve_real)
+    cfg.resolve_proxies(|h, _| resolve_real(h, libc::AF_UNSPEC))
         .map_err(|e| e.in_file(&path).to_string())?;
-    Ok(cfg)
+    Ok((cfg, None))
 }
 
-/// Resolves a proxy host name with the real getaddrinfo (never our hook).
-fn resolve_real(host: &str, port: u16) -> Result<IpAddr, String> {
+/// Resolves a host name with the real getaddrinfo (never our hook): the first address of
+/// `family` (AF_UNSPEC: any).
+pub fn resolve_real(host: &str, family: libc::c_int) -> Result<IpAddr, String> {
     let gai = real::getaddrinfo().ok_or("no getaddrinfo")?;
     let free = real::freeaddrinfo().ok_or("no freeaddrinfo")?;
     let node = CString::new(host).map_err(|_| "NUL in host name")?;
-    let service = CString::new(port.to_string()).map_err(|_| "bad port")?;
     // SAFETY: all-zero hints are valid; then set the fields we need.
     let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
     hints.ai_socktype = libc::SOCK_STREAM;
+    hints.ai_family = family;
     let mut res: *mut libc::addrinfo = ptr::null_mut();
     // SAFETY: valid C strings, hints and out-pointer; the real function.
-    let rc = unsafe { gai(node.as_ptr(), service.as_ptr(), &hints, &mut res) };
+    let rc = unsafe { gai(node.as_ptr(), ptr::null(), &hints, &mut res) };
     if rc != 0 || res.is_null() {
         // SAFETY: gai_strerror returns a static string.
         let msg = unsafe { CStr::from_ptr(libc::gai_strerror(rc)) };

@@ -6,6 +6,7 @@
 //! calls the real function for a destination we would proxy), or leave errno changed on success.
 
 pub mod connect;
+pub mod resolve;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -24,6 +25,14 @@ pub enum Bypass {
     NotStream,
     /// Not a socket at all, or a bad fd: the kernel reports the error.
     NotSocket,
+    /// `proxy_dns = false`: the program resolves names itself.
+    ProxyDnsOff,
+    /// No host name to resolve (NULL node, AI_NUMERICHOST, an address literal).
+    Numeric,
+    /// `localhost`, the machine's own host name, or a name in /etc/hosts: answered locally.
+    LocalName,
+    /// A reverse lookup of an address outside the fake ranges.
+    NotFake,
 }
 
 /// What a hook's safe body decided.
@@ -34,17 +43,35 @@ pub enum Route {
     Done(Result<c_int, Error>),
 }
 
-/// Runs a hook body, catching panics (fail closed with [`Error::Internal`]).
-pub fn run(hook: &'static str, body: impl FnOnce() -> Route) -> Route {
+/// Runs a hook body; `None` (and an error line) if it panicked: the caller fails closed.
+pub fn catch<T>(hook: &str, body: impl FnOnce() -> T) -> Option<T> {
     match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(route) => route,
+        Ok(v) => Some(v),
         Err(_) => {
-            crate::state::get().sink.log(
+            let sink = &crate::state::get().sink;
+            sink.log(
                 LogLevel::Error,
                 format_args!("{hook}: internal error (panic); failing closed"),
             );
-            Route::Done(Err(Error::Internal("panic in hook")))
+            None
         }
+    }
+}
+
+/// Runs a hook body, catching panics (fail closed with [`Error::Internal`]).
+pub fn run(hook: &'static str, body: impl FnOnce() -> Route) -> Route {
+    catch(hook, body).unwrap_or(Route::Done(Err(Error::Internal("panic in hook"))))
+}
+
+/// Logs (at debug) why a call went to the real function. Never loads the configuration just
+/// for this (a program that only uses unix sockets pays nothing).
+pub fn note_bypass(hook: &str, why: Bypass) {
+    let Some(st) = crate::state::peek() else {
+        return;
+    };
+    if st.sink.enabled(LogLevel::Debug) {
+        st.sink
+            .log(LogLevel::Debug, format_args!("{hook}: direct ({why:?})"));
     }
 }
 
@@ -52,10 +79,7 @@ pub fn run(hook: &'static str, body: impl FnOnce() -> Route) -> Route {
 pub fn finish(route: Route, saved_errno: c_int, hook: &str, real: impl FnOnce() -> c_int) -> c_int {
     match route {
         Route::Real(why) => {
-            let sink = &crate::state::get().sink;
-            if sink.enabled(LogLevel::Debug) {
-                sink.log(LogLevel::Debug, format_args!("{hook}: direct ({why:?})"));
-            }
+            note_bypass(hook, why);
             set_errno(saved_errno);
             real()
         }

@@ -1,17 +1,22 @@
 //! `chainsocks`: the launcher. Validates the configuration, then runs the program with
-//! libchainsocks.so preloaded and the launch's shared state (config, later the fake-DNS table)
-//! in a memory file every process of the tree can open.
+//! libchainsocks.so preloaded and the launch's shared state (config, fake-DNS table, proxy
+//! health) in a memory file every process of the tree can open.
 //!
 //! Must never: run anything when the configuration is wrong (one message naming file, line and
 //! column, exit 2), or be preloaded itself (it is a separate binary; the library is a cdylib).
 
+mod check;
 mod launch;
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use chainsocks_core::config::{Config, ConfigError, Proxy, find_config};
+use chainsocks_core::config::{
+    ChainMode, Config, ConfigError, Proxy, Rule, RuleAction, find_config,
+};
+use chainsocks_core::pxconf;
+use chainsocks_core::rules::Pattern;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -19,16 +24,25 @@ use clap::{Parser, Subcommand};
     name = "chainsocks",
     version,
     about = "Run a program with every TCP connection sent through a chain of SOCKS4/4a/5 or HTTP proxies.",
-    after_help = "Examples:\n  chainsocks -x socks5h://127.0.0.1:9050 curl https://example.com/\n  chainsocks -f chain.toml -- ssh host\n\nConfig search order without -f/-x: $CHAINSOCKS_CONFIG, ./chainsocks.toml,\n$XDG_CONFIG_HOME/chainsocks/config.toml (~/.config/…), /etc/chainsocks.toml."
+    after_help = "Examples:\n  chainsocks -x socks5h://127.0.0.1:9050 curl https://example.com/\n  chainsocks -f chain.toml -- ssh host\n  chainsocks -f /etc/proxychains4.conf git fetch\n  chainsocks -f chain.toml check --target example.com:443\n\nConfig search order without -f/-x: $CHAINSOCKS_CONFIG, $PROXYCHAINS_CONF_FILE, ./chainsocks.toml,\n$XDG_CONFIG_HOME/chainsocks/config.toml (~/.config/…), /etc/chainsocks.toml, then proxychains'\n./proxychains.conf, ~/.proxychains/proxychains.conf, /etc/proxychains.conf, /etc/proxychains4.conf.\n$CHAINSOCKS_PROXY=\"URL,URL…\" works like -x."
 )]
 struct Cli {
-    /// Configuration file (TOML).
+    /// Configuration file: chainsocks TOML, or a proxychains.conf (read as-is).
     #[arg(short = 'f', long = "config", value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Proxy URL (repeatable, in chain order): socks4://, socks4a://, socks5://, socks5h://,
-    /// http://, with optional user:pass@. Replaces the file's proxy list.
+    /// http://, raw://, with optional user:pass@ and ?pipeline=1. Replaces the file's proxy list.
     #[arg(short = 'x', long = "proxy", value_name = "URL", global = true)]
     proxy: Vec<String>,
+    /// Chain mode of the default chain: strict, dynamic, random, round_robin.
+    #[arg(long, value_name = "MODE", global = true, value_parser = parse_mode)]
+    chain_mode: Option<ChainMode>,
+    /// Send this destination direct (CIDR[:port], IP[:port] or domain glob; repeatable).
+    #[arg(long, value_name = "DEST", global = true)]
+    direct: Vec<String>,
+    /// Refuse this destination (CIDR[:port], IP[:port] or domain glob; repeatable).
+    #[arg(long, value_name = "DEST", global = true)]
+    block: Vec<String>,
     /// No per-connection log lines.
     #[arg(short, long, global = true)]
     quiet: bool,
@@ -45,12 +59,47 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Sub {
-    /// Print the effective configuration (normalized TOML, passwords hidden) and exit.
-    Config,
+    /// Dial every chain to a destination and report each hop: protocol, auth, timings,
+    /// pipelining, the exact failure. Exit 0 only if every chain works.
+    Check {
+        /// Where the last proxy connects (HOST:PORT; a name is resolved by the proxy).
+        #[arg(long, value_name = "HOST:PORT")]
+        target: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Skip the per-proxy pipelining probe.
+        #[arg(long)]
+        no_probe: bool,
+    },
+    /// Print the effective configuration (passwords hidden), or convert a proxychains.conf.
+    Config {
+        #[command(subcommand)]
+        action: Option<ConfigCmd>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Print the effective configuration as TOML (passwords hidden).
+    Show,
+    /// Print the chainsocks TOML equivalent of a proxychains.conf.
+    Convert { file: PathBuf },
+}
+
+fn parse_mode(s: &str) -> Result<ChainMode, String> {
+    ChainMode::parse(s)
+        .ok_or_else(|| format!("`{s}`: expected strict, dynamic, random or round_robin"))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Sub::Config {
+        action: Some(ConfigCmd::Convert { file }),
+    }) = &cli.sub
+    {
+        return convert(file);
+    }
     let cfg = match load(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -59,9 +108,10 @@ fn main() -> ExitCode {
         }
     };
     match cli.sub {
-        Some(Sub::Config) => {
+        Some(Sub::Config { .. }) => {
             let mut shown = cfg.clone();
-            for p in &mut shown.proxies {
+            let named = shown.chains.values_mut().flat_map(|c| c.proxies.iter_mut());
+            for p in shown.proxies.iter_mut().chain(named) {
                 if p.password.is_some() {
                     p.password = Some("***".into());
                 }
@@ -69,6 +119,11 @@ fn main() -> ExitCode {
             print!("{}", shown.to_toml());
             ExitCode::SUCCESS
         }
+        Some(Sub::Check {
+            target,
+            json,
+            no_probe,
+        }) => run_check(&cfg, &target, json, !no_probe),
         None => {
             if cli.command.is_empty() {
                 eprintln!("chainsocks: no command given (see chainsocks --help)");
@@ -79,46 +134,181 @@ fn main() -> ExitCode {
     }
 }
 
-/// The effective configuration: the file (or the search order), `-x` proxies, `-q`; validated,
-/// with proxy host names resolved once, here.
-fn load(cli: &Cli) -> Result<Config, ConfigError> {
-    let path = cli.config.clone().or_else(|| {
-        if cli.proxy.is_empty() {
-            find_config(|k| std::env::var(k).ok(), |p| p.exists())
-        } else {
-            None
+fn run_check(cfg: &Config, target: &str, json: bool, probe: bool) -> ExitCode {
+    let target = match check::parse_target(target) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("chainsocks: {e}");
+            return ExitCode::from(2);
         }
-    });
+    };
+    let reports: Vec<check::ChainReport> = cfg
+        .chain_views()
+        .iter()
+        .filter(|v| !v.proxies.is_empty())
+        .map(|v| check::check_chain(cfg, v, &target, probe))
+        .collect();
+    if json {
+        match serde_json::to_string_pretty(&reports) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("chainsocks: {e}"),
+        }
+    } else {
+        check::print_human(&reports, &target);
+    }
+    if reports.iter().all(|r| r.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn convert(file: &Path) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("chainsocks: {}: cannot read: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    match pxconf::parse(&text) {
+        Ok(p) => {
+            print!("{}", pxconf::to_toml(&p, &file.display().to_string()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("chainsocks: {}", e.in_file(file));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Reads a config file: chainsocks TOML, or proxychains.conf when it looks like one.
+fn read_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(format!("cannot read: {e}")).in_file(path))?;
+    let cfg = if pxconf::looks_like_proxychains(&text) {
+        let p = pxconf::parse(&text).map_err(|e| e.in_file(path))?;
+        for w in &p.warnings {
+            eprintln!("chainsocks: {}: warning: {w}", path.display());
+        }
+        p.config
+    } else {
+        Config::from_toml(&text).map_err(|e| e.in_file(path))?
+    };
+    warn_if_world_readable(path, &cfg);
+    Ok(cfg)
+}
+
+fn warn_if_world_readable(path: &Path, cfg: &Config) {
+    use std::os::unix::fs::PermissionsExt;
+    let has_password = cfg
+        .proxies
+        .iter()
+        .chain(cfg.chains.values().flat_map(|c| c.proxies.iter()))
+        .any(|p| p.password.is_some());
+    let world = std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0);
+    if has_password && world {
+        eprintln!(
+            "chainsocks: {}: warning: the file holds a password and is readable by every user (chmod 600 it)",
+            path.display()
+        );
+    }
+}
+
+/// Where a config is looked for when none is given: chainsocks' own places, then
+/// proxychains'.
+fn search() -> Option<PathBuf> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if let Some(p) = env("CHAINSOCKS_CONFIG") {
+        return Some(PathBuf::from(p));
+    }
+    if let Some(p) = env("PROXYCHAINS_CONF_FILE") {
+        return Some(PathBuf::from(p));
+    }
+    find_config(env, |p| p.exists()).or_else(|| {
+        let mut c = vec![PathBuf::from("proxychains.conf")];
+        if let Some(h) = env("HOME") {
+            c.push(Path::new(&h).join(".proxychains/proxychains.conf"));
+        }
+        c.push("/etc/proxychains.conf".into());
+        c.push("/etc/proxychains4.conf".into());
+        c.into_iter().find(|p| p.exists())
+    })
+}
+
+/// The effective configuration: the file (or the search order), `-x` / `$CHAINSOCKS_PROXY`
+/// proxies, the rule and mode flags, `-q`; validated, with proxy host names resolved once,
+/// here.
+fn load(cli: &Cli) -> Result<Config, ConfigError> {
+    let env_proxies: Vec<String> = std::env::var("CHAINSOCKS_PROXY")
+        .ok()
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let (urls, from) = if !cli.proxy.is_empty() {
+        (cli.proxy.clone(), "-x")
+    } else {
+        (env_proxies, "CHAINSOCKS_PROXY")
+    };
+    let path = cli
+        .config
+        .clone()
+        .or_else(|| if urls.is_empty() { search() } else { None });
     let mut cfg = match &path {
-        Some(p) => match Config::from_file(p) {
+        Some(p) => match read_file(p) {
             Ok(c) => c,
             // A file whose only problem is "no proxy" is fine when -x gives them.
-            Err(e) if !cli.proxy.is_empty() && e.msg.starts_with("no proxy") => {
+            Err(e) if !urls.is_empty() && e.msg.starts_with("no proxy") => {
                 let text = std::fs::read_to_string(p).unwrap_or_default();
                 toml::from_str::<Config>(&text).map_err(|_| e)?
             }
             Err(e) => return Err(e),
         },
-        None if cli.proxy.is_empty() => {
+        None if urls.is_empty() => {
             return Err(ConfigError::new(
-                "no configuration found: give -f FILE or -x URL, or create ./chainsocks.toml \
-                 or ~/.config/chainsocks/config.toml (see chainsocks --help)",
+                "no configuration found: give -f FILE or -x URL, set CHAINSOCKS_PROXY, or create \
+                 ./chainsocks.toml or ~/.config/chainsocks/config.toml (see chainsocks --help)",
             ));
         }
         None => Config::default(),
     };
-    if !cli.proxy.is_empty() {
-        cfg.proxies = cli
-            .proxy
+    if !urls.is_empty() {
+        cfg.proxies = urls
             .iter()
-            .map(|u| Proxy::from_url(u).map_err(|e| ConfigError::new(format!("-x: {e}"))))
+            .map(|u| Proxy::from_url(u).map_err(|e| ConfigError::new(format!("{from}: {e}"))))
             .collect::<Result<_, _>>()?;
     }
+    if let Some(m) = cli.chain_mode {
+        cfg.chain = m;
+    }
+    // Flag rules go first: blocks, then directs, in the order given.
+    let mut flag_rules = Vec::new();
+    for (list, action, flag) in [
+        (&cli.block, RuleAction::Block, "--block"),
+        (&cli.direct, RuleAction::Direct, "--direct"),
+    ] {
+        for d in list {
+            let dest = Pattern::parse(d).map_err(|e| ConfigError::new(format!("{flag}: {e}")))?;
+            flag_rules.push(Rule {
+                dest,
+                action: Some(action),
+                chain: None,
+            });
+        }
+    }
+    flag_rules.append(&mut cfg.rules);
+    cfg.rules = flag_rules;
     if cli.quiet {
         cfg.quiet = true;
     }
     let in_file = |e: ConfigError| match &path {
-        Some(p) if cli.proxy.is_empty() => e.in_file(p),
+        Some(p) if urls.is_empty() => e.in_file(p),
         _ => e,
     };
     cfg.validate().map_err(in_file)?;

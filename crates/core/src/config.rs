@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, MapAccess, Visitor};
 
 use crate::fakedns::{FakeRanges, Net};
+use crate::rules::{Dnat, Pattern};
 use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
 
 /// Default per-hop connect timeout (ms).
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
@@ -51,10 +53,149 @@ pub struct Config {
     /// "local" (resolve it here and send the address).
     #[serde(default)]
     pub socks4_resolve: Socks4Resolve,
+    /// How the default chain uses its proxies.
+    #[serde(default)]
+    pub chain: ChainMode,
+    /// How many proxies a random / round_robin chain uses per connection (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_len: Option<usize>,
+    /// How long a proxy found dead is skipped by dynamic / random / round_robin chains (ms).
+    #[serde(default = "default_dead_retry")]
+    pub dead_retry_ms: u64,
+    /// What a `block` rule reports: "EACCES" (default) or "ECONNREFUSED".
+    #[serde(default)]
+    pub block_errno: BlockErrno,
+    /// Destinations that always go direct (proxychains' localnet): CIDR or IP, optional :port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub localnet: Vec<Pattern>,
     /// The chain, in order: first entry is the proxy we connect to.
-    #[serde(default, rename = "proxy")]
+    #[serde(default, rename = "proxy", skip_serializing_if = "Vec::is_empty")]
+    pub proxies: Vec<Proxy>,
+    /// Destination rewrites applied before anything else.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dnat: Vec<Dnat>,
+    /// Named chains, for rules.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub chains: BTreeMap<String, ChainSpec>,
+    /// Ordered rules; the first that matches decides. No match: the default chain.
+    #[serde(default, rename = "rule", skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Rule>,
+}
+
+/// How a chain uses its proxies (proxychains' chain types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChainMode {
+    /// Every proxy, in order; any failure fails the connection.
+    #[default]
+    Strict,
+    /// Every live proxy, in order; dead ones are skipped.
+    Dynamic,
+    /// `chain_len` live proxies picked at random.
+    Random,
+    /// `chain_len` live proxies, starting after the last one used.
+    RoundRobin,
+}
+
+impl ChainMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChainMode::Strict => "strict",
+            ChainMode::Dynamic => "dynamic",
+            ChainMode::Random => "random",
+            ChainMode::RoundRobin => "round_robin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ChainMode> {
+        Some(match s.to_ascii_lowercase().replace('-', "_").as_str() {
+            "strict" => ChainMode::Strict,
+            "dynamic" => ChainMode::Dynamic,
+            "random" => ChainMode::Random,
+            "round_robin" => ChainMode::RoundRobin,
+            _ => return None,
+        })
+    }
+}
+
+/// A named chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainSpec {
+    #[serde(default)]
+    pub chain: ChainMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_len: Option<usize>,
+    #[serde(rename = "proxy")]
     pub proxies: Vec<Proxy>,
 }
+
+/// One routing rule: `dest` plus either `action` or `chain`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub dest: Pattern,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<RuleAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<toml::Spanned<String>>,
+}
+
+/// What a rule does without naming a chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleAction {
+    /// Connect without any proxy.
+    Direct,
+    /// Refuse the connection.
+    Block,
+    /// The default chain.
+    Proxy,
+}
+
+/// The errno a blocked connection gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum BlockErrno {
+    #[default]
+    #[serde(rename = "EACCES")]
+    Eacces,
+    #[serde(rename = "ECONNREFUSED")]
+    Econnrefused,
+}
+
+impl BlockErrno {
+    pub fn errno(self) -> i32 {
+        match self {
+            BlockErrno::Eacces => libc::EACCES,
+            BlockErrno::Econnrefused => libc::ECONNREFUSED,
+        }
+    }
+}
+
+/// The name of the top-level chain.
+pub const DEFAULT_CHAIN: &str = "default";
+/// Limits of the shared health state.
+pub const MAX_CHAINS: usize = 32;
+pub const MAX_PROXIES: usize = 256;
+
+/// A chain as the router and dialer see it.
+#[derive(Debug, Clone, Copy)]
+pub struct ChainView<'a> {
+    pub name: &'a str,
+    pub mode: ChainMode,
+    pub len: usize,
+    pub proxies: &'a [Proxy],
+    /// Index of this chain (0 = default), for shared round-robin counters.
+    pub index: usize,
+    /// Index of the chain's first proxy among all proxies, for shared dead marks.
+    pub first_proxy: usize,
+}
+
+fn default_dead_retry() -> u64 {
+    DEFAULT_DEAD_RETRY_MS
+}
+/// Default time a dead proxy is skipped (ms).
+pub const DEFAULT_DEAD_RETRY_MS: u64 = 30_000;
 
 /// See [`Config::socks4_resolve`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -99,7 +240,15 @@ impl Default for Config {
             fake_ip_range: DEFAULT_FAKE_V4.into(),
             fake_ip6_range: DEFAULT_FAKE_V6.into(),
             socks4_resolve: Socks4Resolve::Remote,
+            chain: ChainMode::Strict,
+            chain_len: None,
+            dead_retry_ms: DEFAULT_DEAD_RETRY_MS,
+            block_errno: BlockErrno::Eacces,
+            localnet: Vec::new(),
             proxies: Vec::new(),
+            dnat: Vec::new(),
+            chains: BTreeMap::new(),
+            rules: Vec::new(),
         }
     }
 }
@@ -143,10 +292,12 @@ pub enum ProxyKind {
     Socks5h,
     /// HTTP CONNECT.
     Http,
+    /// No handshake: the proxy is a plain TCP relay to a fixed place (proxychains' `raw`).
+    Raw,
 }
 
 impl ProxyKind {
-    pub const SCHEMES: &'static str = "socks4, socks4a, socks5, socks5h, http";
+    pub const SCHEMES: &'static str = "socks4, socks4a, socks5, socks5h, http, raw";
 
     pub fn from_scheme(s: &str) -> Option<ProxyKind> {
         Some(match s.to_ascii_lowercase().as_str() {
@@ -155,6 +306,7 @@ impl ProxyKind {
             "socks5" => ProxyKind::Socks5,
             "socks5h" => ProxyKind::Socks5h,
             "http" => ProxyKind::Http,
+            "raw" => ProxyKind::Raw,
             _ => return None,
         })
     }
@@ -166,6 +318,7 @@ impl ProxyKind {
             ProxyKind::Socks5 => "socks5",
             ProxyKind::Socks5h => "socks5h",
             ProxyKind::Http => "http",
+            ProxyKind::Raw => "raw",
         }
     }
 
@@ -307,7 +460,7 @@ impl Proxy {
         Ok(p)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), String> {
         if self.host.is_empty() {
             return Err("empty host".into());
         }
@@ -509,6 +662,8 @@ pub struct ConfigError {
     pub line: usize,
     pub col: usize,
     pub msg: String,
+    /// Byte offset in the source text, until it is turned into line and column.
+    pub offset: Option<usize>,
 }
 
 impl fmt::Display for ConfigError {
@@ -532,8 +687,26 @@ impl ConfigError {
             line: 0,
             col: 0,
             msg: msg.into(),
+            offset: None,
         }
     }
+
+    /// An error at a byte offset of the source (placed by [`ConfigError::locate`]).
+    pub fn at(msg: impl Into<String>, offset: usize) -> ConfigError {
+        ConfigError {
+            offset: Some(offset),
+            ..ConfigError::new(msg)
+        }
+    }
+
+    /// Turns a byte offset into line and column of `text`.
+    pub fn locate(mut self, text: &str) -> ConfigError {
+        if let Some(off) = self.offset.take() {
+            (self.line, self.col) = line_col(text, off);
+        }
+        self
+    }
+
     pub fn in_file(mut self, file: &Path) -> ConfigError {
         self.file = Some(file.to_path_buf());
         self
@@ -558,9 +731,10 @@ impl Config {
                 line,
                 col,
                 msg: e.message().trim().to_string(),
+                offset: None,
             }
         })?;
-        cfg.validate()?;
+        cfg.validate().map_err(|e| e.locate(text))?;
         Ok(cfg)
     }
 
@@ -573,10 +747,71 @@ impl Config {
 
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.proxies.is_empty() {
+        let catch_all = self.rules.iter().any(|r| r.dest.as_str() == "*");
+        if self.proxies.is_empty() && (self.chains.is_empty() || !catch_all) {
             return Err(ConfigError::new(
                 "no proxy configured: add a [[proxy]] table or `proxy = [\"socks5://host:port\"]`",
             ));
+        }
+        if self.chains.contains_key(DEFAULT_CHAIN) {
+            return Err(ConfigError::new(format!(
+                "[chains.{DEFAULT_CHAIN}]: `{DEFAULT_CHAIN}` is the top-level chain's name"
+            )));
+        }
+        if self.chains.len() + 1 > MAX_CHAINS {
+            return Err(ConfigError::new(format!(
+                "at most {} named chains",
+                MAX_CHAINS - 1
+            )));
+        }
+        let total: usize =
+            self.proxies.len() + self.chains.values().map(|c| c.proxies.len()).sum::<usize>();
+        if total > MAX_PROXIES {
+            return Err(ConfigError::new(format!(
+                "at most {MAX_PROXIES} proxies in all chains"
+            )));
+        }
+        for (name, c) in &self.chains {
+            if c.proxies.is_empty() {
+                return Err(ConfigError::new(format!("[chains.{name}] has no proxy")));
+            }
+            if c.chain_len == Some(0) {
+                return Err(ConfigError::new(format!(
+                    "[chains.{name}]: chain_len must be at least 1"
+                )));
+            }
+        }
+        if self.chain_len == Some(0) {
+            return Err(ConfigError::new("chain_len must be at least 1"));
+        }
+        for r in &self.rules {
+            match (&r.action, &r.chain) {
+                (Some(_), Some(c)) => {
+                    return Err(ConfigError::at(
+                        "a rule takes `action` or `chain`, not both",
+                        c.span().start,
+                    ));
+                }
+                (None, None) => {
+                    return Err(ConfigError::new(format!(
+                        "rule for `{}` needs `action = \"direct\"|\"block\"|\"proxy\"` or `chain = \"NAME\"`",
+                        r.dest
+                    )));
+                }
+                (None, Some(c)) => {
+                    let n = c.get_ref();
+                    if n != DEFAULT_CHAIN && !self.chains.contains_key(n) {
+                        let known: Vec<&str> = std::iter::once(DEFAULT_CHAIN)
+                            .chain(self.chains.keys().map(String::as_str))
+                            .collect();
+                        return Err(ConfigError::at(
+                            format!("unknown chain `{n}` (defined: {})", known.join(", ")),
+                            c.span().start,
+                        ));
+                    }
+                }
+                (Some(_), None) => {}
+            }
         }
         if self.connect_timeout_ms == 0 || self.handshake_timeout_ms == 0 {
             return Err(ConfigError::new("timeouts must be at least 1 ms"));
@@ -615,6 +850,32 @@ impl Config {
         })
     }
 
+    /// Every chain: index 0 is the top-level (default) chain, then the named ones by name.
+    pub fn chain_views(&self) -> Vec<ChainView<'_>> {
+        let mut out = Vec::with_capacity(1 + self.chains.len());
+        out.push(ChainView {
+            name: DEFAULT_CHAIN,
+            mode: self.chain,
+            len: self.chain_len.unwrap_or(1),
+            proxies: &self.proxies,
+            index: 0,
+            first_proxy: 0,
+        });
+        let mut first = self.proxies.len();
+        for (i, (name, c)) in self.chains.iter().enumerate() {
+            out.push(ChainView {
+                name,
+                mode: c.chain,
+                len: c.chain_len.unwrap_or(1),
+                proxies: &c.proxies,
+                index: i + 1,
+                first_proxy: first,
+            });
+            first += c.proxies.len();
+        }
+        out
+    }
+
     /// The normalized TOML that the launcher hands to the processes it starts.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_default()
@@ -626,7 +887,8 @@ impl Config {
         &mut self,
         mut resolve: impl FnMut(&str, u16) -> Result<IpAddr, String>,
     ) -> Result<(), ConfigError> {
-        for p in &mut self.proxies {
+        let named = self.chains.values_mut().flat_map(|c| c.proxies.iter_mut());
+        for p in self.proxies.iter_mut().chain(named) {
             if p.host.parse::<IpAddr>().is_err() {
                 let ip = resolve(&p.host, p.port).map_err(|e| {
                     ConfigError::new(format!("cannot resolve proxy host `{}`: {e}", p.host))

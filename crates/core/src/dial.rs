@@ -102,7 +102,7 @@ pub struct Limits {
 /// `steps` receives the timeline (pass `None` to skip it).
 pub fn handshake<T: Transport>(
     t: &mut T,
-    hops: &[Proxy],
+    hops: &[&Proxy],
     target: &Dest,
     limits: Limits,
     mut steps: Option<&mut Vec<Step>>,
@@ -152,8 +152,8 @@ fn fail(hop: usize, phase: Phase, error: impl Into<Error>) -> DialError {
 }
 
 /// The proxy at `k` and where it must connect: the next proxy, or the target.
-fn hop_at<'a>(hops: &'a [Proxy], k: usize, target: &Dest) -> Result<(&'a Proxy, Dest), DialError> {
-    let proxy = hops
+fn hop_at<'a>(hops: &[&'a Proxy], k: usize, target: &Dest) -> Result<(&'a Proxy, Dest), DialError> {
+    let proxy = *hops
         .get(k)
         .ok_or_else(|| fail(k, Phase::Request, Error::Internal("hop index")))?;
     let dest = match hops.get(k + 1) {
@@ -187,6 +187,7 @@ fn encode_request(proxy: &Proxy, dest: &Dest, out: &mut Vec<u8>) -> Result<(), E
             socks5::encode_request(socks5::Command::Connect, dest, out)?;
         }
         ProxyKind::Http => http::encode_connect(dest, proxy.credentials(), out)?,
+        ProxyKind::Raw => {}
     }
     Ok(())
 }
@@ -356,6 +357,7 @@ fn read_request_reply<T: Transport>(
                 code => Err(Error::Socks5(code)),
             }
         }
+        ProxyKind::Raw => Ok(()),
         ProxyKind::Http => {
             let r = rd.read(t, deadline, |b| http::decode_response(b, http::MAX_HEADER))?;
             if r.is_success() {

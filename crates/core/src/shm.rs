@@ -13,8 +13,10 @@
 //! 20    u32 LE  total size of the file
 //! 24    u32 LE  offset of the fake-DNS table (8-byte aligned; see fakedns)
 //! 28    u32 LE  length of the fake-DNS table in 8-byte words
-//! 32..  reserved (zero): shared counters
+//! 32    u32 LE  offset of the health counters (one page of atomics, see chain::Health)
+//! 36..  reserved (zero)
 //! HEADER_SIZE   config text (normalized TOML, UTF-8)
+//! …             health counters: words 0..32 round-robin per chain, 64..320 dead-until per proxy
 //! …             fake-DNS table (page aligned; zero but for its header words)
 //! ```
 //! The file is sparse: pages of the table cost memory only once a name lands in them.
@@ -29,7 +31,8 @@ pub const ENV: &str = "CHAINSOCKS_SHM";
 /// Builds a new shared-state file: the returned bytes are its beginning (header, config, the
 /// table's header words); the file must then be extended with zeros to [`total_size`].
 pub fn build(config_toml: &str, table_capacity: u32) -> Vec<u8> {
-    let table_off = HEADER_SIZE + config_toml.len().next_multiple_of(HEADER_SIZE);
+    let counters_off = HEADER_SIZE + config_toml.len().next_multiple_of(HEADER_SIZE);
+    let table_off = counters_off + HEADER_SIZE;
     let table_words = crate::fakedns::words_for(table_capacity);
     let total = table_off + (table_words * 8).next_multiple_of(HEADER_SIZE);
     let table_hdr = crate::fakedns::header(table_capacity);
@@ -48,6 +51,7 @@ pub fn build(config_toml: &str, table_capacity: u32) -> Vec<u8> {
     put(&mut out, 20, total as u32);
     put(&mut out, 24, table_off as u32);
     put(&mut out, 28, table_words as u32);
+    put(&mut out, 32, counters_off as u32);
     for (i, w) in table_hdr.iter().enumerate() {
         if let Some(dst) = out.get_mut(table_off + i * 8..table_off + i * 8 + 8) {
             dst.copy_from_slice(&w.to_le_bytes());
@@ -84,6 +88,19 @@ pub fn total_size(bytes: &[u8]) -> Option<usize> {
     field(bytes, 20)
 }
 
+/// Words of the health page: round-robin counters per chain.
+pub const RR_WORDS: std::ops::Range<usize> = 0..32;
+/// Words of the health page: dead-until marks per proxy.
+pub const DEAD_WORDS: std::ops::Range<usize> = 64..320;
+/// Words in the health page.
+pub const COUNTER_WORDS: usize = HEADER_SIZE / 8;
+
+/// Byte offset of the health counters page.
+pub fn counters_location(bytes: &[u8]) -> Option<usize> {
+    let off = field(bytes, 32)?;
+    (off.is_multiple_of(8) && off + HEADER_SIZE <= total_size(bytes)?).then_some(off)
+}
+
 /// Byte offset and length in words of the fake-DNS table.
 pub fn table_location(bytes: &[u8]) -> Option<(usize, usize)> {
     let (off, words) = (field(bytes, 24)?, field(bytes, 28)?);
@@ -98,10 +115,11 @@ mod tests {
     #[test]
     fn round_trip() {
         let b = build("quiet = true\n", 1000);
-        assert_eq!(b.len(), 2 * HEADER_SIZE + 24);
+        assert_eq!(b.len(), 3 * HEADER_SIZE + 24);
         assert_eq!(config_text(&b), Ok("quiet = true\n"));
+        assert_eq!(counters_location(&b), Some(2 * HEADER_SIZE));
         let (off, words) = table_location(&b).unwrap();
-        assert_eq!(off, 2 * HEADER_SIZE);
+        assert_eq!(off, 3 * HEADER_SIZE);
         assert_eq!(words, crate::fakedns::words_for(1000));
         assert!(total_size(&b).unwrap() >= off + words * 8);
         assert_eq!(&b[off + 8..off + 16], &1000u64.to_le_bytes());

@@ -1,26 +1,33 @@
 //! What a hooked connect does: decide the route, then build the chain on the program's socket.
 //!
-//! Owns: classification (which connects are proxied), the handshake on the program's own fd
-//! whenever its family can reach the first proxy (else on a replacement socket moved over the
-//! fd with dup3), the program's file status flags (restored exactly on every path), and the
-//! per-connection log line.
+//! Owns: classification (which connects are proxied), the destination (dnat, then the name
+//! behind a fake IP), the routing decision (localnet / rules / chain), chain attempts with
+//! dead-proxy marking for dynamic / random / round-robin chains, the handshake on the program's
+//! own fd whenever its family can reach the first proxy (else on a replacement socket moved
+//! over the fd with dup3), the program's file status flags (restored exactly on every path),
+//! and the per-connection log line.
 //! Must never: connect the program's socket anywhere but the first proxy when a proxied
-//! destination fails (no fallback), or leave the socket half-connected after a failure.
+//! destination fails (no fallback to direct), or leave the socket half-connected after a
+//! failure.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use chainsocks_core::Error;
-use chainsocks_core::config::{Config, LogLevel, Proxy, ProxyKind, Socks4Resolve};
+use chainsocks_core::chain::{self, By, Health, Route as Way};
+use chainsocks_core::config::{
+    ChainMode, ChainView, Config, LogLevel, Proxy, ProxyKind, Socks4Resolve,
+};
 use chainsocks_core::dial::{self, DialError, Limits, Phase, Step};
 use chainsocks_core::error::errno_name;
 use chainsocks_core::proto::Dest;
+use chainsocks_core::rules::Destination;
 use libc::c_int;
 
 use crate::hooks::{Bypass, Route};
 use crate::sock::{self, FdTransport, Reach};
-use crate::state;
+use crate::state::{self, State};
 
 /// The body of the `connect` hook.
 pub fn connect(fd: c_int, dest: Option<SocketAddr>) -> Route {
@@ -46,9 +53,20 @@ pub fn connect(fd: c_int, dest: Option<SocketAddr>) -> Route {
     if sock::is_connected(fd) {
         return Route::Done(Err(Error::Os(libc::EISCONN)));
     }
-    let target = match target_of(cfg, unmap(dest)) {
-        Ok(t) => t,
-        Err(e) => {
+    let family =
+        sock::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).unwrap_or(libc::AF_INET);
+
+    // The destination: dnat first, then the name behind a fake address.
+    let asked = unmap(dest);
+    let addr = cfg
+        .dnat
+        .iter()
+        .find_map(|n| n.rewrite(asked))
+        .unwrap_or(asked);
+    let name = match crate::resolver::reverse(addr.ip()) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(e)) => {
             st.sink.log(
                 LogLevel::Info,
                 format_args!("connect to {dest} refused: {e}"),
@@ -56,48 +74,134 @@ pub fn connect(fd: c_int, dest: Option<SocketAddr>) -> Route {
             return Route::Done(Err(e));
         }
     };
-    let family =
-        sock::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).unwrap_or(libc::AF_INET);
-    let debug = st.sink.enabled(LogLevel::Debug);
-    let mut steps = Vec::new();
-    let start = Instant::now();
-    let result = dial_on(
-        fd,
-        family,
-        cfg,
-        &cfg.proxies,
-        &target,
-        debug.then_some(&mut steps),
-    );
-    if st.sink.enabled(LogLevel::Info) {
-        st.sink.log(
-            LogLevel::Info,
-            format_args!(
-                "{}",
-                describe(&cfg.proxies, &target, &result, start, &steps)
-            ),
-        );
+    let d = Destination {
+        ip: if name.is_some() {
+            None
+        } else {
+            Some(addr.ip())
+        },
+        name: name.as_deref(),
+        port: addr.port(),
+    };
+    let views = cfg.chain_views();
+    let decision = chain::decide(cfg, &views, &d);
+    let shown = match &name {
+        Some(n) => format!("{n}:{}", addr.port()),
+        None => addr.to_string(),
+    };
+    match decision.route {
+        Way::Block => {
+            st.sink.log(
+                LogLevel::Info,
+                format_args!("{shown} blocked ({})", decision.by),
+            );
+            Route::Done(Err(Error::Os(cfg.block_errno.errno())))
+        }
+        Way::Direct => direct(
+            st,
+            fd,
+            family,
+            dest,
+            addr,
+            name.as_deref(),
+            decision.by,
+            &shown,
+        ),
+        Way::Chain(view) => {
+            let target = match target_of(cfg, view, addr, name) {
+                Ok(t) => t,
+                Err(e) => return Route::Done(Err(e)),
+            };
+            let debug = st.sink.enabled(LogLevel::Debug);
+            let mut steps = Vec::new();
+            let start = Instant::now();
+            let (used, result) = dial_chain(
+                st,
+                fd,
+                family,
+                cfg,
+                view,
+                &target,
+                debug.then_some(&mut steps),
+            );
+            if st.sink.enabled(LogLevel::Info) {
+                let line = describe(view, decision.by, &used, &target, &result, start, &steps);
+                st.sink.log(LogLevel::Info, format_args!("{line}"));
+            }
+            Route::Done(result.map(|()| 0).map_err(|e| e.error))
+        }
     }
-    Route::Done(result.map(|()| 0).map_err(|e| e.error))
 }
 
-/// What the chain is asked to reach: the name behind a fake address, else the address.
-fn target_of(cfg: &Config, dest: SocketAddr) -> Result<Dest, Error> {
-    let name = match crate::resolver::reverse(dest.ip()) {
-        None => return Ok(Dest::Ip(dest)),
-        Some(r) => r?,
+/// A direct connection: the program's own address (unchanged: the real connect with its own
+/// arguments), a dnat rewrite, or a name resolved for real now.
+#[allow(clippy::too_many_arguments)]
+fn direct(
+    st: &State,
+    fd: c_int,
+    family: c_int,
+    asked: SocketAddr,
+    addr: SocketAddr,
+    name: Option<&str>,
+    by: By,
+    shown: &str,
+) -> Route {
+    let to = match name {
+        None => addr,
+        Some(n) => {
+            let want = if family == libc::AF_INET {
+                libc::AF_INET
+            } else {
+                libc::AF_UNSPEC
+            };
+            match state::resolve_real(n, want) {
+                Ok(ip) => SocketAddr::new(ip, addr.port()),
+                Err(e) => {
+                    st.sink.log(
+                        LogLevel::Info,
+                        format_args!("{shown} direct ({by}): cannot resolve: {e}"),
+                    );
+                    return Route::Done(Err(Error::Os(libc::EHOSTUNREACH)));
+                }
+            }
+        }
+    };
+    st.sink
+        .log(LogLevel::Info, format_args!("{shown} direct ({by})"));
+    if name.is_none() && addr == unmap(asked) {
+        // Not rewritten: the program's own arguments, to the real connect (exact semantics).
+        return Route::Real(Bypass::Direct);
+    }
+    let to = match (family, to.ip()) {
+        (libc::AF_INET6, IpAddr::V4(v4)) => {
+            SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), to.port())
+        }
+        _ => to,
+    };
+    Route::Done(sock::connect_real(fd, &to).map(|()| 0))
+}
+
+/// What the chain is asked to reach: the name (from the fake-DNS table) or the address.
+fn target_of(
+    cfg: &Config,
+    view: ChainView,
+    addr: SocketAddr,
+    name: Option<String>,
+) -> Result<Dest, Error> {
+    let Some(name) = name else {
+        return Ok(Dest::Ip(addr));
     };
     // A plain SOCKS4 last hop cannot carry a name: resolve it here only if asked to.
-    let last_is_socks4 = cfg
+    let last_is_socks4 = view
         .proxies
         .last()
         .is_some_and(|p| p.kind == ProxyKind::Socks4);
     if last_is_socks4 && cfg.socks4_resolve == Socks4Resolve::Local {
         let ip =
             state::resolve_real(&name, libc::AF_INET).map_err(|_| Error::Os(libc::EHOSTUNREACH))?;
-        return Ok(Dest::Ip(SocketAddr::new(ip, dest.port())));
+        return Ok(Dest::Ip(SocketAddr::new(ip, addr.port())));
     }
-    Ok(Dest::Name(name, dest.port()))
+    Ok(Dest::Name(name, addr.port()))
 }
 
 /// An IPv4-mapped IPv6 destination is sent to the proxy as the IPv4 address it stands for.
@@ -111,13 +215,102 @@ fn unmap(sa: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Connects `fd` (of `family`) through `hops` to `target`.
+/// Monotonic milliseconds (the same clock in every process, for shared dead marks).
+fn now_ms() -> u64 {
+    // SAFETY: zeroed timespec, then clock_gettime fills it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// A uniform random number below `n` (getrandom: fork children do not repeat their parent).
+fn random_below(n: usize) -> usize {
+    let mut b = [0u8; 8];
+    // SAFETY: b is writable for 8 bytes.
+    unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    (u64::from_ne_bytes(b) % n.max(1) as u64) as usize
+}
+
+/// Connects through `view`, retrying without proxies found dead (except in strict chains, and
+/// never when the destination itself failed). Returns the proxies of the last attempt.
+fn dial_chain<'a>(
+    st: &State,
+    fd: c_int,
+    family: c_int,
+    cfg: &Config,
+    view: ChainView<'a>,
+    target: &Dest,
+    mut steps: Option<&mut Vec<Step>>,
+) -> (Vec<&'a Proxy>, Result<(), DialError>) {
+    let health: Health = st.health();
+    let deadline = Instant::now() + Duration::from_millis(cfg.handshake_timeout_ms);
+    let mut tried: Vec<usize> = Vec::new();
+    loop {
+        let plan = match chain::plan(&view, &health, now_ms(), &tried, &mut random_below) {
+            Ok(p) => p,
+            Err(e) => {
+                return (
+                    Vec::new(),
+                    Err(DialError {
+                        hop: 0,
+                        phase: Phase::Connect,
+                        error: e,
+                    }),
+                );
+            }
+        };
+        let hops: Vec<&Proxy> = plan.iter().filter_map(|&i| view.proxies.get(i)).collect();
+        if let Some(s) = steps.as_deref_mut() {
+            s.clear();
+        }
+        let r = dial_on(
+            fd,
+            family,
+            cfg,
+            &hops,
+            target,
+            deadline,
+            steps.as_deref_mut(),
+        );
+        let e = match r {
+            Ok(()) => {
+                for &i in &plan {
+                    if health.is_dead(view.first_proxy + i, now_ms()) {
+                        health.mark_alive(view.first_proxy + i);
+                    }
+                }
+                return (hops, Ok(()));
+            }
+            Err(e) => e,
+        };
+        let dead = e.dead_proxy(hops.len()).and_then(|k| plan.get(k).copied());
+        match dead {
+            Some(i) if view.mode != ChainMode::Strict && Instant::now() < deadline => {
+                health.mark_dead(view.first_proxy + i, now_ms() + cfg.dead_retry_ms);
+                if let Some(p) = view.proxies.get(i) {
+                    st.sink.log(
+                        LogLevel::Info,
+                        format_args!(
+                            "proxy {p} looks dead ({}), skipping it for {} ms",
+                            e.error, cfg.dead_retry_ms
+                        ),
+                    );
+                }
+                tried.push(i);
+            }
+            _ => return (hops, Err(e)),
+        }
+    }
+}
+
+/// Connects `fd` (of `family`) through `hops` to `target`, all before `deadline`.
 pub fn dial_on(
     fd: c_int,
     family: c_int,
     cfg: &Config,
-    hops: &[Proxy],
+    hops: &[&Proxy],
     target: &Dest,
+    deadline: Instant,
     steps: Option<&mut Vec<Step>>,
 ) -> Result<(), DialError> {
     let at_connect = |error| DialError {
@@ -125,17 +318,15 @@ pub fn dial_on(
         phase: Phase::Connect,
         error,
     };
-    let first = hops
+    let first = *hops
         .first()
         .ok_or_else(|| at_connect(Error::NoProxyAlive))?;
     let first_addr = first
         .socket_addr()
         .ok_or_else(|| at_connect(Error::Config(format!("proxy {first} was not resolved"))))?;
-    let start = Instant::now();
-    let deadline = start + Duration::from_millis(cfg.handshake_timeout_ms);
     let hop_timeout = Duration::from_millis(cfg.connect_timeout_ms);
     let connect_deadline = deadline.min(
-        start
+        Instant::now()
             + first
                 .connect_timeout_ms
                 .map_or(hop_timeout, Duration::from_millis),
@@ -172,15 +363,21 @@ pub fn dial_on(
     }
 }
 
-/// `127.0.0.1:1080 -> 127.0.0.1:8080 ok`, or the failure with the hop, step and errno.
+/// `127.0.0.1:1080 -> 127.0.0.1:8080 ok`, or the failure with the hop, step and errno; the
+/// chain's name and what chose it when that is not simply the default chain.
 fn describe(
-    hops: &[Proxy],
+    view: ChainView,
+    by: By,
+    hops: &[&Proxy],
     target: &Dest,
     result: &Result<(), DialError>,
     start: Instant,
     steps: &[Step],
 ) -> String {
     let mut s = String::with_capacity(128);
+    if view.index != 0 || by != By::Default {
+        let _ = write!(s, "[{} by {by}] ", view.name);
+    }
     for p in hops {
         let _ = match p.socket_addr() {
             Some(sa) => write!(s, "{sa} -> "),

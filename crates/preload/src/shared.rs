@@ -77,8 +77,9 @@ impl Mapping {
         let mut m = r?;
         // SAFETY: the first HEADER_SIZE bytes are mapped and never written after creation.
         let head = unsafe { std::slice::from_raw_parts(m.ptr, shm::HEADER_SIZE) };
-        m.frozen = shm::table_location(head)
-            .map_or(shm::HEADER_SIZE, |(off, _)| off)
+        // Header and config: everything before the health counters.
+        m.frozen = shm::counters_location(head)
+            .unwrap_or(shm::HEADER_SIZE)
             .min(m.len);
         Ok(m)
     }

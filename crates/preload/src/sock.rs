@@ -205,6 +205,20 @@ pub fn connect_nb(fd: c_int, addr: &SocketAddr, deadline: Instant) -> Result<(),
     }
 }
 
+/// The real connect of `fd` to `addr`, with the socket's own flags (a direct connection):
+/// the kernel's result and errno as they are (EINPROGRESS for a non-blocking socket).
+pub fn connect_real(fd: c_int, addr: &SocketAddr) -> Result<(), Error> {
+    let real_connect = real::connect().ok_or(Error::Os(libc::ENOSYS))?;
+    let (st, len) = to_sockaddr(addr);
+    // SAFETY: st holds a valid sockaddr of `len` bytes; the real connect, not our hook.
+    let r = unsafe { real_connect(fd, &st as *const sockaddr_storage as *const sockaddr, len) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(Error::Os(errno()))
+    }
+}
+
 /// Undoes a connection made on the program's socket after a failed handshake, so the socket is
 /// back to unconnected, as after a failed kernel connect (TCP supports AF_UNSPEC disconnect).
 pub fn disconnect(fd: c_int) {

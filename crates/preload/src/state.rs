@@ -12,8 +12,9 @@ use std::ffi::{CStr, CString};
 use std::net::IpAddr;
 use std::path::Path;
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
+use chainsocks_core::chain::Health;
 use chainsocks_core::config::{Config, LogLevel, find_config};
 use chainsocks_core::fakedns::{self, FakeRanges, FakeTable};
 use chainsocks_core::shm;
@@ -29,6 +30,24 @@ pub struct State {
     /// Remote DNS: `None` when `proxy_dns = false`; `Err` when the table is unusable (every
     /// name lookup then fails closed).
     pub fake: Option<Result<Fake, String>>,
+    /// Proxy health (dead marks, round-robin counters): the launch's shared page, or this
+    /// process's own.
+    pub counters: &'static [AtomicU64],
+}
+
+/// Health counters of a process preloaded without the launcher (copied by fork).
+static LOCAL_COUNTERS: [AtomicU64; shm::COUNTER_WORDS] =
+    [const { AtomicU64::new(0) }; shm::COUNTER_WORDS];
+
+impl State {
+    /// The proxy health view over this state's counters.
+    pub fn health(&self) -> Health<'static> {
+        let c = self.counters;
+        Health {
+            dead_until: c.get(shm::DEAD_WORDS).unwrap_or(&[]),
+            rr: c.get(shm::RR_WORDS).unwrap_or(&[]),
+        }
+    }
 }
 
 /// The fake-DNS table of this launch and its address ranges.
@@ -87,6 +106,14 @@ fn load() -> State {
         Ok(c) if c.proxy_dns => Some(fake_table(c, mapping)),
         _ => None,
     };
+    let counters = mapping
+        .and_then(|m| {
+            m.words(
+                shm::counters_location(m.frozen_bytes())?,
+                shm::COUNTER_WORDS,
+            )
+        })
+        .unwrap_or(&LOCAL_COUNTERS);
     let mut level = match &cfg {
         Ok(c) if c.quiet => c.log.min(LogLevel::Warn),
         Ok(c) => c.log,
@@ -109,6 +136,7 @@ fn load() -> State {
         cfg,
         sink: Sink { level, file },
         fake,
+        counters,
     }
 }
 

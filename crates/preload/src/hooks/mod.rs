@@ -33,6 +33,8 @@ pub enum Bypass {
     LocalName,
     /// A reverse lookup of an address outside the fake ranges.
     NotFake,
+    /// localnet or a `direct` rule.
+    Direct,
 }
 
 /// What a hook's safe body decided.

@@ -1,0 +1,338 @@
+//! Chain planning and routing: for one connection, which route (direct, block, a chain) and
+//! which proxies of the chain, in which order.
+//!
+//! Owns: the order of decisions (dnat → localnet → rules, first match → default chain), the
+//! chain modes (strict, dynamic, random, round_robin) and the proxies' health: "dead until"
+//! marks and round-robin counters kept in atomics the caller provides (the launch's shared
+//! memory, so every process of a tree agrees; or process memory).
+//! Must never: pick a proxy marked dead while a live one is available, block, or do I/O.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::config::{ChainMode, ChainView, Config, RuleAction};
+use crate::error::Error;
+use crate::rules::Destination;
+
+/// Where one connection goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Route<'a> {
+    /// No proxy (localnet or a `direct` rule).
+    Direct,
+    /// Refused (a `block` rule).
+    Block,
+    /// Through this chain.
+    Chain(ChainView<'a>),
+}
+
+/// A route and what chose it, for logs and reports.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision<'a> {
+    pub route: Route<'a>,
+    /// `localnet`, `rule N` (1-based), or `default`.
+    pub by: By,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum By {
+    Localnet,
+    Rule(usize),
+    Default,
+}
+
+impl std::fmt::Display for By {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            By::Localnet => write!(f, "localnet"),
+            By::Rule(i) => write!(f, "rule {}", i + 1),
+            By::Default => write!(f, "default"),
+        }
+    }
+}
+
+/// Decides the route of a destination (after dnat). `views` is `cfg.chain_views()`.
+pub fn decide<'a>(cfg: &'a Config, views: &[ChainView<'a>], d: &Destination) -> Decision<'a> {
+    let chain = |name: &str| views.iter().find(|v| v.name == name).copied();
+    let default = views.first().copied();
+    if cfg.localnet.iter().any(|p| p.matches(d)) {
+        return Decision {
+            route: Route::Direct,
+            by: By::Localnet,
+        };
+    }
+    for (i, r) in cfg.rules.iter().enumerate() {
+        if !r.dest.matches(d) {
+            continue;
+        }
+        let route = match (r.action, &r.chain) {
+            (Some(RuleAction::Direct), _) => Route::Direct,
+            (Some(RuleAction::Block), _) => Route::Block,
+            (Some(RuleAction::Proxy), _) | (None, None) => {
+                default.map_or(Route::Block, Route::Chain)
+            }
+            (None, Some(name)) => chain(name.get_ref()).map_or(Route::Block, Route::Chain),
+        };
+        return Decision {
+            route,
+            by: By::Rule(i),
+        };
+    }
+    Decision {
+        route: default.map_or(Route::Block, Route::Chain),
+        by: By::Default,
+    }
+}
+
+/// Shared proxy health: per proxy (global index) the monotonic time in ms until which it is
+/// considered dead (0: alive), and per chain a round-robin counter.
+pub struct Health<'a> {
+    pub dead_until: &'a [AtomicU64],
+    pub rr: &'a [AtomicU64],
+}
+
+impl Health<'_> {
+    pub fn is_dead(&self, proxy: usize, now_ms: u64) -> bool {
+        self.dead_until
+            .get(proxy)
+            .is_some_and(|t| t.load(Ordering::Relaxed) > now_ms)
+    }
+
+    pub fn mark_dead(&self, proxy: usize, until_ms: u64) {
+        if let Some(t) = self.dead_until.get(proxy) {
+            t.fetch_max(until_ms, Ordering::Relaxed);
+        }
+    }
+
+    pub fn mark_alive(&self, proxy: usize) {
+        if let Some(t) = self.dead_until.get(proxy) {
+            t.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The proxies (indices into `view.proxies`) one attempt uses, in order.
+/// `tried` are proxies that failed earlier in this connect. `rand(n)` returns a value in 0..n.
+pub fn plan(
+    view: &ChainView,
+    health: &Health,
+    now_ms: u64,
+    tried: &[usize],
+    rand: &mut dyn FnMut(usize) -> usize,
+) -> Result<Vec<usize>, Error> {
+    let n = view.proxies.len();
+    if view.mode == ChainMode::Strict {
+        return if n == 0 {
+            Err(Error::NoProxyAlive)
+        } else {
+            Ok((0..n).collect())
+        };
+    }
+    let untried: Vec<usize> = (0..n).filter(|i| !tried.contains(i)).collect();
+    let alive: Vec<usize> = untried
+        .iter()
+        .copied()
+        .filter(|&i| !health.is_dead(view.first_proxy + i, now_ms))
+        .collect();
+    // When every proxy is marked dead, the marks are only hints: try them anyway.
+    let pool = if alive.is_empty() { untried } else { alive };
+    if pool.is_empty() {
+        return Err(Error::NoProxyAlive);
+    }
+    let len = view.len.clamp(1, pool.len());
+    Ok(match view.mode {
+        ChainMode::Strict | ChainMode::Dynamic => pool,
+        ChainMode::Random => {
+            let mut pool = pool;
+            for k in 0..len {
+                let j = k + rand(pool.len() - k);
+                pool.swap(k, j);
+            }
+            pool.truncate(len);
+            pool
+        }
+        ChainMode::RoundRobin => {
+            let start = health
+                .rr
+                .get(view.index)
+                .map_or(0, |c| c.fetch_add(len as u64, Ordering::Relaxed) as usize)
+                % n.max(1);
+            // The first `len` proxies of the pool at or after `start`, cyclically.
+            let mut ordered: Vec<usize> = pool.iter().copied().filter(|&i| i >= start).collect();
+            ordered.extend(pool.iter().copied().filter(|&i| i < start));
+            ordered.truncate(len);
+            ordered
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn cfg(text: &str) -> Config {
+        Config::from_toml(text).unwrap()
+    }
+
+    fn words(n: usize) -> Vec<AtomicU64> {
+        (0..n).map(|_| AtomicU64::new(0)).collect()
+    }
+
+    const FOUR: &str = "proxy = [\"socks5://127.0.0.1:1\", \"socks5://127.0.0.1:2\", \"socks5://127.0.0.1:3\", \"socks5://127.0.0.1:4\"]\n";
+
+    #[test]
+    fn strict_uses_all_in_order_even_dead() {
+        let c = cfg(FOUR);
+        let v = c.chain_views();
+        let (dead, rr) = (words(8), words(2));
+        let h = Health {
+            dead_until: &dead,
+            rr: &rr,
+        };
+        h.mark_dead(1, 1000);
+        assert_eq!(
+            plan(&v[0], &h, 10, &[], &mut |_| 0).unwrap(),
+            vec![0, 1, 2, 3]
+        );
+    }
+
+    #[test]
+    fn dynamic_skips_dead_and_tried() {
+        let c = cfg(&format!("chain = \"dynamic\"\n{FOUR}"));
+        let v = c.chain_views();
+        let (dead, rr) = (words(8), words(2));
+        let h = Health {
+            dead_until: &dead,
+            rr: &rr,
+        };
+        h.mark_dead(1, 1000);
+        assert_eq!(plan(&v[0], &h, 10, &[], &mut |_| 0).unwrap(), vec![0, 2, 3]);
+        assert_eq!(plan(&v[0], &h, 10, &[0], &mut |_| 0).unwrap(), vec![2, 3]);
+        assert_eq!(
+            plan(&v[0], &h, 2000, &[], &mut |_| 0).unwrap(),
+            vec![0, 1, 2, 3],
+            "mark expired"
+        );
+        for i in 0..4 {
+            h.mark_dead(i, 1000);
+        }
+        assert_eq!(
+            plan(&v[0], &h, 10, &[2], &mut |_| 0).unwrap(),
+            vec![0, 1, 3],
+            "all dead: try anyway"
+        );
+        assert_eq!(
+            plan(&v[0], &h, 10, &[0, 1, 2, 3], &mut |_| 0),
+            Err(Error::NoProxyAlive)
+        );
+    }
+
+    #[test]
+    fn random_picks_chain_len_distinct_live() {
+        let c = cfg(&format!("chain = \"random\"\nchain_len = 2\n{FOUR}"));
+        let v = c.chain_views();
+        let (dead, rr) = (words(8), words(2));
+        let h = Health {
+            dead_until: &dead,
+            rr: &rr,
+        };
+        h.mark_dead(2, 1000);
+        let mut seed = 12345u64;
+        let mut rand = |n: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % n
+        };
+        let mut seen = [0; 4];
+        for _ in 0..400 {
+            let p = plan(&v[0], &h, 10, &[], &mut rand).unwrap();
+            assert_eq!(p.len(), 2);
+            assert_ne!(p[0], p[1]);
+            for i in p {
+                seen[i] += 1;
+            }
+        }
+        assert_eq!(seen[2], 0, "never the dead one");
+        assert!(seen[0] > 100 && seen[1] > 100 && seen[3] > 100, "{seen:?}");
+    }
+
+    #[test]
+    fn round_robin_rotates_and_skips_dead() {
+        let c = cfg(&format!("chain = \"round_robin\"\n{FOUR}"));
+        let v = c.chain_views();
+        let (dead, rr) = (words(8), words(2));
+        let h = Health {
+            dead_until: &dead,
+            rr: &rr,
+        };
+        let firsts: Vec<usize> = (0..8)
+            .map(|_| plan(&v[0], &h, 10, &[], &mut |_| 0).unwrap()[0])
+            .collect();
+        assert_eq!(firsts, vec![0, 1, 2, 3, 0, 1, 2, 3]);
+        h.mark_dead(1, 1000);
+        let firsts: Vec<usize> = (0..4)
+            .map(|_| plan(&v[0], &h, 10, &[], &mut |_| 0).unwrap()[0])
+            .collect();
+        assert_eq!(firsts, vec![0, 2, 2, 3]);
+    }
+
+    #[test]
+    fn routing_order() {
+        let c = cfg(r#"
+localnet = ["10.0.0.0/8"]
+proxy = ["socks5://127.0.0.1:1"]
+[chains.tor]
+proxy = ["socks5h://127.0.0.1:9050"]
+[[rule]]
+dest = "*.corp.example"
+action = "direct"
+[[rule]]
+dest = "192.168.0.0/16:443"
+action = "block"
+[[rule]]
+dest = "*.onion"
+chain = "tor"
+"#);
+        let v = c.chain_views();
+        let d = |ip: Option<&str>, name: Option<&'static str>, port| Destination {
+            ip: ip.map(|s| s.parse().unwrap()),
+            name,
+            port,
+        };
+        let r = decide(&c, &v, &d(Some("10.1.1.1"), None, 80));
+        assert!(matches!(r.route, Route::Direct) && r.by == By::Localnet);
+        let r = decide(&c, &v, &d(None, Some("git.corp.example"), 22));
+        assert!(matches!(r.route, Route::Direct) && r.by == By::Rule(0));
+        let r = decide(&c, &v, &d(Some("192.168.1.1"), None, 443));
+        assert!(matches!(r.route, Route::Block) && r.by == By::Rule(1));
+        let r = decide(&c, &v, &d(Some("192.168.1.1"), None, 80));
+        assert!(matches!(r.route, Route::Chain(ch) if ch.name == "default") && r.by == By::Default);
+        let r = decide(&c, &v, &d(None, Some("abc.onion"), 80));
+        assert!(matches!(r.route, Route::Chain(ch) if ch.name == "tor" && ch.first_proxy == 1));
+    }
+
+    #[test]
+    fn rule_errors_are_located() {
+        let e = Config::from_toml(
+            "proxy = [\"socks5://h:1\"]\n[[rule]]\ndest = \"*\"\nchain = \"nope\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        assert!(
+            e.msg.contains("unknown chain `nope` (defined: default)"),
+            "{e}"
+        );
+        let e = Config::from_toml(
+            "proxy = [\"socks5://h:1\"]\n[[rule]]\ndest = \"10.0.0.0/33\"\naction = \"block\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        let e = Config::from_toml(
+            "proxy = [\"socks5://h:1\"]\n[[rule]]\ndest = \"*\"\naction = \"drop\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        let e = Config::from_toml("chain = \"zigzag\"\nproxy = [\"socks5://h:1\"]\n").unwrap_err();
+        assert_eq!(e.line, 1, "{e}");
+    }
+}

@@ -150,14 +150,15 @@ pub fn plan(
             pool
         }
         ChainMode::RoundRobin => {
+            // Rotate over the usable proxies, so a dead one does not double its successor's
+            // share; the counter is shared by the whole launch.
             let start = health
                 .rr
                 .get(view.index)
                 .map_or(0, |c| c.fetch_add(len as u64, Ordering::Relaxed) as usize)
-                % n.max(1);
-            // The first `len` proxies of the pool at or after `start`, cyclically.
-            let mut ordered: Vec<usize> = pool.iter().copied().filter(|&i| i >= start).collect();
-            ordered.extend(pool.iter().copied().filter(|&i| i < start));
+                % pool.len();
+            let mut ordered: Vec<usize> = pool.iter().skip(start).copied().collect();
+            ordered.extend(pool.iter().take(start).copied());
             ordered.truncate(len);
             ordered
         }
@@ -273,7 +274,7 @@ mod tests {
         let firsts: Vec<usize> = (0..4)
             .map(|_| plan(&v[0], &h, 10, &[], &mut |_| 0).unwrap()[0])
             .collect();
-        assert_eq!(firsts, vec![0, 2, 2, 3]);
+        assert_eq!(firsts, vec![0, 2, 3, 0]);
     }
 
     #[test]

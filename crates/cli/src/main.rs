@@ -6,6 +6,7 @@
 //! column, exit 2), or be preloaded itself (it is a separate binary; the library is a cdylib).
 
 mod check;
+mod elfcheck;
 mod launch;
 
 use std::ffi::OsString;
@@ -46,6 +47,10 @@ struct Cli {
     /// No per-connection log lines.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Refuse to run a program LD_PRELOAD cannot apply to (static, setuid/setgid, file
+    /// capabilities) instead of warning.
+    #[arg(long)]
+    strict_launch: bool,
     #[command(subcommand)]
     sub: Option<Sub>,
     /// The program to run, and its arguments.
@@ -128,6 +133,20 @@ fn main() -> ExitCode {
             if cli.command.is_empty() {
                 eprintln!("chainsocks: no command given (see chainsocks --help)");
                 return ExitCode::from(2);
+            }
+            if let Some(first) = cli.command.first()
+                && let Some(path) = elfcheck::find_program(first)
+                && let Some(why) = elfcheck::why_not_shimmable(&path)
+            {
+                let msg = format!(
+                    "{} {why}: LD_PRELOAD will not apply: traffic from this program would go direct",
+                    path.display()
+                );
+                if cli.strict_launch {
+                    eprintln!("chainsocks: refusing to run (--strict-launch): {msg}");
+                    return ExitCode::from(2);
+                }
+                eprintln!("chainsocks: warning: {msg}");
             }
             launch::run(&cfg, &cli.command)
         }

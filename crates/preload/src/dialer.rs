@@ -128,6 +128,9 @@ pub fn connect(fd: c_int, dest: Option<SocketAddr>) -> Route {
                 let line = describe(view, decision.by, &used, &target, &result, start, &steps);
                 st.sink.log(LogLevel::Info, format_args!("{line}"));
             }
+            if result.is_ok() {
+                crate::peers::remember(fd, dest);
+            }
             Route::Done(result.map(|()| 0).map_err(|e| e.error))
         }
     }

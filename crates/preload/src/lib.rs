@@ -7,6 +7,7 @@
 //! - [`state`]: the configuration, loaded lazily once per process, lock-free.
 //! - [`dialer`]: what a proxied connect does; [`sock`]: the raw socket operations.
 //! - [`resolver`]: remote DNS (fake addresses); [`shared`]: the launch's shared mapping.
+//! - [`peers`]: what getpeername reports for proxied sockets.
 //! - [`log`]: one write per log line, no fd kept open.
 //!
 //! Rules: no threads, nothing async, no locks a `fork` could inherit held; a failure never
@@ -16,6 +17,7 @@ pub mod dialer;
 pub mod guard;
 pub mod hooks;
 pub mod log;
+pub mod peers;
 pub mod real;
 pub mod resolver;
 pub mod shared;

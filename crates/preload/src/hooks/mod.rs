@@ -6,7 +6,9 @@
 //! calls the real function for a destination we would proxy), or leave errno changed on success.
 
 pub mod connect;
+pub mod peer;
 pub mod resolve;
+pub mod send;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 

@@ -67,6 +67,19 @@ fn create_shm(cfg: &Config) -> Result<(libc::c_int, String), String> {
     if fd < 0 {
         return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
     }
+    // If the launcher was started with fd 0-2 closed, never let the state file be one of them
+    // (a later message to stderr would land in it).
+    let fd = if fd < 3 {
+        // SAFETY: duplicating our own fd above 2, then closing the low one.
+        let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+        unsafe { libc::close(fd) };
+        if high < 0 {
+            return Err(format!("fcntl: {}", std::io::Error::last_os_error()));
+        }
+        high
+    } else {
+        fd
+    };
     let mut off = 0;
     while off < bytes.len() {
         let chunk = &bytes[off..];

@@ -2,22 +2,44 @@
 //! to a log file opened, written and closed per line.
 //!
 //! Must never: keep an fd open (programs close all fds and reuse the numbers), write to fd 2 if
-//! it was closed when the program started (fd 2 may now be the program's data), print a
-//! password, or panic on a failed write.
+//! it was closed when the program started or is no longer the file it was then (fd 2 may now
+//! be the program's data), print a password, or panic on a failed write.
 
 use std::ffi::CString;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use chainsocks_core::config::LogLevel;
 
-/// Whether fd 2 was open when the library was loaded (set by the constructor).
+/// Whether fd 2 was open when the library was loaded (set by the constructor)…
 static STDERR_OK: AtomicBool = AtomicBool::new(true);
+/// … and which file it was (device, inode): log lines go to fd 2 only while it still is.
+static STDERR_ID: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+fn fd2_identity() -> Option<(u64, u64)> {
+    // SAFETY: fstat of fd 2 into zeroed storage.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    (unsafe { libc::fstat(2, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+}
 
 /// Called once from the library constructor.
 pub fn init() {
-    // SAFETY: F_GETFD on fd 2 only queries it.
-    let open = unsafe { libc::fcntl(2, libc::F_GETFD) } >= 0;
-    STDERR_OK.store(open, Ordering::Relaxed);
+    match fd2_identity() {
+        Some((dev, ino)) => {
+            STDERR_ID[0].store(dev, Ordering::Relaxed);
+            STDERR_ID[1].store(ino, Ordering::Relaxed);
+        }
+        None => STDERR_OK.store(false, Ordering::Relaxed),
+    }
+}
+
+/// Whether fd 2 is still the stderr the program started with.
+fn stderr_usable() -> bool {
+    STDERR_OK.load(Ordering::Relaxed)
+        && fd2_identity()
+            == Some((
+                STDERR_ID[0].load(Ordering::Relaxed),
+                STDERR_ID[1].load(Ordering::Relaxed),
+            ))
 }
 
 /// Where and how much to log.
@@ -61,7 +83,7 @@ impl Sink {
                     }
                 }
             }
-            None if STDERR_OK.load(Ordering::Relaxed) => {
+            None if stderr_usable() => {
                 // SAFETY: writing our own buffer to fd 2.
                 unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
             }

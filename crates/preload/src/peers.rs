@@ -1,17 +1,19 @@
 //! What `getpeername` reports for proxied sockets: the destination the program asked for,
 //! not the first proxy.
 //!
-//! Owns: a fixed table keyed by the socket's inode (not its fd), so `dup`, `dup2`, `dup3`,
-//! `fcntl(F_DUPFD*)` and `fork` keep the answer right with no hook of their own, and a closed
-//! fd whose number is reused by another socket can never inherit a stale entry (another
-//! socket has another inode). Each slot is a small seqlock: readers never wait; a writer that
-//! finds a slot busy skips it (the entry is then simply absent).
-//! Must never: block, allocate, keep an fd, or answer for a socket it did not proxy. Limits:
-//! 65,536 slots; when two live proxied sockets' inodes collide, the older entry is replaced
-//! and its getpeername shows the proxy (documented).
+//! Owns: a table indexed by fd whose entries are valid only for the socket inode they name.
+//! The program's fd of a proxied socket is found directly; an fd made by `dup`, `dup2`,
+//! `dup3`, `fcntl(F_DUPFD*)` finds it by inode (a scan of the used part of the table), and
+//! `fork` copies the table; a closed fd whose number is reused by another socket never
+//! inherits a stale entry (another socket, another inode) — so no close/dup hook is needed.
+//! Memory touched grows with the highest fd used, not with the number of connections.
+//! Each slot is a small seqlock: readers never wait; a writer that finds a slot busy skips it
+//! (the entry is then simply absent).
+//! Must never: block, allocate, keep an fd, or answer for a socket it did not proxy. Limit:
+//! fds ≥ 65,536 are not tracked (their getpeername shows the first proxy).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 
 use libc::c_int;
 
@@ -38,6 +40,8 @@ static TABLE: [Slot; SLOTS] = [const {
 
 /// Whether any entry was ever written (a process that proxied nothing pays no fstat).
 static ANY: AtomicBool = AtomicBool::new(false);
+/// One past the highest fd ever recorded: the part of the table a scan reads.
+static HIGH: AtomicUsize = AtomicUsize::new(0);
 
 fn inode(fd: c_int) -> Option<u64> {
     // SAFETY: fstat into zeroed storage.
@@ -46,14 +50,12 @@ fn inode(fd: c_int) -> Option<u64> {
         .then_some(st.st_ino)
 }
 
-fn slot(ino: u64) -> Option<&'static Slot> {
-    TABLE.get((ino.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as usize % SLOTS)
-}
-
 /// Records that the socket behind `fd` is, for the program, connected to `asked`.
 pub fn remember(fd: c_int, asked: SocketAddr) {
     let Some(ino) = inode(fd) else { return };
-    let Some(s) = slot(ino) else { return };
+    let Some(s) = usize::try_from(fd).ok().and_then(|i| TABLE.get(i)) else {
+        return;
+    };
     let seq = s.seq.load(Ordering::Relaxed);
     if seq & 1 == 1
         || s.seq
@@ -84,6 +86,7 @@ pub fn remember(fd: c_int, asked: SocketAddr) {
         Ordering::Relaxed,
     );
     s.seq.store(seq + 2, Ordering::Release);
+    HIGH.fetch_max(fd as usize + 1, Ordering::Relaxed);
     ANY.store(true, Ordering::Relaxed);
 }
 
@@ -93,7 +96,17 @@ pub fn lookup(fd: c_int) -> Option<SocketAddr> {
         return None;
     }
     let ino = inode(fd)?;
-    let s = slot(ino)?;
+    let own = usize::try_from(fd).ok().and_then(|i| TABLE.get(i));
+    if let Some(hit) = own.and_then(|s| read(s, ino)) {
+        return Some(hit);
+    }
+    // Another fd for the same socket (dup): find it by inode.
+    let high = HIGH.load(Ordering::Relaxed).min(SLOTS);
+    TABLE.get(..high)?.iter().find_map(|s| read(s, ino))
+}
+
+/// The address in `s` if it is a stable entry for inode `ino`.
+fn read(s: &Slot, ino: u64) -> Option<SocketAddr> {
     for _ in 0..4 {
         let before = s.seq.load(Ordering::Acquire);
         if before & 1 == 1 {

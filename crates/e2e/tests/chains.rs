@@ -669,3 +669,62 @@ fn configuration_errors_are_precise() {
         show(&o)
     );
 }
+
+#[test]
+fn pipelined_handshakes_through_real_servers() {
+    netns();
+    let data = random_bytes(1 << 20, 9);
+    let sha = sha256_hex(&data);
+    let origin = HttpOrigin::start(vec![("/big".into(), data)]);
+    let Some(d1) = Dante::start(DanteOpts::default()) else {
+        return;
+    };
+    let Some(ssh) = SshSocks::start(SshOpts::default()) else {
+        return;
+    };
+    let Some(d2) = Dante::start(DanteOpts {
+        external: "127.0.0.5".parse().unwrap(),
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let Some(ms) = Microsocks::start(MicrosocksOpts::default()) else {
+        return;
+    };
+    // A fully pipelined 3-hop chain: every hop's greeting and request in one write.
+    let urls: Vec<String> = [d1.port(), ssh.port(), d2.port()]
+        .iter()
+        .map(|p| format!("socks5://127.0.0.1:{p}?pipeline=1"))
+        .collect();
+    let l = Launch::chain(&urls);
+    let Some(curl) = require("curl") else { return };
+    let mut c = l.cmd(&curl);
+    c.args(["-sS", "--fail", &origin.url("/big")]);
+    c.env("CHAINSOCKS_LOG", "debug");
+    let o = run(&mut c, T);
+    assert_eq!(sha256_hex(&o.stdout), sha, "{}\n{}", show(&o), l.log());
+    assert!(
+        origin
+            .requests()
+            .iter()
+            .all(|(p, _)| p.ip().to_string() == "127.0.0.5")
+    );
+    assert!(l.log().contains("hop 3 request"), "{}", l.log());
+    // microsocks drops what follows the greeting: pipelined, it fails at the deadline (never
+    // a wrong success); in safe mode it works.
+    let echo = Echo::start();
+    let l = Launch::new(&format!(
+        "connect_timeout_ms = 1000\nhandshake_timeout_ms = 1500\nproxy = [\"socks5://127.0.0.1:{}?pipeline=1\"]\n",
+        ms.port()
+    ));
+    let o = echo_n(&l, &echo, 1);
+    assert!(
+        stdout(&o).contains("errno=ETIMEDOUT"),
+        "{}\n{}",
+        show(&o),
+        l.log()
+    );
+    let l = Launch::chain(&[format!("socks5://127.0.0.1:{}", ms.port())]);
+    let o = echo_n(&l, &echo, 1);
+    assert!(o.status.success(), "{}", show(&o));
+}

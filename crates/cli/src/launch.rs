@@ -123,10 +123,27 @@ fn preload_value(lib: &Path, old: Option<OsString>) -> OsString {
     v
 }
 
+/// What runs around the program besides the shim.
+#[derive(Default)]
+pub struct Extras {
+    /// `--isolate`: the sandbox plan.
+    pub sandbox: Option<crate::isolate::Plan>,
+    /// `--summary`: the report file to summarize at exit.
+    pub summary: Option<std::path::PathBuf>,
+}
+
 /// Runs `command` under the shim and returns its exit status as ours.
-pub fn run(cfg: &Config, command: &[OsString]) -> ExitCode {
-    match try_run(cfg, command) {
-        Ok(code) => code,
+pub fn run(cfg: &Config, command: &[OsString], extras: Extras) -> ExitCode {
+    match try_run(cfg, command, &extras) {
+        Ok(exit) => {
+            if let Some(report) = &extras.summary {
+                eprint!("{}", crate::summary::summarize(report));
+            }
+            match exit {
+                Exit::Code(c) => ExitCode::from(c),
+                Exit::Signal(sig) => die_like(sig),
+            }
+        }
         Err(e) => {
             eprintln!("chainsocks: {e}");
             ExitCode::from(2)
@@ -134,11 +151,17 @@ pub fn run(cfg: &Config, command: &[OsString]) -> ExitCode {
     }
 }
 
+/// How the program ended.
+pub enum Exit {
+    Code(u8),
+    Signal(libc::c_int),
+}
+
 fn cstring(s: &OsStr) -> Result<CString, String> {
     CString::new(s.as_bytes()).map_err(|_| format!("NUL byte in {:?}", s))
 }
 
-fn try_run(cfg: &Config, command: &[OsString]) -> Result<ExitCode, String> {
+fn try_run(cfg: &Config, command: &[OsString], extras: &Extras) -> Result<Exit, String> {
     let lib = find_library()?;
     let (_shm_fd, shm_path) = create_shm(cfg)?;
 
@@ -185,16 +208,48 @@ fn try_run(cfg: &Config, command: &[OsString]) -> Result<ExitCode, String> {
         (set, old)
     };
 
-    // SAFETY: fork in a single-threaded launcher; the child only execs or _exits.
+    let chan = match &extras.sandbox {
+        Some(_) => {
+            Some(std::os::unix::net::UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?)
+        }
+        None => None,
+    };
+    // SAFETY: fork in a single-threaded launcher; the child only sets up its sandbox (if any),
+    // then execs or _exits.
     let child = unsafe { libc::fork() };
     if child < 0 {
         return Err(format!("fork: {}", std::io::Error::last_os_error()));
     }
     if child == 0 {
+        if let (Some(plan), Some((_, theirs))) = (&extras.sandbox, &chan)
+            && let Err(why) = crate::isolate::enter(plan, theirs)
+        {
+            crate::isolate::report_failure(theirs, &why);
+            // SAFETY: leaving the child without running the launcher's destructors.
+            unsafe { libc::_exit(2) };
+        }
         // SAFETY: async-signal-safe calls only; pointers built before fork.
         unsafe {
             libc::pthread_sigmask(libc::SIG_SETMASK, &oldmask, std::ptr::null_mut());
             exec_child(prog, &argv_p, &envp_p, path_var.as_deref());
+        }
+    }
+    if let (Some(plan), Some((ours, theirs))) = (&extras.sandbox, chan) {
+        drop(theirs);
+        match crate::isolate::receive(&ours, plan.forwards.len()) {
+            Ok(listeners) => {
+                crate::isolate::forward(listeners, &plan.forwards);
+                use std::io::Write;
+                (&ours)
+                    .write_all(b"g")
+                    .map_err(|e| format!("starting the sandboxed program: {e}"))?;
+            }
+            Err(why) => {
+                let mut status = 0;
+                // SAFETY: reaping our own child, which exits after reporting.
+                unsafe { libc::waitpid(child, &mut status, 0) };
+                return Err(format!("--isolate: {why}"));
+            }
         }
     }
     supervise(child, &waitset)
@@ -255,8 +310,8 @@ unsafe fn exec_child(
     }
 }
 
-/// Waits for the program, forwarding signals sent to us; returns (or dies with) its status.
-fn supervise(child: libc::pid_t, waitset: &libc::sigset_t) -> Result<ExitCode, String> {
+/// Waits for the program, forwarding signals sent to us; returns how it ended.
+fn supervise(child: libc::pid_t, waitset: &libc::sigset_t) -> Result<Exit, String> {
     loop {
         // SAFETY: zeroed siginfo is a valid out-parameter.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -271,10 +326,10 @@ fn supervise(child: libc::pid_t, waitset: &libc::sigset_t) -> Result<ExitCode, S
             let r = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) };
             if r == child {
                 if libc::WIFEXITED(status) {
-                    return Ok(ExitCode::from(libc::WEXITSTATUS(status) as u8));
+                    return Ok(Exit::Code(libc::WEXITSTATUS(status) as u8));
                 }
                 if libc::WIFSIGNALED(status) {
-                    die_like(libc::WTERMSIG(status));
+                    return Ok(Exit::Signal(libc::WTERMSIG(status)));
                 }
             }
             continue;

@@ -7,7 +7,9 @@
 
 mod check;
 mod elfcheck;
+mod isolate;
 mod launch;
+mod summary;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -51,6 +53,22 @@ struct Cli {
     /// capabilities) instead of warning.
     #[arg(long)]
     strict_launch: bool,
+    /// Run the program in a network namespace where only the proxies are reachable (and the
+    /// --allow-direct destinations); implies --deny-direct.
+    #[arg(long)]
+    isolate: bool,
+    /// With --isolate: also forward this exact destination (repeatable).
+    #[arg(long, value_name = "HOST:PORT")]
+    allow_direct: Vec<String>,
+    /// policy = "proxy-only": refuse direct connections and UDP to non-loopback addresses.
+    #[arg(long)]
+    deny_direct: bool,
+    /// Append one JSON line per connection, lookup and block to FILE (every process).
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// At exit, print connection counts, top destinations and blocked attempts on stderr.
+    #[arg(long)]
+    summary: bool,
     #[command(subcommand)]
     sub: Option<Sub>,
     /// The program to run, and its arguments.
@@ -142,13 +160,63 @@ fn main() -> ExitCode {
                     "{} {why}: LD_PRELOAD will not apply: traffic from this program would go direct",
                     path.display()
                 );
-                if cli.strict_launch {
+                if cli.isolate && !cli.strict_launch {
+                    // Contained anyway: nothing but the proxies is reachable in the sandbox.
+                } else if cli.strict_launch {
                     eprintln!("chainsocks: refusing to run (--strict-launch): {msg}");
                     return ExitCode::from(2);
+                } else {
+                    eprintln!("chainsocks: warning: {msg}");
                 }
-                eprintln!("chainsocks: warning: {msg}");
             }
-            launch::run(&cfg, &cli.command)
+            let mut cfg = cfg;
+            let mut extras = launch::Extras::default();
+            if cli.deny_direct {
+                cfg.policy = chainsocks_core::config::Policy::ProxyOnly;
+            }
+            if !cli.allow_direct.is_empty() && !cli.isolate {
+                eprintln!("chainsocks: --allow-direct needs --isolate");
+                return ExitCode::from(2);
+            }
+            let mut temp_report = None;
+            let report = match (&cli.report, cli.summary) {
+                (Some(r), _) => Some(std::path::absolute(r).unwrap_or_else(|_| r.clone())),
+                (None, true) => {
+                    let p = std::env::temp_dir()
+                        .join(format!("chainsocks-report-{}.jsonl", std::process::id()));
+                    temp_report = Some(p.clone());
+                    Some(p)
+                }
+                (None, false) => None,
+            };
+            if let Some(r) = &report {
+                if let Err(e) = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(r)
+                {
+                    eprintln!("chainsocks: --report {}: {e}", r.display());
+                    return ExitCode::from(2);
+                }
+                cfg.report_file = Some(r.clone());
+                if cli.summary {
+                    extras.summary = Some(r.clone());
+                }
+            }
+            if cli.isolate {
+                match isolate::plan(&mut cfg, &cli.allow_direct) {
+                    Ok(p) => extras.sandbox = Some(p),
+                    Err(e) => {
+                        eprintln!("chainsocks: --isolate: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            let code = launch::run(&cfg, &cli.command, extras);
+            if let Some(t) = temp_report {
+                let _ = std::fs::remove_file(t);
+            }
+            code
         }
     }
 }

@@ -68,6 +68,18 @@ pub struct Config {
     /// Destinations that always go direct (proxychains' localnet): CIDR or IP, optional :port.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub localnet: Vec<Pattern>,
+    /// "open" (default) or "proxy-only": every connection that would go direct, and every UDP
+    /// datagram to a non-loopback address, is refused with EACCES.
+    #[serde(default)]
+    pub policy: Policy,
+    /// Append one JSON line per event (connect, lookup, block, udp) to this file. Set by the
+    /// launcher's `--report`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_file: Option<PathBuf>,
+    /// Destinations that stay reachable directly under `proxy-only` (set by `--isolate
+    /// --allow-direct`: the in-namespace forwarders).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_direct: Vec<Pattern>,
     /// The chain, in order: first entry is the proxy we connect to.
     #[serde(default, rename = "proxy", skip_serializing_if = "Vec::is_empty")]
     pub proxies: Vec<Proxy>,
@@ -80,6 +92,19 @@ pub struct Config {
     /// Ordered rules; the first that matches decides. No match: the default chain.
     #[serde(default, rename = "rule", skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
+    /// Where each proxy is reached when it is the first hop: "IP:PORT" → "IP:PORT". Set by
+    /// `--isolate` (the in-namespace listeners that forward to the real proxies).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub via: BTreeMap<String, String>,
+}
+
+/// See [`Config::policy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    #[default]
+    Open,
+    ProxyOnly,
 }
 
 /// How a chain uses its proxies (proxychains' chain types).
@@ -249,6 +274,10 @@ impl Default for Config {
             dnat: Vec::new(),
             chains: BTreeMap::new(),
             rules: Vec::new(),
+            policy: Policy::Open,
+            report_file: None,
+            allowed_direct: Vec::new(),
+            via: BTreeMap::new(),
         }
     }
 }

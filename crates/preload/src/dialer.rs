@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use chainsocks_core::Error;
 use chainsocks_core::chain::{self, By, Health, Route as Way};
 use chainsocks_core::config::{
-    ChainMode, ChainView, Config, LogLevel, Proxy, ProxyKind, Socks4Resolve,
+    ChainMode, ChainView, Config, LogLevel, Policy, Proxy, ProxyKind, Socks4Resolve,
 };
 use chainsocks_core::dial::{self, DialError, Limits, Phase, Step};
 use chainsocks_core::error::errno_name;
@@ -26,6 +26,7 @@ use chainsocks_core::rules::Destination;
 use libc::c_int;
 
 use crate::hooks::{Bypass, Route};
+use crate::report::{Event, Kind};
 use crate::sock::{self, FdTransport, Reach};
 use crate::state::{self, State};
 
@@ -36,6 +37,7 @@ pub fn connect(fd: c_int, dest: Option<SocketAddr>) -> Route {
     };
     match sock::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) {
         Ok(libc::SOCK_STREAM) => {}
+        Ok(libc::SOCK_DGRAM) => return udp(dest, "connect"),
         Ok(_) => return Route::Real(Bypass::NotStream),
         Err(_) => return Route::Real(Bypass::NotSocket),
     }
@@ -71,6 +73,15 @@ pub fn connect(fd: c_int, dest: Option<SocketAddr>) -> Route {
                 LogLevel::Info,
                 format_args!("connect to {dest} refused: {e}"),
             );
+            report(
+                Kind::Block,
+                None,
+                Some(addr),
+                Some("fake-ip"),
+                None,
+                &Err(e.clone()),
+                None,
+            );
             return Route::Done(Err(e));
         }
     };
@@ -89,26 +100,72 @@ pub fn connect(fd: c_int, dest: Option<SocketAddr>) -> Route {
         Some(n) => format!("{n}:{}", addr.port()),
         None => addr.to_string(),
     };
+    let by = decision.by.to_string();
     match decision.route {
         Way::Block => {
+            st.sink
+                .log(LogLevel::Info, format_args!("{shown} blocked ({by})"));
+            let e = Error::Os(cfg.block_errno.errno());
+            report(
+                Kind::Block,
+                name.as_deref(),
+                Some(addr),
+                Some(&by),
+                None,
+                &Err(e.clone()),
+                None,
+            );
+            Route::Done(Err(e))
+        }
+        Way::Direct
+            if cfg.policy == Policy::ProxyOnly
+                && !cfg.allowed_direct.iter().any(|p| p.matches(&d)) =>
+        {
             st.sink.log(
                 LogLevel::Info,
-                format_args!("{shown} blocked ({})", decision.by),
+                format_args!("{shown} blocked (policy proxy-only; {by} would go direct)"),
             );
-            Route::Done(Err(Error::Os(cfg.block_errno.errno())))
+            let e = Error::Os(libc::EACCES);
+            report(
+                Kind::Block,
+                name.as_deref(),
+                Some(addr),
+                Some("policy"),
+                None,
+                &Err(e.clone()),
+                None,
+            );
+            Route::Done(Err(e))
         }
-        Way::Direct => direct(
-            st,
-            fd,
-            family,
-            dest,
-            addr,
-            name.as_deref(),
-            decision.by,
-            &shown,
-        ),
+        Way::Direct => {
+            let start = Instant::now();
+            let r = direct(
+                st,
+                fd,
+                family,
+                dest,
+                addr,
+                name.as_deref(),
+                decision.by,
+                &shown,
+            );
+            let outcome = match &r {
+                Route::Done(Err(e)) => Err(e.clone()),
+                _ => Ok(()),
+            };
+            report(
+                Kind::Connect,
+                name.as_deref(),
+                Some(addr),
+                Some(&by),
+                Some("direct"),
+                &outcome,
+                Some(start),
+            );
+            r
+        }
         Way::Chain(view) => {
-            let target = match target_of(cfg, view, addr, name) {
+            let target = match target_of(cfg, view, addr, name.clone()) {
                 Ok(t) => t,
                 Err(e) => return Route::Done(Err(e)),
             };
@@ -131,9 +188,92 @@ pub fn connect(fd: c_int, dest: Option<SocketAddr>) -> Route {
             if result.is_ok() {
                 crate::peers::remember(fd, dest);
             }
+            let outcome = result.as_ref().map(|_| ()).map_err(|e| e.error.clone());
+            let ip = if name.is_some() { None } else { Some(addr) };
+            report(
+                Kind::Connect,
+                name.as_deref(),
+                ip.or(Some(addr)),
+                Some(&by),
+                Some(view.name),
+                &outcome,
+                Some(start),
+            );
             Route::Done(result.map(|()| 0).map_err(|e| e.error))
         }
     }
+}
+
+/// A UDP `connect` or `sendto`/`sendmsg` with an address: untouched, except that
+/// `policy = "proxy-only"` refuses every non-loopback destination (EACCES).
+pub fn udp(dest: SocketAddr, what: &str) -> Route {
+    let st = state::get();
+    let Ok(cfg) = &st.cfg else {
+        return Route::Real(Bypass::NotStream);
+    };
+    let loopback = unmap(dest).ip().is_loopback();
+    if cfg.policy == Policy::ProxyOnly && !loopback {
+        st.sink.log(
+            LogLevel::Info,
+            format_args!("UDP {what} to {dest} blocked (policy proxy-only)"),
+        );
+        let e = Error::Os(libc::EACCES);
+        report(
+            Kind::Udp,
+            None,
+            Some(unmap(dest)),
+            Some("policy"),
+            None,
+            &Err(e.clone()),
+            None,
+        );
+        return Route::Done(Err(e));
+    }
+    if what == "connect" && !loopback {
+        report(
+            Kind::Udp,
+            None,
+            Some(unmap(dest)),
+            None,
+            None,
+            &Ok(()),
+            None,
+        );
+    }
+    Route::Real(Bypass::NotStream)
+}
+
+/// Records an event in the egress report, if there is one.
+fn report(
+    kind: Kind,
+    name: Option<&str>,
+    addr: Option<SocketAddr>,
+    rule: Option<&str>,
+    chain: Option<&str>,
+    outcome: &Result<(), Error>,
+    start: Option<Instant>,
+) {
+    if !crate::report::enabled() {
+        return;
+    }
+    let result = match outcome {
+        Ok(()) => "ok",
+        Err(e) => errno_name(e.errno()),
+    };
+    crate::report::record(&Event {
+        kind,
+        name,
+        ip: if name.is_some() {
+            None
+        } else {
+            addr.map(|a| a.ip())
+        },
+        port: addr.map(|a| a.port()),
+        rule,
+        chain,
+        result,
+        ms: start.map(|s| s.elapsed().as_secs_f64() * 1e3),
+    });
 }
 
 /// A direct connection: the program's own address (unchanged: the real connect with its own
@@ -327,6 +467,12 @@ pub fn dial_on(
     let first_addr = first
         .socket_addr()
         .ok_or_else(|| at_connect(Error::Config(format!("proxy {first} was not resolved"))))?;
+    // Under --isolate the first hop is reached through the launcher's in-namespace forwarder.
+    let first_addr = cfg
+        .via
+        .get(&first_addr.to_string())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(first_addr);
     let hop_timeout = Duration::from_millis(cfg.connect_timeout_ms);
     let connect_deadline = deadline.min(
         Instant::now()

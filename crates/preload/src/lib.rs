@@ -8,6 +8,7 @@
 //! - [`dialer`]: what a proxied connect does; [`sock`]: the raw socket operations.
 //! - [`resolver`]: remote DNS (fake addresses); [`shared`]: the launch's shared mapping.
 //! - [`peers`]: what getpeername reports for proxied sockets.
+//! - [`report`]: the egress report (JSON lines).
 //! - [`log`]: one write per log line, no fd kept open.
 //!
 //! Rules: no threads, nothing async, no locks a `fork` could inherit held; a failure never
@@ -19,6 +20,7 @@ pub mod hooks;
 pub mod log;
 pub mod peers;
 pub mod real;
+pub mod report;
 pub mod resolver;
 pub mod shared;
 pub mod sock;

@@ -10,21 +10,26 @@ use crate::guard::Guard;
 use crate::sock::{self, read_sockaddr, set_errno};
 use crate::{dialer, real};
 
-/// Connects `fd` through the chain for a Fast Open send to `dest`. `None`: not ours.
+/// Connects `fd` through the chain for a Fast Open send to `dest`, or applies the UDP policy
+/// to a datagram. `None`: not ours (the real function, untouched).
 fn fastopen_connect(
     hook: &'static str,
     fd: c_int,
     flags: c_int,
     dest: Option<std::net::SocketAddr>,
 ) -> Option<Route> {
-    if flags & libc::MSG_FASTOPEN == 0 {
-        return None;
-    }
     let dest = dest?;
-    if sock::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) != Ok(libc::SOCK_STREAM)
-        || sock::is_connected(fd)
-    {
-        return None;
+    match sock::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) {
+        // A datagram with an address: untouched unless the policy refuses it.
+        Ok(libc::SOCK_DGRAM) => {
+            return match catch(hook, || dialer::udp(dest, hook)) {
+                Some(Route::Real(_)) => None,
+                Some(r) => Some(r),
+                None => Some(Route::Done(Err(chainsocks_core::Error::Internal("panic")))),
+            };
+        }
+        Ok(libc::SOCK_STREAM) if flags & libc::MSG_FASTOPEN != 0 && !sock::is_connected(fd) => {}
+        _ => return None,
     }
     Some(
         catch(hook, || dialer::connect(fd, Some(dest)))

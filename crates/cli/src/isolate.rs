@@ -36,6 +36,8 @@ pub struct Plan {
     pub resolv_conf: CString,
     pub hosts: CString,
     pub root: bool,
+    /// The launch's shared state, as a file in the plan's private directory.
+    pub state_file: std::path::PathBuf,
     _dir: TempFiles,
 }
 
@@ -138,6 +140,7 @@ pub fn plan(cfg: &mut Config, allow_direct: &[String]) -> Result<Plan, String> {
         resolv_conf: c(&resolv)?,
         hosts: c(&hosts_path)?,
         root,
+        state_file: dir.join("state"),
         _dir: TempFiles(dir),
     })
 }

@@ -58,14 +58,34 @@ pub fn find_library() -> Result<PathBuf, String> {
 }
 
 /// Creates the launch's shared-state memfd (close-on-exec: only the path reaches children).
-fn create_shm(cfg: &Config) -> Result<(libc::c_int, String), String> {
+///
+/// With `file`, the state is a regular file at that path instead (for `--isolate` as an
+/// unprivileged user: a process in a child user namespace may not open another namespace's
+/// `/proc/<pid>/fd`); the caller removes it.
+fn create_shm(cfg: &Config, file: Option<&Path>) -> Result<(libc::c_int, String), String> {
     let capacity = cfg.fake_ranges().map_err(|e| e.to_string())?.capacity();
     let bytes = shm::build(&cfg.to_toml(), capacity);
     let total = shm::total_size(&bytes).ok_or("bad shared-state layout")?;
-    // SAFETY: memfd_create with a static name.
-    let fd = unsafe { libc::memfd_create(c"chainsocks".as_ptr(), libc::MFD_CLOEXEC) };
+    let fd = match file {
+        // SAFETY: memfd_create with a static name.
+        None => unsafe { libc::memfd_create(c"chainsocks".as_ptr(), libc::MFD_CLOEXEC) },
+        Some(p) => {
+            let c = cstring(p.as_os_str())?;
+            // SAFETY: open with a valid path; a new file only we can read.
+            unsafe {
+                libc::open(
+                    c.as_ptr(),
+                    libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                    0o600,
+                )
+            }
+        }
+    };
     if fd < 0 {
-        return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "creating the shared state: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     // If the launcher was started with fd 0-2 closed, never let the state file be one of them
     // (a later message to stderr would land in it).
@@ -100,6 +120,9 @@ fn create_shm(cfg: &Config) -> Result<(libc::c_int, String), String> {
             "sizing shared state: {}",
             std::io::Error::last_os_error()
         ));
+    }
+    if let Some(p) = file {
+        return Ok((fd, p.display().to_string()));
     }
     // SAFETY: getpid cannot fail.
     let pid = unsafe { libc::getpid() };
@@ -163,7 +186,8 @@ fn cstring(s: &OsStr) -> Result<CString, String> {
 
 fn try_run(cfg: &Config, command: &[OsString], extras: &Extras) -> Result<Exit, String> {
     let lib = find_library()?;
-    let (_shm_fd, shm_path) = create_shm(cfg)?;
+    let state_file = extras.sandbox.as_ref().map(|p| p.state_file.clone());
+    let (_shm_fd, shm_path) = create_shm(cfg, state_file.as_deref())?;
 
     // Build argv and envp before fork: the child only calls async-signal-safe functions.
     let argv: Vec<CString> = command

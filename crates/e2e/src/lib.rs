@@ -2,9 +2,10 @@
 //!
 //! Owns: starting REAL third-party proxies from Debian's packages (danted,
 //! microsocks, `ssh -D` + sshd, tinyproxy) on free loopback ports in temp
-//! dirs, in-process origin servers (HTTP, echo, UDP sink), an isolated
-//! network namespace per test ([`netns`]), and the `csclient` test binary
-//! (src/bin/csclient.rs).
+//! dirs, in-process origin servers (HTTP, echo, UDP sink), the DNS leak check
+//! ([`DnsTrap`]: a silent resolver on 127.0.0.1:53), an isolated network
+//! namespace per test ([`netns`]), and the `csclient` and `csstress` test
+//! binaries (src/bin/).
 //! Never does: send traffic to a non-loopback address, bind anything but
 //! loopback, signal a process it did not start (servers are stopped by
 //! pid/process group, never by name), or modify system files other than
@@ -68,6 +69,8 @@ macro_rules! server_common {
 pub(crate) use server_common;
 
 mod dante;
+mod dnstrap;
+mod hostile;
 mod microsocks;
 mod ns;
 mod origin;
@@ -78,6 +81,8 @@ mod tempdir;
 mod tinyproxy;
 
 pub use dante::{DANTE_PASS, DANTE_USER, Dante, DanteOpts, block_port, ensure_system_user};
+pub use dnstrap::{DnsTrap, TRAP_RESOLV_CONF};
+pub use hostile::{Behavior, EXTRA_TUNNEL_BYTES, HostileProxy, Session};
 pub use microsocks::{Microsocks, MicrosocksOpts};
 pub use ns::{csclient, find_program, is_ci, netns, netns_id, require, require_with};
 pub use origin::{Echo, HttpOrigin, UdpSink, random_bytes, sha256_hex};

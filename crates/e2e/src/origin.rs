@@ -356,6 +356,7 @@ type Datagrams = Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>;
 /// A UDP socket that records every datagram it receives (for DNS-leak tests).
 pub struct UdpSink {
     addr: SocketAddr,
+    sock: Arc<UdpSocket>,
     got: Datagrams,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -386,15 +387,16 @@ impl UdpSink {
             Err(e) => panic!("e2e: udp sink: local_addr: {e}"),
         };
         let _ = sock.set_read_timeout(Some(Duration::from_millis(50)));
+        let sock = Arc::new(sock);
         let got: Datagrams = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (got2, stop2) = (got.clone(), stop.clone());
+        let (sock2, got2, stop2) = (sock.clone(), got.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name("e2e-udp-sink".into())
             .spawn(move || {
                 let mut buf = vec![0u8; 65536];
                 while !stop2.load(Ordering::SeqCst) {
-                    if let Ok((n, peer)) = sock.recv_from(&mut buf) {
+                    if let Ok((n, peer)) = sock2.recv_from(&mut buf) {
                         lock(&got2).push((peer, buf.get(..n).unwrap_or_default().to_vec()));
                     }
                 }
@@ -405,6 +407,7 @@ impl UdpSink {
         };
         UdpSink {
             addr,
+            sock,
             got,
             stop,
             thread: Some(thread),
@@ -421,14 +424,68 @@ impl UdpSink {
         self.addr
     }
 
-    /// Number of datagrams received so far.
+    /// Number of datagrams received so far. Exact: it first takes whatever is still queued in
+    /// the socket (loopback delivery is synchronous, so every datagram whose `sendto` returned
+    /// before this call is counted, without waiting for the listener thread).
     pub fn count(&self) -> usize {
+        self.drain();
         lock(&self.got).len()
     }
 
     /// Every datagram so far: (sender, payload).
     pub fn datagrams(&self) -> Vec<(SocketAddr, Vec<u8>)> {
+        self.drain();
         lock(&self.got).clone()
+    }
+
+    /// Records the datagrams still queued (non-blocking; the thread may take some concurrently,
+    /// each datagram is received exactly once either way).
+    fn drain(&self) {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            // SAFETY: all-zero sockaddr_storage is valid; recvfrom writes at most `len` bytes
+            // into it and at most buf.len() bytes into buf.
+            let (n, ss) = unsafe {
+                let mut ss: libc::sockaddr_storage = std::mem::zeroed();
+                let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                let n = libc::recvfrom(
+                    self.sock.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                    (&mut ss as *mut libc::sockaddr_storage).cast(),
+                    &mut len,
+                );
+                (n, ss)
+            };
+            if n < 0 {
+                return;
+            }
+            let peer = sockaddr_of(&ss).unwrap_or(self.addr);
+            let data = buf.get(..n as usize).unwrap_or_default().to_vec();
+            lock(&self.got).push((peer, data));
+        }
+    }
+}
+
+/// The address in a `sockaddr_storage` filled by the kernel (IPv4 or IPv6).
+fn sockaddr_of(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match ss.ss_family as i32 {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a sockaddr_in (family says so); storage is big enough.
+            let sin =
+                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::from((ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, a sockaddr_in6.
+            let sin6 =
+                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::from((ip, u16::from_be(sin6.sin6_port))))
+        }
+        _ => None,
     }
 }
 

@@ -9,10 +9,11 @@
 //! write past a caller's buffer.
 //!
 //! getaddrinfo results for fake names are real glibc lists: the real getaddrinfo answers for a
-//! numeric placeholder (0.0.0.0 or ::) with the program's service and hints — so socket types,
-//! protocols, ports and EAI_* errors are exactly glibc's — and then only the addresses and the
-//! canonical name are rewritten. Every list therefore has one owner and one free: the real
-//! freeaddrinfo, whatever the program re-links.
+//! numeric placeholder (0.0.0.0 and/or ::) with the program's service and hints — so socket
+//! types, protocols, ports and EAI_* errors are exactly glibc's — and then only the addresses and
+//! the canonical name are rewritten. AF_UNSPEC gets the IPv4 list followed by the IPv6 list
+//! (glibc frees node by node, so the two linked are still one glibc list). Every list therefore
+//! has one owner and one free: the real freeaddrinfo, whatever the program re-links.
 
 use std::collections::HashSet;
 use std::ffi::{CStr, CString};
@@ -80,9 +81,11 @@ pub fn classify(name: &CStr) -> Lookup {
                     ),
                 );
             }
+            lookup_event(&norm, Some(fake.ranges.v4_of(id).into()), "ok");
             Lookup::Fake(fake, id, norm)
         }
         Err(e) => {
+            lookup_event(&norm, None, chainsocks_core::error::errno_name(e.errno()));
             if !FULL_LOGGED.swap(true, Ordering::Relaxed) {
                 st.sink.log(
                     LogLevel::Error,
@@ -94,6 +97,22 @@ pub fn classify(name: &CStr) -> Lookup {
             }
             Lookup::Fail(e)
         }
+    }
+}
+
+/// Records a lookup in the egress report (if there is one).
+fn lookup_event(name: &str, ip: Option<IpAddr>, result: &str) {
+    if crate::report::enabled() {
+        crate::report::record(&crate::report::Event {
+            kind: crate::report::Kind::Lookup,
+            name: Some(name),
+            ip,
+            port: None,
+            rule: None,
+            chain: None,
+            result,
+            ms: None,
+        });
     }
 }
 
@@ -221,37 +240,78 @@ pub unsafe fn getaddrinfo(
         Lookup::Fail(e) => return Ok(Err(e)),
         Lookup::Fake(f, id, n) => (f, id, n),
     };
-    let v6 = h.ai_family == libc::AF_INET6;
-    let mut place = h;
-    place.ai_family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
-    place.ai_flags = (h.ai_flags | libc::AI_NUMERICHOST) & !(libc::AI_ADDRCONFIG | libc::AI_ALL);
-    let placeholder = if v6 { c"::" } else { c"0.0.0.0" };
-    // SAFETY: as above, with a numeric placeholder host.
-    let rc = unsafe { real(placeholder.as_ptr(), service, &place, res) };
-    if rc != 0 {
-        return Ok(Ok(rc));
+    // A fake name has both an IPv4 and an IPv6 address: AF_UNSPEC gets both, IPv4 first (the
+    // order glibc's RFC 6724 sort gives an IPv4 and a ULA address). Programs that ask AF_UNSPEC
+    // and keep one family themselves (curl -6 does) then find theirs.
+    let families: &[c_int] = match h.ai_family {
+        libc::AF_INET => &[libc::AF_INET],
+        libc::AF_INET6 => &[libc::AF_INET6],
+        _ => &[libc::AF_INET, libc::AF_INET6],
+    };
+    let mut head: *mut addrinfo = ptr::null_mut();
+    let mut tail: *mut *mut addrinfo = &mut head;
+    for &family in families {
+        let mut place = h;
+        place.ai_family = family;
+        place.ai_flags =
+            (h.ai_flags | libc::AI_NUMERICHOST) & !(libc::AI_ADDRCONFIG | libc::AI_ALL);
+        let placeholder = if family == libc::AF_INET6 {
+            c"::"
+        } else {
+            c"0.0.0.0"
+        };
+        let mut part: *mut addrinfo = ptr::null_mut();
+        // SAFETY: as above, with a numeric placeholder host and our own out-pointer.
+        let rc = unsafe { real(placeholder.as_ptr(), service, &place, &mut part) };
+        if rc != 0 {
+            if head.is_null() {
+                return Ok(Ok(rc));
+            }
+            break;
+        }
+        // Append: glibc allocates every node (with its sockaddr) separately and its
+        // freeaddrinfo frees node by node, so two of its lists linked are one of its lists.
+        // SAFETY: tail points at head or at the ai_next of our list's last node.
+        unsafe {
+            *tail = part;
+            while let Some(ai) = (*tail).as_mut() {
+                tail = &mut ai.ai_next;
+            }
+        }
     }
     let canon = if h.ai_flags & libc::AI_CANONNAME != 0 {
         CString::new(norm).ok()
     } else {
         None
     };
-    // SAFETY: *res is the list the real getaddrinfo just returned to us.
-    let mut cur = unsafe { *res };
+    let mut cur = head;
     let mut first = true;
+    // SAFETY: `head` is the list the real getaddrinfo just returned to us (one or two of them
+    // linked).
     while let Some(ai) = unsafe { cur.as_mut() } {
         // SAFETY: ai_addr holds a sockaddr of ai_family (glibc allocates it with the node).
         unsafe { patch_addr(ai, fake, id) };
-        if first && let Some(c) = &canon {
-            // SAFETY: glibc's canonname is malloc'd (or NULL) and freed with free().
-            unsafe {
-                libc::free(ai.ai_canonname.cast());
-                ai.ai_canonname = libc::strdup(c.as_ptr());
+        // glibc puts the canonical name on the first node only; the second list's first node
+        // carries the placeholder's.
+        // SAFETY: glibc's canonname is malloc'd (or NULL) and freed with free().
+        unsafe {
+            match (&canon, first) {
+                (Some(c), true) => {
+                    libc::free(ai.ai_canonname.cast());
+                    ai.ai_canonname = libc::strdup(c.as_ptr());
+                }
+                _ if !first && !ai.ai_canonname.is_null() => {
+                    libc::free(ai.ai_canonname.cast());
+                    ai.ai_canonname = ptr::null_mut();
+                }
+                _ => {}
             }
         }
         first = false;
         cur = ai.ai_next;
     }
+    // SAFETY: res is writable (contract).
+    unsafe { *res = head };
     Ok(Ok(0))
 }
 

@@ -110,9 +110,11 @@ fn deliver(answer: Result<HostAnswer, (c_int, c_int)>, out: &Out) -> (c_int, *mu
                     **h_errnop = h;
                 }
             }
-        } else {
-            set_h_errno(h);
         }
+        // The `_r` forms too: glibc's DNS backend sets the global h_errno as well, and programs
+        // read it after an `_r` call (CPython's gethostbyaddr/gethostbyname_ex raise
+        // `herror(h_errno)`: without this, "Resolver Error 0 (no error)").
+        set_h_errno(h);
         if e != 0 {
             set_errno(e);
         }

@@ -728,3 +728,52 @@ fn pipelined_handshakes_through_real_servers() {
     let o = echo_n(&l, &echo, 1);
     assert!(o.status.success(), "{}", show(&o));
 }
+
+#[test]
+fn a_direct_rule_for_a_name_resolves_it_for_real_at_connect_time() {
+    netns();
+    let echo = Echo::start();
+    let Some(dante) = Dante::start(DanteOpts::default()) else {
+        return;
+    };
+    let Some(py) = require("python3") else { return };
+    let l = Launch::new(&format!(
+        "proxy = [\"socks5://127.0.0.1:{}\"]\n[[rule]]\ndest = \"*.direct.test\"\naction = \"direct\"\n",
+        dante.port()
+    ));
+    // The client's own /etc/hosts (private to it) does not know the name at lookup time, so
+    // the name gets a fake address; the program then adds it, and the connect — matched by
+    // the domain rule — resolves it for real and goes direct.
+    let dir = TempDir::new("late");
+    let hosts = dir.write("hosts", b"127.0.0.1 localhost\n");
+    let script = format!(
+        r#"
+import socket
+ip = socket.gethostbyname('db.direct.test')
+assert ip.startswith('198.18.'), ip
+open('/etc/hosts', 'a').write('127.0.0.1 db.direct.test\n')
+s = socket.create_connection((ip, {port})); s.sendall(b'hi'); print(s.recv(2).decode(), s.getpeername()[0])
+"#,
+        port = echo.port()
+    );
+    let mut c = l.cmd(&py);
+    c.args(["-c", &script]);
+    private_files(&mut c, &[(hosts, "/etc/hosts")]);
+    let o = run(&mut c, T);
+    assert!(
+        stdout(&o).starts_with("hi 198.18."),
+        "getpeername shows the address asked for: {}\n{}",
+        show(&o),
+        l.log()
+    );
+    assert_eq!(
+        by_source(&echo).get("127.0.0.1"),
+        Some(&1),
+        "direct, not through dante"
+    );
+    assert!(
+        l.log().contains("db.direct.test:") && l.log().contains("direct (rule 1)"),
+        "{}",
+        l.log()
+    );
+}

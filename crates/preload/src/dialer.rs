@@ -321,7 +321,12 @@ fn direct(
         }
         _ => to,
     };
-    Route::Done(sock::connect_real(fd, &to).map(|()| 0))
+    let r = sock::connect_real(fd, &to);
+    if matches!(r, Ok(()) | Err(Error::Os(libc::EINPROGRESS))) {
+        // Connected (or connecting) somewhere else than asked: getpeername shows what was asked.
+        crate::peers::remember(fd, asked);
+    }
+    Route::Done(r.map(|()| 0))
 }
 
 /// What the chain is asked to reach: the name (from the fake-DNS table) or the address.

@@ -389,6 +389,11 @@ impl Reader {
             if let Decoded::Done(v, _) = decode(&self.acc)? {
                 return Ok(v); // an empty message: nothing to consume
             }
+            // The deadline holds even against a proxy that keeps sending (a read that finds
+            // data waiting never blocks, so it would never notice the time).
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout);
+            }
             let n = t.peek(&mut buf, deadline)?;
             if n == 0 {
                 return Err(Error::Closed);

@@ -310,9 +310,12 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// # Panics
 /// If it cannot be spawned.
 pub fn try_run(cmd: &mut Command, timeout: Duration) -> Result<Output, Output> {
+    // Its own process group, so a timeout kills the whole tree (an orphaned grandchild would
+    // otherwise hold the output pipes open and hang the test).
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        .process_group(0);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => panic!("e2e: cannot run {cmd:?}: {e}"),
@@ -338,6 +341,8 @@ pub fn try_run(cmd: &mut Command, timeout: Duration) -> Result<Output, Output> {
             Ok(Some(s)) => break s,
             Ok(None) if Instant::now() >= deadline => {
                 timed_out = true;
+                // SAFETY: signalling the process group we created.
+                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
                 let _ = child.kill();
                 match child.wait() {
                     Ok(s) => break s,

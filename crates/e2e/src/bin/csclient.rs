@@ -16,7 +16,20 @@
 //!     -> status=200 len=N sha256=HEX
 //! csclient resolve NAME [--family 4|6|0]
 //!     -> one address per line
+//! csclient seq STEP... [--signals restart|norestart] [--signal-ms N] [socket flags]
+//!     STEP = HOST,PORT[,read=N][,echo=B]
+//!     -> per step: step=I ok ms=M [read=ESCAPED] [echo=ok] [signals=S]
+//!                | step=I errno=NAME (n) ms=M [signals=S]
+//!        then maxrss_kb=K [signals_total=N]
 //! ```
+//! `seq` makes one connection per STEP, in order, in the same process, and goes on after a
+//! failed step (a failure is reported on its line, never retried): "try A, then B". `ms` is
+//! the time the connect call took (non-blocking: until it is writable). After a successful
+//! connect, `read=N` reads exactly N bytes first and prints them (escaped), `echo=B` writes B
+//! bytes and reads them back. `--signals` installs a SIGALRM handler (with or without
+//! SA_RESTART) and an interval timer (every `--signal-ms`, default 10) for the whole run;
+//! `signals=S` counts the signals received during that step's connect. Exit status 0 if every
+//! step succeeded, else 1. `maxrss_kb` is this process's peak RSS (getrusage).
 //! Failure: `errno=ECONNREFUSED (111)` (or `gai=EAI_NONAME (-2)`, or
 //! `error=...`) on stdout, exit status 1. Usage errors exit 2.
 //! HOST always goes through getaddrinfo (IP literals too), with the family
@@ -30,6 +43,9 @@ use std::ffi::{CStr, CString};
 use std::process::exit;
 use std::time::Instant;
 
+/// SIGALRMs received (`seq --signals`).
+static SIGNALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 #[derive(Clone, Copy)]
 struct Opts {
     family: i32,
@@ -39,6 +55,9 @@ struct Opts {
     count: usize,
     bytes: usize,
     time: bool,
+    /// `seq --signals`: Some(true) = SA_RESTART, Some(false) = without.
+    signals: Option<bool>,
+    signal_ms: i64,
 }
 
 fn usage() -> ! {
@@ -47,7 +66,8 @@ fn usage() -> ! {
          connect HOST PORT [--family 4|6] [--v6sock] [--nonblock] [--timeout-ms N]\n\
          echo HOST PORT [--count N] [--bytes B] [--time] [socket flags]\n\
          http HOST PORT PATH [socket flags]\n\
-         resolve NAME [--family 4|6|0]"
+         resolve NAME [--family 4|6|0]\n\
+         seq HOST,PORT[,read=N][,echo=B]... [--signals restart|norestart] [--signal-ms N]"
     );
     exit(2)
 }
@@ -521,6 +541,177 @@ fn cmd_resolve(name: &str, o: &Opts) {
     }
 }
 
+/// One `seq` step: `HOST,PORT[,read=N][,echo=B]`.
+struct Step {
+    host: String,
+    port: String,
+    read: usize,
+    echo: usize,
+}
+
+fn parse_step(spec: &str) -> Step {
+    let mut parts = spec.split(',');
+    let (Some(host), Some(port)) = (parts.next(), parts.next()) else {
+        usage()
+    };
+    let mut st = Step {
+        host: host.to_string(),
+        port: port.to_string(),
+        read: 0,
+        echo: 0,
+    };
+    for p in parts {
+        match p.split_once('=') {
+            Some(("read", n)) => st.read = n.parse().unwrap_or_else(|_| usage()),
+            Some(("echo", n)) => st.echo = n.parse().unwrap_or_else(|_| usage()),
+            _ => usage(),
+        }
+    }
+    st
+}
+
+extern "C" fn on_alarm(_sig: libc::c_int) {
+    SIGNALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Installs the SIGALRM handler and starts (`ms` > 0) or stops (`ms` = 0) the interval timer.
+fn alarm_every(ms: i64, restart: bool) {
+    // SAFETY: a zeroed sigaction with a valid handler and an empty mask; itimerval is plain
+    // data. The handler only touches an atomic (async-signal-safe).
+    unsafe {
+        if ms > 0 {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            sa.sa_flags = if restart { libc::SA_RESTART } else { 0 };
+            libc::sigemptyset(&mut sa.sa_mask);
+            if libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut()) != 0 {
+                fail_errno("sigaction", errno());
+            }
+        }
+        let tv = libc::timeval {
+            tv_sec: (ms / 1000) as libc::time_t,
+            tv_usec: ((ms % 1000) * 1000) as libc::suseconds_t,
+        };
+        let it = libc::itimerval {
+            it_interval: tv,
+            it_value: tv,
+        };
+        if libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()) != 0 {
+            fail_errno("setitimer", errno());
+        }
+    }
+}
+
+/// Runs one step; returns its line (after `step=I `) and whether it succeeded.
+fn seq_step(st: &Step, o: &Opts) -> (String, bool) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(&a) = resolve(&st.host, Some(&st.port), o.family).first() else {
+        return ("error=no-address".into(), false);
+    };
+    let sig0 = SIGNALS.load(Relaxed);
+    let t0 = Instant::now();
+    let r = connect_addr(a, o, false);
+    let ms = t0.elapsed().as_millis();
+    let sigs = SIGNALS.load(Relaxed) - sig0;
+    let sig_note = if o.signals.is_some() {
+        format!(" signals={sigs}")
+    } else {
+        String::new()
+    };
+    let fd = match r {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!(
+                "csclient: connect {}: {}",
+                a.text(),
+                std::io::Error::from_raw_os_error(e)
+            );
+            return (
+                format!("errno={} ({e}) ms={ms}{sig_note}", errno_name(e)),
+                false,
+            );
+        }
+    };
+    let mut line = format!("ok ms={ms}");
+    if st.read > 0 {
+        let mut got = vec![0u8; st.read];
+        let mut n = 0;
+        while n < st.read {
+            match read_some(&fd, got.get_mut(n..).unwrap_or_default(), o) {
+                Ok(0) => {
+                    line.push_str(&format!(" read=eof-after-{n}-bytes{sig_note}"));
+                    return (line, false);
+                }
+                Ok(k) => n += k,
+                Err(e) => {
+                    line.push_str(&format!(" read_errno={}{sig_note}", errno_name(e)));
+                    return (line, false);
+                }
+            }
+        }
+        line.push_str(&format!(" read={}", got.escape_ascii()));
+    }
+    if st.echo > 0 {
+        let payload: Vec<u8> = (0..st.echo).map(|i| (i % 251) as u8).collect();
+        let mut back = vec![0u8; st.echo];
+        let mut n = 0;
+        let mut res = write_all(&fd, &payload, o);
+        while res.is_ok() && n < st.echo {
+            match read_some(&fd, back.get_mut(n..).unwrap_or_default(), o) {
+                Ok(0) => res = Err(0),
+                Ok(k) => n += k,
+                Err(e) => res = Err(e),
+            }
+        }
+        match res {
+            Ok(()) if back == payload => line.push_str(" echo=ok"),
+            Ok(()) => line.push_str(" echo=mismatch"),
+            Err(0) => line.push_str(&format!(" echo=eof-after-{n}-bytes")),
+            Err(e) => line.push_str(&format!(" echo_errno={}", errno_name(e))),
+        }
+        if !line.ends_with("echo=ok") {
+            line.push_str(&sig_note);
+            return (line, false);
+        }
+    }
+    line.push_str(&sig_note);
+    (line, true)
+}
+
+fn cmd_seq(specs: &[&str], o: &Opts) {
+    use std::io::Write as _;
+    let steps: Vec<Step> = specs.iter().map(|s| parse_step(s)).collect();
+    if let Some(restart) = o.signals {
+        alarm_every(o.signal_ms.max(1), restart);
+    }
+    let mut all_ok = true;
+    for (i, st) in steps.iter().enumerate() {
+        let (line, ok) = seq_step(st, o);
+        all_ok &= ok;
+        println!("step={} {line}", i + 1);
+        let _ = std::io::stdout().flush();
+    }
+    if o.signals.is_some() {
+        alarm_every(0, false);
+    }
+    // SAFETY: zeroed rusage is a valid out-parameter.
+    let maxrss = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru.ru_maxrss
+    };
+    let total = if o.signals.is_some() {
+        format!(
+            " signals_total={}",
+            SIGNALS.load(std::sync::atomic::Ordering::Relaxed)
+        )
+    } else {
+        String::new()
+    };
+    println!("maxrss_kb={maxrss}{total}");
+    exit(if all_ok { 0 } else { 1 })
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut pos: Vec<&str> = Vec::new();
@@ -532,6 +723,8 @@ fn main() {
         count: 1,
         bytes: 1,
         time: false,
+        signals: None,
+        signal_ms: 10,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -551,6 +744,14 @@ fn main() {
             "--timeout-ms" => o.timeout_ms = val().parse().unwrap_or_else(|_| usage()),
             "--count" => o.count = val().parse().unwrap_or_else(|_| usage()),
             "--bytes" => o.bytes = val().parse().unwrap_or_else(|_| usage()),
+            "--signals" => {
+                o.signals = match val() {
+                    "restart" => Some(true),
+                    "norestart" => Some(false),
+                    _ => usage(),
+                }
+            }
+            "--signal-ms" => o.signal_ms = val().parse().unwrap_or_else(|_| usage()),
             s if s.starts_with("--") => usage(),
             s => pos.push(s),
         }
@@ -560,6 +761,7 @@ fn main() {
         ["echo", host, port] => cmd_echo(host, port, &o),
         ["http", host, port, path] => cmd_http(host, port, path, &o),
         ["resolve", name] => cmd_resolve(name, &o),
+        ["seq", steps @ ..] if !steps.is_empty() => cmd_seq(steps, &o),
         _ => usage(),
     }
 }

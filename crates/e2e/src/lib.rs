@@ -87,7 +87,8 @@ pub use microsocks::{Microsocks, MicrosocksOpts};
 pub use ns::{csclient, find_program, is_ci, netns, netns_id, require, require_with};
 pub use origin::{Echo, HttpOrigin, UdpSink, random_bytes, sha256_hex};
 pub use process::{
-    READY_TIMEOUT, free_port, hosts_file_contents, private_files, run, try_run, wait_until,
+    READY_TIMEOUT, free_port, hosts_file_contents, private_files, run, show, stderr, stdout,
+    try_run, wait_until,
 };
 pub use shim::{Launch, chainsocks_bin, clean, target_dir};
 pub use sshsocks::{SshOpts, SshSocks};

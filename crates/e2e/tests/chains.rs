@@ -11,19 +11,6 @@ use e2e::*;
 
 const T: Duration = Duration::from_secs(60);
 
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// Source addresses of the echo server's peers, counted: each proxy connects out from its
 /// own address (dante 127.0.0.2, microsocks 127.0.0.3, tinyproxy 127.0.0.4), a direct
 /// connection comes from 127.0.0.1.

@@ -16,19 +16,6 @@ fn big_origin() -> (HttpOrigin, String) {
     (HttpOrigin::start(vec![("/big".into(), data)]), sha)
 }
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// curl under the shim fetching `url`; returns the sha256 of the body.
 fn curl_sha(l: &Launch, url: &str) -> Option<String> {
     let curl = require("curl")?;

@@ -88,10 +88,6 @@ fn csclient_cmd(args: &[&str]) -> Output {
     run(Command::new(env!("CARGO_BIN_EXE_csclient")).args(args), T)
 }
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 // ---------------------------------------------------------------- harness
 
 #[test]

@@ -79,15 +79,6 @@ fn setup(behavior: Behavior, hostile_url: Option<fn(&HostileProxy) -> String>) -
     }
 }
 
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// `csclient seq STEP...` under the shim, in its own process group: on timeout the whole group
 /// (launcher AND program) is killed, so a runaway program cannot hang the test (`run` kills
 /// only the launcher, then waits for the pipes that the program still holds).

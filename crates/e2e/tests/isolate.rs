@@ -3,29 +3,12 @@
 //! `--isolate` then makes a second, nested namespace for the program, reachable from the
 //! outside only through the launcher's forwarders.
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::*;
 
 const T: Duration = Duration::from_secs(60);
-
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn origin_test() -> Vec<(String, std::net::IpAddr)> {
     vec![("origin.test".to_string(), "127.0.0.1".parse().unwrap())]

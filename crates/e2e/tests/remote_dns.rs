@@ -39,19 +39,6 @@ fn proxy_hosts() -> Vec<(String, IpAddr)> {
     ]
 }
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// In 198.18.0.0/15 (the default fake IPv4 range).
 fn fake4(s: &str) -> bool {
     s.trim()

@@ -10,19 +10,6 @@ use e2e::*;
 
 const T: Duration = Duration::from_secs(120);
 
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 fn dante_launch() -> Option<(Dante, Launch)> {
     let dante = Dante::start(DanteOpts::default())?;
     let l = Launch::chain(&[format!("socks5://127.0.0.1:{}", dante.port())]);

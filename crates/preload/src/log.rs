@@ -42,6 +42,23 @@ fn stderr_usable() -> bool {
             ))
 }
 
+/// Appends `line` to the file at `path` with one `write` (O_APPEND: lines written by
+/// concurrent processes never interleave), opening and closing it each time.
+pub fn append_line(path: &std::ffi::CStr, line: &[u8]) {
+    // SAFETY: a NUL-terminated path; one write of the caller's buffer; the fd is closed at once.
+    unsafe {
+        let fd = libc::open(
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
+            0o600,
+        );
+        if fd >= 0 {
+            libc::write(fd, line.as_ptr().cast(), line.len());
+            libc::close(fd);
+        }
+    }
+}
+
 /// Where and how much to log.
 pub struct Sink {
     pub level: LogLevel,
@@ -69,20 +86,7 @@ impl Sink {
         };
         let saved = crate::sock::errno();
         match &self.file {
-            Some(path) => {
-                // SAFETY: path is NUL-terminated; the fd is closed right after the write.
-                unsafe {
-                    let fd = libc::open(
-                        path.as_ptr(),
-                        libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
-                        0o600,
-                    );
-                    if fd >= 0 {
-                        libc::write(fd, line.as_ptr().cast(), line.len());
-                        libc::close(fd);
-                    }
-                }
-            }
+            Some(path) => append_line(path, line.as_bytes()),
             None if stderr_usable() => {
                 // SAFETY: writing our own buffer to fd 2.
                 unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };

@@ -140,17 +140,6 @@ pub fn record(e: &Event) {
     }
     line.push_str("}\n");
     let saved = crate::sock::errno();
-    // SAFETY: a NUL-terminated path; one write of our buffer; the fd is closed at once.
-    unsafe {
-        let fd = libc::open(
-            path.as_ptr(),
-            libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
-            0o600,
-        );
-        if fd >= 0 {
-            libc::write(fd, line.as_ptr().cast(), line.len());
-            libc::close(fd);
-        }
-    }
+    crate::log::append_line(&path, line.as_bytes());
     crate::sock::set_errno(saved);
 }

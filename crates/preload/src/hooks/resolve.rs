@@ -164,26 +164,21 @@ fn deliver(answer: Result<HostAnswer, (c_int, c_int)>, out: &Out) -> (c_int, *mu
     }
 }
 
-/// The body shared by the four by-name entry points. `real` runs the real function.
-fn by_name(
+/// The body shared by the six hostent entry points: `decide` (run under the guard and
+/// `catch_unwind`) says whether the real function answers or what we answer, and where to.
+type Decision = Result<Result<HostAnswer, (c_int, c_int)>, crate::hooks::Bypass>;
+
+fn hostent_hook(
     hook: &'static str,
-    name: *const c_char,
-    af: c_int,
     out: Out,
+    decide: impl FnOnce() -> Decision,
     real: impl FnOnce() -> (c_int, *mut hostent),
 ) -> (c_int, *mut hostent) {
     let Some(_guard) = Guard::enter() else {
         return real();
     };
-    if name.is_null() {
-        return real();
-    }
     let saved = entry_errno();
-    // SAFETY: name is NUL-terminated (contract).
-    let decided = catch(hook, || {
-        resolver::host_by_name(unsafe { CStr::from_ptr(name) }, af)
-    });
-    match decided {
+    match catch(hook, decide) {
         None => deliver(Err((NO_RECOVERY, libc::EIO)), &out),
         Some(Err(why)) => {
             note_bypass(hook, why);
@@ -201,7 +196,23 @@ fn by_name(
     }
 }
 
-/// The body shared by the two by-address entry points.
+/// By name: a NULL name goes to the real function.
+fn by_name(
+    hook: &'static str,
+    name: *const c_char,
+    af: c_int,
+    out: Out,
+    real: impl FnOnce() -> (c_int, *mut hostent),
+) -> (c_int, *mut hostent) {
+    if name.is_null() {
+        return real();
+    }
+    // SAFETY: name is NUL-terminated (contract).
+    let decide = || resolver::host_by_name(unsafe { CStr::from_ptr(name) }, af);
+    hostent_hook(hook, out, decide, real)
+}
+
+/// By address.
 fn by_addr(
     hook: &'static str,
     addr: *const c_void,
@@ -210,30 +221,9 @@ fn by_addr(
     out: Out,
     real: impl FnOnce() -> (c_int, *mut hostent),
 ) -> (c_int, *mut hostent) {
-    let Some(_guard) = Guard::enter() else {
-        return real();
-    };
-    let saved = entry_errno();
     // SAFETY: addr is readable for len bytes (contract).
-    let decided = catch(hook, || unsafe {
-        resolver::host_by_addr(addr.cast(), len as usize, af)
-    });
-    match decided {
-        None => deliver(Err((NO_RECOVERY, libc::EIO)), &out),
-        Some(Err(why)) => {
-            note_bypass(hook, why);
-            set_errno(saved);
-            real()
-        }
-        Some(Ok(answer)) => {
-            let ok = answer.is_ok();
-            let r = deliver(answer, &out);
-            if ok {
-                set_errno(saved);
-            }
-            r
-        }
-    }
+    let decide = || unsafe { resolver::host_by_addr(addr.cast(), len as usize, af) };
+    hostent_hook(hook, out, decide, real)
 }
 
 /// # Safety

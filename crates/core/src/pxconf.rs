@@ -498,6 +498,8 @@ impl Parser {
             pipeline: false,
             connect_timeout_ms: None,
         };
+        // The same rules as every other way of writing a proxy (so a converted file reads back).
+        p.validate().map_err(|m| err(n, host.col, m))?;
         self.credential_warnings(n, &p);
         Ok(p)
     }

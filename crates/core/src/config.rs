@@ -498,7 +498,10 @@ impl Proxy {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
         if !name_ok && self.host.parse::<IpAddr>().is_err() {
-            return Err(format!("bad host `{}`: expected an IP address or a host name", self.host));
+            return Err(format!(
+                "bad host `{}`: expected an IP address or a host name",
+                self.host
+            ));
         }
         if self.port == 0 {
             return Err("port 0".into());
@@ -991,7 +994,12 @@ mod tests {
         assert!(Proxy::from_url("socks5://h:99999").is_err());
         assert!(Proxy::from_url("socks5://h:1?bogus=1").is_err());
         // Found by fuzzing: a host with a colon (or other URL syntax) must not slip through.
-        for bad in ["socks5://:0:8", "socks5://a/b:1", "socks5://a[b:1", "socks5://a b:1"] {
+        for bad in [
+            "socks5://:0:8",
+            "socks5://a/b:1",
+            "socks5://a[b:1",
+            "socks5://a b:1",
+        ] {
             assert!(Proxy::from_url(bad).is_err(), "{bad}");
         }
     }

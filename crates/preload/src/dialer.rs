@@ -52,11 +52,17 @@ pub fn connect(fd: c_int, dest: Option<SocketAddr>) -> Route {
             return Route::Done(Err(Error::Config(why.clone())));
         }
     };
+    // A connected socket must get EISCONN: the kernel would not say so itself (a connect to
+    // the proxy it is already connected to returns 0).
     if sock::is_connected(fd) {
         return Route::Done(Err(Error::Os(libc::EISCONN)));
     }
     let family =
         sock::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).unwrap_or(libc::AF_INET);
+    if family == libc::AF_INET && dest.is_ipv6() {
+        // A program bug the kernel answers itself (EAFNOSUPPORT): not ours to "fix".
+        return Route::Real(Bypass::NotInet);
+    }
 
     // The destination: dnat first, then the name behind a fake address.
     let asked = unmap(dest);
@@ -77,7 +83,7 @@ pub fn connect(fd: c_int, dest: Option<SocketAddr>) -> Route {
                 Kind::Block,
                 None,
                 Some(addr),
-                Some("fake-ip"),
+                Some(&"fake-ip"),
                 None,
                 &Err(e.clone()),
                 None,
@@ -96,11 +102,12 @@ pub fn connect(fd: c_int, dest: Option<SocketAddr>) -> Route {
     };
     let views = cfg.chain_views();
     let decision = chain::decide(cfg, &views, &d);
-    let shown = match &name {
-        Some(n) => format!("{n}:{}", addr.port()),
-        None => addr.to_string(),
+    // Formatted only if a log line or a report record is written.
+    let shown = Shown {
+        name: name.as_deref(),
+        addr,
     };
-    let by = decision.by.to_string();
+    let by = decision.by;
     match decision.route {
         Way::Block => {
             st.sink
@@ -130,7 +137,7 @@ pub fn connect(fd: c_int, dest: Option<SocketAddr>) -> Route {
                 Kind::Block,
                 name.as_deref(),
                 Some(addr),
-                Some("policy"),
+                Some(&"policy"),
                 None,
                 &Err(e.clone()),
                 None,
@@ -222,7 +229,7 @@ pub fn udp(dest: SocketAddr, what: &str) -> Route {
             Kind::Udp,
             None,
             Some(unmap(dest)),
-            Some("policy"),
+            Some(&"policy"),
             None,
             &Err(e.clone()),
             None,
@@ -248,7 +255,7 @@ fn report(
     kind: Kind,
     name: Option<&str>,
     addr: Option<SocketAddr>,
-    rule: Option<&str>,
+    rule: Option<&dyn std::fmt::Display>,
     chain: Option<&str>,
     outcome: &Result<(), Error>,
     start: Option<Instant>,
@@ -256,6 +263,7 @@ fn report(
     if !crate::report::enabled() {
         return;
     }
+    let rule = rule.map(|r| r.to_string());
     let result = match outcome {
         Ok(()) => "ok",
         Err(e) => errno_name(e.errno()),
@@ -269,11 +277,26 @@ fn report(
             addr.map(|a| a.ip())
         },
         port: addr.map(|a| a.port()),
-        rule,
+        rule: rule.as_deref(),
         chain,
         result,
         ms: start.map(|s| s.elapsed().as_secs_f64() * 1e3),
     });
+}
+
+/// `name:port` or `ip:port`, formatted only when a log line or a record needs it.
+pub struct Shown<'a> {
+    name: Option<&'a str>,
+    addr: SocketAddr,
+}
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.name {
+            Some(n) => write!(f, "{n}:{}", self.addr.port()),
+            None => write!(f, "{}", self.addr),
+        }
+    }
 }
 
 /// A direct connection: the program's own address (unchanged: the real connect with its own
@@ -287,7 +310,7 @@ fn direct(
     addr: SocketAddr,
     name: Option<&str>,
     by: By,
-    shown: &str,
+    shown: &Shown,
 ) -> Route {
     let to = match name {
         None => addr,
@@ -473,11 +496,14 @@ pub fn dial_on(
         .socket_addr()
         .ok_or_else(|| at_connect(Error::Config(format!("proxy {first} was not resolved"))))?;
     // Under --isolate the first hop is reached through the launcher's in-namespace forwarder.
-    let first_addr = cfg
-        .via
-        .get(&first_addr.to_string())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(first_addr);
+    let first_addr = if cfg.via.is_empty() {
+        first_addr
+    } else {
+        cfg.via
+            .get(&first_addr.to_string())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(first_addr)
+    };
     let hop_timeout = Duration::from_millis(cfg.connect_timeout_ms);
     let connect_deadline = deadline.min(
         Instant::now()
@@ -499,8 +525,15 @@ pub fn dial_on(
             sock::set_fl(fd, flags | libc::O_NONBLOCK);
             let r = build(fd, addr, steps);
             sock::set_fl(fd, flags);
-            if r.is_err() {
-                sock::disconnect(fd);
+            match &r {
+                // The program's socket was already connected (or connecting): leave it alone.
+                Err(DialError {
+                    phase: Phase::Connect,
+                    error: Error::Os(libc::EISCONN | libc::EALREADY),
+                    ..
+                }) => {}
+                Err(_) => sock::disconnect(fd),
+                Ok(()) => {}
             }
             r
         }

@@ -29,7 +29,7 @@ pub mod state;
 /// The library constructor: fill the real-function table and note whether fd 2 is open.
 /// Nothing else: programs that never connect must pay (almost) nothing.
 extern "C" fn init() {
-    real::resolve_all();
+    // Real functions are resolved on first use (see real.rs): nothing to pay at load.
     log::init();
 }
 

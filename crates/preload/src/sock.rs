@@ -261,6 +261,9 @@ impl Transport for FdTransport {
     }
 
     fn peek(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize, Error> {
+        // A reply is rarely there yet when we ask: wait first (one poll), then peek, instead
+        // of a peek that fails with EAGAIN, a poll and a second peek.
+        wait(self.0, libc::POLLIN, deadline)?;
         loop {
             // SAFETY: buf is valid for writing buf.len() bytes.
             let n = unsafe {

@@ -19,7 +19,7 @@ use std::collections::HashSet;
 use std::ffi::{CStr, CString};
 use std::net::IpAddr;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 use chainsocks_core::Error;
 use chainsocks_core::config::LogLevel;
@@ -132,45 +132,65 @@ fn is_local_name(name: &str) -> bool {
     if name == "localhost" || name.ends_with(".localhost") {
         return true;
     }
-    let mut buf = [0u8; 256];
-    // SAFETY: buf is writable for its length.
-    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        let host = buf.get(..end).unwrap_or(&[]);
-        if host.eq_ignore_ascii_case(name.as_bytes()) {
-            return true;
-        }
-    }
-    in_etc_hosts(name)
+    local_names(|h| h.hostname.eq_ignore_ascii_case(name) || h.names.contains(name))
 }
 
-/// The names of /etc/hosts, re-read when the file changes (keyed by its stat).
+/// The names answered locally: /etc/hosts and the machine's host name. Re-read when
+/// /etc/hosts changes (keyed by its stat), looked at no more than once a second (so a lookup
+/// costs no syscall on the hot path; a change is seen within a second).
 struct Hosts {
     key: [i64; 5],
+    checked_ms: AtomicU64,
+    hostname: String,
     names: HashSet<String>,
 }
 
 static HOSTS: AtomicPtr<Hosts> = AtomicPtr::new(ptr::null_mut());
 
-fn in_etc_hosts(name: &str) -> bool {
-    // SAFETY: stat into zeroed storage.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::stat(c"/etc/hosts".as_ptr(), &mut st) } != 0 {
-        return false;
-    }
-    let key = [
-        st.st_dev as i64,
-        st.st_ino as i64,
-        st.st_mtime,
-        st.st_mtime_nsec,
-        st.st_size,
-    ];
+fn coarse_ms() -> u64 {
+    // SAFETY: zeroed timespec filled by clock_gettime (vDSO, no syscall).
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+fn local_names(test: impl Fn(&Hosts) -> bool) -> bool {
+    let now = coarse_ms();
     let cur = HOSTS.load(Ordering::Acquire);
     // SAFETY: published Hosts are never freed.
     if let Some(h) = unsafe { cur.as_ref() }
-        && h.key == key
+        && now.saturating_sub(h.checked_ms.load(Ordering::Relaxed)) < 1000
     {
-        return h.names.contains(name);
+        return test(h);
+    }
+    // SAFETY: stat into zeroed storage.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let key = if unsafe { libc::stat(c"/etc/hosts".as_ptr(), &mut st) } == 0 {
+        [
+            st.st_dev as i64,
+            st.st_ino as i64,
+            st.st_mtime,
+            st.st_mtime_nsec,
+            st.st_size,
+        ]
+    } else {
+        [0; 5]
+    };
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is writable for its length.
+    let hostname = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(buf.get(..end).unwrap_or(&[])).into_owned()
+    } else {
+        String::new()
+    };
+    // SAFETY: as above.
+    if let Some(h) = unsafe { cur.as_ref() }
+        && h.key == key
+        && h.hostname == hostname
+    {
+        h.checked_ms.store(now, Ordering::Relaxed);
+        return test(h);
     }
     let text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
     let names: HashSet<String> = text
@@ -179,9 +199,15 @@ fn in_etc_hosts(name: &str) -> bool {
         .flat_map(|l| l.split_whitespace().skip(1))
         .filter_map(normalize)
         .collect();
-    let found = names.contains(name);
+    let fresh = Box::new(Hosts {
+        key,
+        checked_ms: AtomicU64::new(now),
+        hostname,
+        names,
+    });
+    let found = test(&fresh);
     // Publish; an older table is leaked on purpose (another thread may still read it).
-    let fresh = Box::into_raw(Box::new(Hosts { key, names }));
+    let fresh = Box::into_raw(fresh);
     if HOSTS
         .compare_exchange(cur, fresh, Ordering::AcqRel, Ordering::Acquire)
         .is_err()

@@ -522,9 +522,15 @@ pub fn dial_on(
     };
     match sock::reach(fd, family, first_addr) {
         Reach::Direct(addr) => {
-            sock::set_fl(fd, flags | libc::O_NONBLOCK);
+            // Event loops' sockets are non-blocking already: nothing to switch or restore.
+            let switch = flags & libc::O_NONBLOCK == 0;
+            if switch {
+                sock::set_fl(fd, flags | libc::O_NONBLOCK);
+            }
             let r = build(fd, addr, steps);
-            sock::set_fl(fd, flags);
+            if switch {
+                sock::set_fl(fd, flags);
+            }
             match &r {
                 // The program's socket was already connected (or connecting): leave it alone.
                 Err(DialError {

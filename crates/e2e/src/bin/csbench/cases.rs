@@ -1,0 +1,451 @@
+//! B3 (exec overhead), B4 (fake DNS), B5 (data path).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::relay::BulkSource;
+use crate::stats::{Row, Samples, median};
+use crate::{Ctx, Plan, Results, Servers, Via, chain_arg, field, urls};
+
+/// Samples per key, in round order.
+type Series = BTreeMap<&'static str, Vec<f64>>;
+
+fn med(t: &Series, k: &str) -> f64 {
+    median(t.get(k).map(|v| v.as_slice()).unwrap_or(&[]))
+}
+
+/// `min–max (n runs)` of single values per round.
+fn spread(t: &Series, k: &str, scale: f64, digits: usize) -> String {
+    let mut s = Samples::default();
+    for &x in t.get(k).map(|v| v.as_slice()).unwrap_or(&[]) {
+        s.add_run(&[x]);
+    }
+    s.spread(scale, digits)
+}
+
+/// Per-round ratios a[i] / b[i].
+fn ratios(t: &Series, a: &str, b: &str) -> Vec<f64> {
+    let (Some(x), Some(y)) = (t.get(a), t.get(b)) else {
+        return Vec::new();
+    };
+    x.iter().zip(y).map(|(p, q)| p / q).collect()
+}
+
+fn ratio_spread(v: &[f64]) -> String {
+    let mut s = Samples::default();
+    for &x in v {
+        s.add_run(&[x]);
+    }
+    format!("per round: {}", s.spread(1.0, 3))
+}
+
+// ---------------------------------------------------------------- B3
+
+/// CPU time (ms) and minor page faults of the waited-for descendants so far.
+fn children_usage() -> (f64, f64) {
+    // SAFETY: all-zero is a valid rusage; getrusage fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: ru is writable.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    (ms(ru.ru_utime) + ms(ru.ru_stime), ru.ru_minflt as f64)
+}
+
+/// Where libgcc_s.so.1 is (the one library libchainsocks.so pulls in that /bin/true does not).
+fn libgcc_s() -> Option<PathBuf> {
+    [
+        "/lib/x86_64-linux-gnu/libgcc_s.so.1",
+        "/usr/lib/x86_64-linux-gnu/libgcc_s.so.1",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+}
+
+pub fn b3(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<(), String> {
+    eprintln!(
+        "B3 exec overhead: sh looping 1,000 × /bin/true, {} rounds",
+        plan.b3_runs
+    );
+    let script = "i=0; while [ $i -lt 1000 ]; do /bin/true; i=$((i+1)); done".to_string();
+    let args = vec!["-c".to_string(), script];
+    let sh = PathBuf::from("/bin/sh");
+    let one = [srv.d1.port()];
+    let lib = ctx
+        .cs_bin
+        .parent()
+        .map(|d| d.join("libchainsocks.so"))
+        .unwrap_or_default();
+    // (name, how, LD_PRELOAD without a launcher)
+    let mut variants: Vec<(&'static str, Via, Option<PathBuf>)> = vec![
+        ("plain", Via::Plain, None),
+        ("chainsocks", ctx.cs_conf("B3", &urls(&one, false)), None),
+        ("proxychains4", ctx.pc_conf("B3", &one), None),
+        ("preload lib", Via::Plain, Some(lib)),
+    ];
+    if let Some(g) = libgcc_s() {
+        variants.push(("preload libgcc_s", Via::Plain, Some(g)));
+    }
+    let mut t: Series = BTreeMap::new();
+    let mut cpu: Series = BTreeMap::new();
+    let mut faults: Series = BTreeMap::new();
+    for round in 0..plan.b3_runs {
+        ctx.settle();
+        for k in 0..variants.len() {
+            let Some((name, via, preload)) = variants.get((k + round) % variants.len()) else {
+                continue;
+            };
+            let mut cmd = ctx.command(via, &sh, &args);
+            if let Some(p) = preload {
+                cmd.env("LD_PRELOAD", p).env("CHAINSOCKS_LOG", "off");
+            }
+            let (c0, f0) = children_usage();
+            let start = Instant::now();
+            ctx.run_cmd(cmd)?;
+            let ms = start.elapsed().as_secs_f64() * 1e3;
+            let (c1, f1) = children_usage();
+            eprintln!(
+                "  {name:<17} round {}: {ms:.0} ms, CPU {:.0} ms, {:.1} page faults per exec",
+                round + 1,
+                c1 - c0,
+                (f1 - f0) / 1000.0
+            );
+            t.entry(name).or_default().push(ms);
+            cpu.entry(name).or_default().push(c1 - c0);
+            faults.entry(name).or_default().push((f1 - f0) / 1000.0);
+        }
+    }
+    let case = "B3 exec: sh + 1,000 × /bin/true";
+    let plain = med(&t, "plain");
+    let mut names: Vec<(&str, &str)> = vec![
+        ("plain", "plain"),
+        ("proxychains4", "under proxychains4 (info)"),
+        ("chainsocks", "under chainsocks"),
+        (
+            "preload lib",
+            "breakdown: LD_PRELOAD=libchainsocks.so alone, no launcher",
+        ),
+    ];
+    if t.contains_key("preload libgcc_s") {
+        names.push((
+            "preload libgcc_s",
+            "breakdown: LD_PRELOAD=libgcc_s.so.1 alone (libchainsocks' one extra dependency)",
+        ));
+    }
+    for (name, what) in names {
+        let v = med(&t, name);
+        res.rows.push(Row::info(
+            case,
+            what,
+            format!("{v:.0} ms"),
+            format!(
+                "{:.3}× plain; {:.0} µs per exec; CPU {:.0} µs, {:.1} page faults per exec",
+                median(&ratios(&t, name, "plain")),
+                v,
+                med(&cpu, name),
+                med(&faults, name)
+            ),
+            spread(&t, name, 1.0, 0),
+        ));
+    }
+    let _ = plain;
+    res.facts.b3_faults = Some([
+        med(&faults, "plain"),
+        med(&faults, "chainsocks"),
+        med(&faults, "preload libgcc_s"),
+    ]);
+    let rc = ratios(&cpu, "chainsocks", "plain");
+    res.rows.push(Row::info(
+        case,
+        "chainsocks ÷ plain in CPU time of the processes (info: less sensitive to other load)",
+        format!("{:.3}", median(&rc)),
+        String::new(),
+        ratio_spread(&rc),
+    ));
+    let r = ratios(&t, "chainsocks", "plain");
+    let v = median(&r);
+    res.check(
+        "B3",
+        case,
+        "chainsocks ÷ plain, median of the per-round ratios",
+        format!("{v:.3}"),
+        "≤ 1.05",
+        v <= 1.05,
+    );
+    if let Some(last) = res.rows.last_mut() {
+        last.spread = ratio_spread(&r);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- B4
+
+pub fn b4(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<(), String> {
+    eprintln!(
+        "B4 fake DNS: {} lookups with 1 thread, {} with 64 threads, {} rounds",
+        plan.b4_one, plan.b4_many, plan.b4_runs
+    );
+    let hosts_name = hosts_name();
+    let cs = ctx.cs_conf("B4", &urls(&[srv.d1.port()], false));
+    let real = format!("name={hosts_name}");
+    let kinds: Vec<(&'static str, Via, String, usize, usize)> = vec![
+        ("real 1", Via::Plain, real.clone(), 1, plan.b4_one),
+        ("real 64", Via::Plain, real, 64, plan.b4_many),
+        ("new 1", cs.clone(), "new".into(), 1, plan.b4_one),
+        ("new 64", cs.clone(), "new".into(), 64, plan.b4_many),
+        ("known 1", cs.clone(), "known".into(), 1, plan.b4_one),
+        ("known 64", cs, "known".into(), 64, plan.b4_many),
+        ("spin 1", Via::Plain, "spin".into(), 1, plan.b4_one),
+        ("spin 64", Via::Plain, "spin".into(), 64, plan.b4_many),
+    ];
+    // Per kind and round: median ns per call, lookups/s.
+    let mut lat: Series = BTreeMap::new();
+    let mut rate: Series = BTreeMap::new();
+    for round in 0..plan.b4_runs {
+        ctx.settle();
+        for k in 0..kinds.len() {
+            let Some((name, via, mode, threads, count)) = kinds.get((k + round) % kinds.len())
+            else {
+                continue;
+            };
+            let args = vec![
+                "resolve".to_string(),
+                mode.clone(),
+                threads.to_string(),
+                count.to_string(),
+            ];
+            let out = ctx.client(via, &args)?;
+            let bad = || format!("B4 {name}: unexpected output {out}");
+            let n = out
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("n="))
+                .and_then(|v| v.parse::<f64>().ok())
+                .ok_or_else(bad)?;
+            let wall = field(&out, "wall_ns").ok_or_else(bad)?;
+            let m = field(&out, "median_ns").ok_or_else(bad)?;
+            let first = out
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("first="))
+                .unwrap_or("");
+            // Under the shim every name must get a fake address (198.18.0.0/15 by default);
+            // the real lookup must find the /etc/hosts entry.
+            if name.starts_with("spin") {
+                // The calibration: no lookup, nothing to check.
+            } else if name.starts_with("real") {
+                if first != "127.0.0.1" {
+                    return Err(format!(
+                        "B4 {name}: {hosts_name} did not resolve to 127.0.0.1: {out}"
+                    ));
+                }
+            } else if !first.starts_with("198.18.") && !first.starts_with("198.19.") {
+                return Err(format!("B4 {name}: not a fake address: {out}"));
+            }
+            let r = n / (wall / 1e9);
+            lat.entry(name).or_default().push(m);
+            rate.entry(name).or_default().push(r);
+            eprintln!(
+                "  {name:<9} round {}: median {:.2} µs per lookup, {r:.0} lookups/s",
+                round + 1,
+                m / 1e3
+            );
+        }
+    }
+    let case = "B4 getaddrinfo";
+    for (k, what) in [
+        (
+            "real 1",
+            format!("real lookup of `{hosts_name}` (/etc/hosts), no shim, 1 thread"),
+        ),
+        ("new 1", "chainsocks, new names, 1 thread".to_string()),
+        ("known 1", "chainsocks, known names, 1 thread".to_string()),
+    ] {
+        res.rows.push(Row::info(
+            case,
+            &what,
+            format!("{:.2} µs", med(&lat, k) / 1e3),
+            format!("{:.0} lookups/s", med(&rate, k)),
+            spread(&lat, k, 1e-3, 2),
+        ));
+    }
+    let r = ratios(&lat, "new 1", "real 1");
+    res.check(
+        "B4-new",
+        case,
+        "new fake name ÷ real /etc/hosts lookup (latency, per-round median)",
+        format!("{:.2}", median(&r)),
+        "< 1.00",
+        median(&r) < 1.0,
+    );
+    if let Some(last) = res.rows.last_mut() {
+        last.spread = ratio_spread(&r);
+    }
+    for (k, one, what) in [
+        (
+            "real 64",
+            "real 1",
+            format!("real lookup of `{hosts_name}`, 64 threads (info)"),
+        ),
+        (
+            "new 64",
+            "new 1",
+            "chainsocks, new names, 64 threads".to_string(),
+        ),
+        (
+            "known 64",
+            "known 1",
+            "chainsocks, known names, 64 threads".to_string(),
+        ),
+    ] {
+        res.rows.push(Row::info(
+            case,
+            &what,
+            format!("{:.0} lookups/s", med(&rate, k)),
+            format!("{:.2}× one thread", median(&ratios(&rate, k, one))),
+            spread(&rate, k, 1.0, 0),
+        ));
+    }
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let cal = ratios(&rate, "spin 64", "spin 1");
+    res.facts.b4_calibration = Some(median(&cal));
+    res.rows.push(Row::info(
+        case,
+        &format!(
+            "calibration: a CPU-bound loop of a lookup's length, 64 threads ÷ 1 thread (what \
+             these {cores} vCPUs deliver; {cores}× on dedicated cores)"
+        ),
+        format!("{:.2}×", median(&cal)),
+        String::new(),
+        ratio_spread(&cal),
+    ));
+    for (id, k, one) in [
+        ("B4-new64", "new 64", "new 1"),
+        ("B4-known64", "known 64", "known 1"),
+    ] {
+        let r = ratios(&rate, k, one);
+        let v = median(&r);
+        res.check(
+            id,
+            case,
+            &format!("{k} threads ÷ 1 thread, lookups/s ({cores} cores: the limit is {cores}×)"),
+            format!("{v:.2}×"),
+            "≥ 1.50×",
+            v >= 1.5,
+        );
+        if let Some(last) = res.rows.last_mut() {
+            last.spread = ratio_spread(&r);
+        }
+    }
+    Ok(())
+}
+
+/// A name /etc/hosts maps to 127.0.0.1 (`localhost` when present).
+pub fn hosts_name() -> String {
+    let text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let names: Vec<&str> = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .filter(|l| l.trim_start().starts_with("127.0.0.1"))
+        .flat_map(|l| l.split_whitespace().skip(1))
+        .collect();
+    if names.contains(&"localhost") {
+        "localhost".into()
+    } else {
+        names.first().map_or("localhost".into(), |s| s.to_string())
+    }
+}
+
+// ---------------------------------------------------------------- B5
+
+pub fn b5(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<(), String> {
+    eprintln!(
+        "B5 data path: {} MiB through one dante hop, {} pairs per shim",
+        plan.b5_bytes >> 20,
+        plan.b5_runs
+    );
+    let src = BulkSource::start()?;
+    let one = [srv.d1.port()];
+    let variants: [(&'static str, Via); 2] = [
+        ("chainsocks", ctx.cs_conf("B5", &urls(&one, false))),
+        ("proxychains4", ctx.pc_conf("B5", &one)),
+    ];
+    // MB/s of the shimmed and of the native half of each pair, and their ratio.
+    let mut t: Series = BTreeMap::new();
+    for round in 0..plan.b5_runs {
+        ctx.settle();
+        for (name, via) in &variants {
+            let mut args = vec![
+                "bulk".to_string(),
+                "127.0.0.1".into(),
+                src.port().to_string(),
+                plan.b5_bytes.to_string(),
+                "--socks5".into(),
+                chain_arg(&one),
+                "--pair".into(),
+            ];
+            if round % 2 == 1 {
+                args.push("--floor-first".into());
+            }
+            let out = ctx.client(via, &args)?;
+            let bad = || format!("B5: unexpected output {out}");
+            let shim = field(&out, "bulk_ns").ok_or_else(bad)?;
+            let floor = field(&out, "floor_bulk_ns").ok_or_else(bad)?;
+            let bytes = field(&out, "bytes").ok_or_else(bad)?;
+            if bytes as u64 != plan.b5_bytes {
+                return Err(bad());
+            }
+            let (a, b) = (bytes / (shim / 1e9) / 1e6, bytes / (floor / 1e9) / 1e6);
+            eprintln!(
+                "  {name:<12} round {}: {a:.0} MB/s, native half {b:.0} MB/s",
+                round + 1
+            );
+            let (k_shim, k_native, k_ratio) = match *name {
+                "chainsocks" => ("cs", "cs native", "cs ratio"),
+                _ => ("pc", "pc native", "pc ratio"),
+            };
+            t.entry(k_shim).or_default().push(a);
+            t.entry(k_native).or_default().push(b);
+            t.entry(k_ratio).or_default().push(a / b);
+        }
+    }
+    let case = "B5 1 GiB through dante";
+    let mut native = t.get("cs native").cloned().unwrap_or_default();
+    native.extend(t.get("pc native").cloned().unwrap_or_default());
+    let mut all: Series = BTreeMap::new();
+    all.insert("native", native);
+    res.rows.push(Row::info(
+        case,
+        "native: the client speaks SOCKS5 itself (the native half of every pair)",
+        format!("{:.0} MB/s", med(&all, "native")),
+        String::new(),
+        spread(&all, "native", 1.0, 0),
+    ));
+    for (k, r, what) in [
+        ("pc", "pc ratio", "proxychains4 (info)"),
+        ("cs", "cs ratio", "chainsocks"),
+    ] {
+        res.rows.push(Row::info(
+            case,
+            what,
+            format!("{:.0} MB/s", med(&t, k)),
+            format!("{:.3}× its native half (per-pair median)", med(&t, r)),
+            spread(&t, k, 1.0, 0),
+        ));
+    }
+    let r = t.get("cs ratio").cloned().unwrap_or_default();
+    let v = median(&r);
+    res.check(
+        "B5",
+        case,
+        "chainsocks ÷ native, MB/s (per-pair median)",
+        format!("{v:.3}"),
+        "1.00 (≥ 0.98)",
+        v >= 0.98,
+    );
+    if let Some(last) = res.rows.last_mut() {
+        last.spread = ratio_spread(&r);
+    }
+    Ok(())
+}

@@ -1,0 +1,585 @@
+//! csbench: chainsocks against proxychains4, same real servers, same client (issue 6).
+//!
+//! Run it with `sudo scripts/bench [--quick]` (which builds the release workspace first). As
+//! root it moves its main thread into a fresh network namespace (`e2e::netns()`), starts two
+//! danted, `ssh -D` (with its own sshd), an echo server, a bulk source and the delay relays
+//! there — all on 127.0.0.1 — and runs the `csbenchclient` binary plainly, under the release
+//! `chainsocks` launcher (`-q`, `quiet = true`, `CHAINSOCKS_LOG=off`) and under
+//! `proxychains4 -q` (strict_chain, quiet_mode). It prints one Markdown table and writes
+//! docs/benchmarks.md and docs/bench-b2.svg.
+//!
+//! ```text
+//! csbench [--quick] [--only B1,B2,B3,B4,B5,PROFILE] [--docs DIR | --no-write]
+//! csbench --serve      start the servers and relays, print their ports, wait for EOF on stdin
+//!                      (for profiling by hand: nsenter -t PID -n …)
+//! ```
+//! Method (why the numbers can be trusted on a shared, noisy 2-core machine):
+//! - Differences that are small against the servers' own time (B1's cost above the floor,
+//!   B5's throughput) are measured in PAIRS inside one client process: under a shim the client
+//!   alternates a libc connection (proxied by the shim) with a floor connection made of raw
+//!   `syscall()`s that no LD_PRELOAD shim sees, the client speaking SOCKS5 itself. Both halves
+//!   of a pair run within a millisecond of each other, so background load cancels out.
+//! - Ratios between separate commands (B3, B4) are taken per round (the variants of a round run
+//!   back to back, in an order that rotates every round), then the median of the rounds.
+//! - Before each round it samples /proc/stat while its own processes are idle, and waits (a
+//!   bounded time) while other processes keep the CPUs busy; the loads are in the report.
+//!
+//! Never: binds or connects outside loopback, signals a process it did not start, or changes
+//! a target or the method after seeing a result.
+
+mod cases;
+mod echo;
+mod profile;
+mod relay;
+mod report;
+mod stats;
+mod svg;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use e2e::{Dante, DanteOpts, Echo, SshOpts, SshSocks, TempDir};
+use stats::Row;
+
+/// How long one client run may take.
+const RUN_TIMEOUT: Duration = Duration::from_secs(600);
+/// B2's one-way delay per link crossing (ms).
+pub const DELAY_MS: u64 = 10;
+const GIB: u64 = 1 << 30;
+
+/// Repetition counts: full run and `--quick`.
+#[derive(Clone, Copy)]
+pub struct Plan {
+    pub quick: bool,
+    /// B1: connections (pairs, under a shim) per client run; rounds.
+    pub b1_conns: usize,
+    pub b1_runs: usize,
+    /// B2: connections per client run; rounds.
+    pub b2_conns: usize,
+    pub b2_runs: usize,
+    /// B3: rounds (each variant runs one loop of 1,000 execs per round).
+    pub b3_runs: usize,
+    /// B4: lookups per run with one thread / 64 threads; rounds.
+    pub b4_one: usize,
+    pub b4_many: usize,
+    pub b4_runs: usize,
+    /// B5: bytes per transfer; pairs (chainsocks) per run... runs.
+    pub b5_bytes: u64,
+    pub b5_runs: usize,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                quick,
+                b1_conns: 300,
+                b1_runs: 2,
+                b2_conns: 3,
+                b2_runs: 2,
+                b3_runs: 3,
+                b4_one: 32_000,
+                b4_many: 32_000,
+                b4_runs: 3,
+                b5_bytes: GIB,
+                b5_runs: 2,
+            }
+        } else {
+            Plan {
+                quick,
+                b1_conns: 2_000,
+                b1_runs: 3,
+                b2_conns: 6,
+                b2_runs: 3,
+                b3_runs: 7,
+                // New names must fit the fake-DNS table (131,070 per launch); 2,000 per thread
+                // keeps thread start-up and exit a small share of a run.
+                b4_one: 128_000,
+                b4_many: 128_000,
+                b4_runs: 5,
+                b5_bytes: GIB,
+                b5_runs: 5,
+            }
+        }
+    }
+}
+
+/// How a client run is launched.
+#[derive(Clone)]
+pub enum Via {
+    Plain,
+    /// chainsocks with this config file.
+    Cs(PathBuf),
+    /// proxychains4 with this config file.
+    Pc(PathBuf),
+}
+
+/// Binaries, the temp dir for configs, and how to run things.
+pub struct Ctx {
+    pub cs_bin: PathBuf,
+    pub client: PathBuf,
+    pub pc_bin: PathBuf,
+    pub dir: TempDir,
+    /// Set: chainsocks runs log at debug level to this file (one breakdown in B2).
+    pub cs_log_debug: Option<PathBuf>,
+    /// Background CPU load sampled before each round (fraction of all CPUs), and the seconds
+    /// spent waiting for the machine to quieten.
+    pub loads: std::cell::RefCell<Vec<f64>>,
+    pub waited: std::cell::Cell<f64>,
+    /// Background load measured over each round (see [`Ctx::round_mark`]), and the snapshot
+    /// taken when the current round began.
+    pub during: std::cell::RefCell<Vec<f64>>,
+    pub mark: std::cell::Cell<Option<(u64, u64, f64)>>,
+}
+
+/// CPU ticks (USER_HZ) used by the benchmark: this process and its waited-for descendants
+/// (getrusage), plus every other live process in this network namespace (the servers).
+fn our_ticks() -> f64 {
+    let ru = |who| {
+        // SAFETY: all-zero is a valid rusage; getrusage fills it.
+        let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: r is writable.
+        unsafe { libc::getrusage(who, &mut r) };
+        let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+        us(r.ru_utime) + us(r.ru_stime)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut ticks = (ru(libc::RUSAGE_SELF) + ru(libc::RUSAGE_CHILDREN)) / 1e6 * hz;
+    let me = std::process::id();
+    let ns = e2e::netns_id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return ticks;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        use std::os::unix::fs::MetadataExt;
+        let same = std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == ns);
+        if !same {
+            continue;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after "(comm)": state is the 1st, utime the 12th, stime the 13th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let get = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        ticks += get(11) + get(12);
+    }
+    ticks
+}
+
+/// Busy and total jiffies of all CPUs.
+fn cpu_jiffies() -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = s.lines().next()?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let idle = v.get(3)? + v.get(4).unwrap_or(&0);
+    let total: u64 = v.iter().take(8).sum();
+    Some((total - idle, total))
+}
+
+/// The fraction of all CPUs busy during `ms` (our own processes are idle when this runs).
+fn busy_fraction(ms: u64) -> f64 {
+    let a = cpu_jiffies();
+    std::thread::sleep(Duration::from_millis(ms));
+    match (a, cpu_jiffies()) {
+        (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => (b1 - b0) as f64 / (t1 - t0) as f64,
+        _ => 0.0,
+    }
+}
+
+/// Max background load a round starts under without waiting, max wait per round, in total.
+pub const QUIET: f64 = 0.25;
+pub const WAIT_ROUND: f64 = 5.0;
+const WAIT_TOTAL: f64 = 90.0;
+
+impl Ctx {
+    /// Closes the round in progress, if any: the fraction of all CPUs that processes other
+    /// than the benchmark's used during it (busy time from /proc/stat minus [`our_ticks`]).
+    pub fn round_mark(&self) {
+        if let (Some((b0, t0, o0)), Some((b1, t1))) = (self.mark.take(), cpu_jiffies())
+            && t1 > t0
+        {
+            let other = (b1 - b0) as f64 - (our_ticks() - o0);
+            self.during
+                .borrow_mut()
+                .push((other / (t1 - t0) as f64).clamp(0.0, 1.0));
+        }
+    }
+
+    fn round_begin(&self) {
+        if let Some((b, t)) = cpu_jiffies() {
+            self.mark.set(Some((b, t, our_ticks())));
+        }
+    }
+
+    /// Waits (bounded) until other processes leave the CPUs mostly idle; records the load;
+    /// starts measuring the load during the round that follows.
+    pub fn settle(&self) {
+        self.round_mark();
+        let start = Instant::now();
+        let mut load = busy_fraction(300);
+        while load > QUIET
+            && start.elapsed().as_secs_f64() < WAIT_ROUND
+            && self.waited.get() + start.elapsed().as_secs_f64() < WAIT_TOTAL
+        {
+            load = busy_fraction(500);
+        }
+        self.waited
+            .set(self.waited.get() + start.elapsed().as_secs_f64() - 0.3);
+        self.loads.borrow_mut().push(load);
+        self.round_begin();
+    }
+
+    pub fn cs_conf(&self, name: &str, urls: &[String]) -> Via {
+        let list: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
+        let toml = format!(
+            "# csbench: strict chain, quiet\nquiet = true\nlog = \"off\"\nchain = \"strict\"\n\
+             connect_timeout_ms = 10000\nhandshake_timeout_ms = 30000\nproxy = [{}]\n",
+            list.join(", ")
+        );
+        Via::Cs(self.dir.write(&format!("{name}.toml"), toml.as_bytes()))
+    }
+
+    pub fn pc_conf(&self, name: &str, ports: &[u16]) -> Via {
+        let mut c = String::from(
+            "# csbench: strict chain, quiet, remote DNS like chainsocks' default\n\
+             strict_chain\nquiet_mode\nproxy_dns\nremote_dns_subnet 224\n\
+             tcp_read_time_out 15000\ntcp_connect_time_out 8000\n[ProxyList]\n",
+        );
+        for p in ports {
+            c.push_str(&format!("socks5 127.0.0.1 {p}\n"));
+        }
+        Via::Pc(self.dir.write(&format!("{name}.conf"), c.as_bytes()))
+    }
+
+    pub fn command(&self, via: &Via, program: &Path, args: &[String]) -> Command {
+        let mut c = match via {
+            Via::Plain => Command::new(program),
+            Via::Cs(conf) => {
+                let mut c = Command::new(&self.cs_bin);
+                c.arg("-f").arg(conf).arg("-q").arg("--").arg(program);
+                c
+            }
+            Via::Pc(conf) => {
+                let mut c = Command::new(&self.pc_bin);
+                c.arg("-q").arg("-f").arg(conf).arg(program);
+                c
+            }
+        };
+        c.args(args);
+        let mut c = e2e::clean(c);
+        if let Via::Cs(_) = via {
+            match &self.cs_log_debug {
+                Some(f) => c
+                    .env("CHAINSOCKS_LOG", "debug")
+                    .env("CHAINSOCKS_LOG_FILE", f),
+                None => c.env("CHAINSOCKS_LOG", "off"),
+            };
+        }
+        c
+    }
+
+    /// Runs `program args` via `via`; its stdout, or an error with everything it printed.
+    pub fn run(&self, via: &Via, program: &Path, args: &[String]) -> Result<String, String> {
+        self.run_cmd(self.command(via, program, args))
+    }
+
+    /// Runs `cmd`; its stdout, or an error with everything it printed.
+    pub fn run_cmd(&self, mut cmd: Command) -> Result<String, String> {
+        let shown = format!("{cmd:?}");
+        match e2e::try_run(&mut cmd, RUN_TIMEOUT) {
+            Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
+            Ok(o) | Err(o) => Err(format!(
+                "{shown} failed ({:?})\nstdout: {}\nstderr: {}",
+                o.status,
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )),
+        }
+    }
+
+    pub fn client(&self, via: &Via, args: &[String]) -> Result<String, String> {
+        self.run(via, &self.client, args)
+    }
+}
+
+/// The servers every case uses.
+pub struct Servers {
+    pub echo: Echo,
+    pub d1: Dante,
+    pub ssh: SshSocks,
+    pub d2: Dante,
+}
+
+/// `127.0.0.1:p,127.0.0.1:q,…` for csbenchclient --socks5.
+pub fn chain_arg(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// chainsocks proxy URLs for these ports.
+pub fn urls(ports: &[u16], pipeline: bool) -> Vec<String> {
+    ports
+        .iter()
+        .map(|p| {
+            if pipeline {
+                format!("socks5://127.0.0.1:{p}?pipeline=1")
+            } else {
+                format!("socks5://127.0.0.1:{p}")
+            }
+        })
+        .collect()
+}
+
+/// A number after `key` in whitespace-separated output.
+pub fn field(out: &str, key: &str) -> Option<f64> {
+    out.split_whitespace()
+        .skip_while(|w| *w != key)
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+}
+
+/// Everything measured, for the report.
+#[derive(Default)]
+pub struct Results {
+    pub rows: Vec<Row>,
+    /// Text blocks for docs/benchmarks.md (breakdowns, verifications), in order.
+    pub notes: Vec<(String, String)>,
+    /// B2 bars (label, median ms) and limits (label, ms).
+    pub b2_bars: Vec<(String, f64)>,
+    pub b2_limits: Vec<(String, f64)>,
+    /// Missed targets: (check id, what was measured).
+    pub misses: Vec<(&'static str, String)>,
+    /// Measured facts the explanations of misses are built from (this run's, not remembered).
+    pub facts: Facts,
+}
+
+/// What the profile and the cases measured, for the explanations in docs/benchmarks.md.
+#[derive(Default)]
+pub struct Facts {
+    /// Syscalls per connection of the B1a workload: (name, [floor, chainsocks, proxychains4]).
+    pub syscalls: Vec<(String, [f64; 3])>,
+    /// User-space instructions per connection: [floor, chainsocks, proxychains4].
+    pub instr: Option<[f64; 3]>,
+    /// Instructions of one /bin/true: (variant, count), plain first.
+    pub exec_instr: Vec<(String, f64)>,
+    /// B3 per exec: page faults (plain, chainsocks, libgcc_s alone).
+    pub b3_faults: Option<[f64; 3]>,
+    /// libchainsocks.so's dynamic section: needs libgcc_s.so.1, binds every import at load.
+    pub lib_needs_gcc: Option<bool>,
+    pub lib_bind_now: Option<bool>,
+    /// Syscalls per getaddrinfo+freeaddrinfo: (name, [chainsocks new name, real /etc/hosts]).
+    pub lookup_syscalls: Vec<(String, [f64; 2])>,
+    /// B4's CPU-bound calibration, 64 threads ÷ 1 thread.
+    pub b4_calibration: Option<f64>,
+    /// Symbols whose share of new-name lookup time grew from 1 to 64 threads (perf), in
+    /// percentage points; `None` if perf could not record.
+    pub perf_growth: Option<Vec<(String, f64)>>,
+    /// B1 cost above the floor (µs) [chainsocks, proxychains4] for 1 and 3 hops.
+    pub b1_above: Vec<(usize, [f64; 2])>,
+}
+
+impl Results {
+    pub fn check(
+        &mut self,
+        id: &'static str,
+        case: &str,
+        what: &str,
+        value: String,
+        target: &str,
+        pass: bool,
+    ) {
+        if !pass {
+            self.misses
+                .push((id, format!("{case}: {what} = {value} (target {target})")));
+        }
+        self.rows.push(Row::check(case, what, value, target, pass));
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut quick = false;
+    let mut serve = false;
+    let mut only: Option<Vec<String>> = None;
+    let mut docs: Option<PathBuf> = Some(PathBuf::from("docs"));
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--serve" => serve = true,
+            "--only" => {
+                only = it
+                    .next()
+                    .map(|s| s.split(',').map(|x| x.to_uppercase()).collect())
+            }
+            "--docs" => docs = it.next().map(PathBuf::from),
+            "--no-write" => docs = None,
+            "-h" | "--help" => {
+                eprintln!(
+                    "usage: csbench [--quick] [--only B1,B2,B3,B4,B5,PROFILE] [--docs DIR | --no-write]\n\
+                     \x20      csbench --serve"
+                );
+                return;
+            }
+            other => {
+                eprintln!("csbench: unknown argument {other} (see --help)");
+                std::process::exit(2);
+            }
+        }
+    }
+    let started = Instant::now();
+    match run(quick, serve, only, docs) {
+        Ok(()) => eprintln!("csbench: done in {:.0} s", started.elapsed().as_secs_f64()),
+        Err(e) => {
+            eprintln!("csbench: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// B1 makes ~35,000 connections from 127.0.0.1 in a minute (pairs double the count) and the
+/// client closes first, so each leaves a TIME_WAIT for 60 s: more than the default 28,232
+/// ephemeral ports. Widen the range — in this private network namespace only (the sysctl is
+/// per namespace and the namespace dies with the benchmark).
+fn widen_port_range() -> Result<(), String> {
+    let p = "/proc/sys/net/ipv4/ip_local_port_range";
+    std::fs::write(p, "1024 65535").map_err(|e| format!("{p}: {e}"))?;
+    let now = std::fs::read_to_string(p).unwrap_or_default();
+    if now.split_whitespace().next() != Some("1024") {
+        return Err(format!("{p} is {now:?} after writing 1024 65535"));
+    }
+    Ok(())
+}
+
+fn run(
+    quick: bool,
+    serve: bool,
+    only: Option<Vec<String>>,
+    docs: Option<PathBuf>,
+) -> Result<(), String> {
+    // SAFETY: plain syscall.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(
+            "run as root (sudo scripts/bench): the servers run in a private network namespace"
+                .into(),
+        );
+    }
+    let want = |k: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == k));
+    let dir = e2e::target_dir();
+    let (cs_bin, client) = (dir.join("chainsocks"), dir.join("csbenchclient"));
+    for p in [&cs_bin, &client, &dir.join("libchainsocks.so")] {
+        if !p.is_file() {
+            return Err(format!(
+                "{} is missing: cargo build --release --workspace",
+                p.display()
+            ));
+        }
+    }
+    let pc_bin =
+        e2e::find_program("proxychains4").ok_or("proxychains4 is not installed (scripts/setup)")?;
+    let env = report::Environment::collect(&cs_bin, quick);
+    let plan = Plan::new(quick);
+
+    e2e::netns();
+    widen_port_range()?;
+    let mut ctx = Ctx {
+        cs_bin,
+        client,
+        pc_bin,
+        dir: TempDir::new("csbench"),
+        cs_log_debug: None,
+        loads: Default::default(),
+        waited: Default::default(),
+        during: Default::default(),
+        mark: Default::default(),
+    };
+    let srv = Servers {
+        echo: Echo::start(),
+        d1: Dante::start(DanteOpts::default()).ok_or("danted is not installed")?,
+        ssh: SshSocks::start(SshOpts::default()).ok_or("ssh/sshd is not installed")?,
+        d2: Dante::start(DanteOpts::default()).ok_or("danted is not installed")?,
+    };
+    eprintln!(
+        "servers (netns {}): echo {}, dante {}, ssh -D {}, dante {}",
+        e2e::netns_id(),
+        srv.echo.port(),
+        srv.d1.port(),
+        srv.ssh.port(),
+        srv.d2.port(),
+    );
+    if serve {
+        return echo::serve_forever(&ctx, &srv);
+    }
+    let mut res = Results::default();
+    if want("B1") {
+        echo::b1(&ctx, &plan, &srv, &mut res)?;
+    }
+    if want("B2") {
+        echo::b2(&mut ctx, &plan, &srv, &mut res)?;
+    }
+    if want("B3") {
+        cases::b3(&ctx, &plan, &srv, &mut res)?;
+    }
+    if want("B4") {
+        cases::b4(&ctx, &plan, &srv, &mut res)?;
+    }
+    if want("B5") {
+        cases::b5(&ctx, &plan, &srv, &mut res)?;
+    }
+    if want("PROFILE") {
+        profile::profile(&ctx, &srv, &mut res)?;
+    }
+    ctx.round_mark();
+    let table = stats::markdown(&res.rows);
+    println!("\n{table}");
+    let passed = res.rows.iter().filter(|r| r.pass == Some(true)).count();
+    let checked = res.rows.iter().filter(|r| r.pass.is_some()).count();
+    println!("{passed} of {checked} targets met");
+    for (_, m) in &res.misses {
+        println!("MISS: {m}");
+    }
+    let loads = ctx.loads.borrow().clone();
+    let during = ctx.during.borrow().clone();
+    println!(
+        "{}",
+        report::load_summary(&loads, &during, ctx.waited.get())
+    );
+    if let Some(docs) = docs {
+        std::fs::create_dir_all(&docs).map_err(|e| format!("{}: {e}", docs.display()))?;
+        let md = report::markdown(
+            &env,
+            &plan,
+            &table,
+            &res,
+            (&loads, &during, ctx.waited.get()),
+            only.is_some(),
+        );
+        let p = docs.join("benchmarks.md");
+        std::fs::write(&p, md).map_err(|e| format!("{}: {e}", p.display()))?;
+        eprintln!("wrote {}", p.display());
+        if !res.b2_bars.is_empty() {
+            let p = docs.join("bench-b2.svg");
+            let svg = svg::b2_chart(&res.b2_bars, &res.b2_limits, 2.0 * DELAY_MS as f64);
+            std::fs::write(&p, svg).map_err(|e| format!("{}: {e}", p.display()))?;
+            eprintln!("wrote {}", p.display());
+        }
+    }
+    drop(srv);
+    Ok(())
+}

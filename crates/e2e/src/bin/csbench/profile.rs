@@ -1,0 +1,469 @@
+//! Where the time of a connection goes, for the B1a workload: syscalls per connection
+//! (`strace -f -c`) and user-space instructions per connection (`valgrind --tool=callgrind`),
+//! each the difference between a run of 600 and a run of 100 connections divided by 500, so
+//! process start-up cancels out. Deterministic counts: unlike timings, they do not depend on
+//! what else the machine is doing.
+
+use std::collections::BTreeMap;
+
+use crate::{Ctx, Results, Servers, Via, chain_arg, urls};
+
+const SMALL: usize = 100;
+const BIG: usize = 600;
+
+pub fn profile(ctx: &Ctx, srv: &Servers, res: &mut Results) -> Result<(), String> {
+    let ports = [srv.d1.port()];
+    let variants: [(&str, Via, bool); 3] = [
+        ("floor (the client speaks SOCKS5)", Via::Plain, true),
+        (
+            "chainsocks",
+            ctx.cs_conf("prof", &urls(&ports, false)),
+            false,
+        ),
+        ("proxychains4", ctx.pc_conf("prof", &ports), false),
+    ];
+    let client_args = |n: usize, native: bool| {
+        let mut a = vec![
+            ctx.client.to_string_lossy().into_owned(),
+            "echo".into(),
+            "127.0.0.1".into(),
+            srv.echo.port().to_string(),
+            n.to_string(),
+        ];
+        if native {
+            a.push("--socks5".into());
+            a.push(chain_arg(&ports));
+        }
+        a
+    };
+    let mut text = String::new();
+
+    if let Some(strace) = e2e::find_program("strace") {
+        eprintln!("profile: strace -c of the B1a workload");
+        let mut table: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        let mut totals = Vec::new();
+        for (i, (_, via, native)) in variants.iter().enumerate() {
+            let mut counts = Vec::new();
+            for n in [SMALL, BIG] {
+                let out = ctx.dir.join(&format!("strace-{i}-{n}.txt"));
+                let mut args = vec![
+                    "-f".to_string(),
+                    "-c".into(),
+                    "-o".into(),
+                    out.to_string_lossy().into_owned(),
+                ];
+                args.extend(client_args(n, *native));
+                ctx.run(via, &strace, &args)?;
+                counts.push(parse_strace(
+                    &std::fs::read_to_string(&out).unwrap_or_default(),
+                ));
+            }
+            let (a, b) = (
+                counts.first().cloned().unwrap_or_default(),
+                counts.get(1).cloned().unwrap_or_default(),
+            );
+            let mut total = 0.0;
+            for (name, nb) in &b {
+                let per = (nb - a.get(name).copied().unwrap_or(0.0)) / (BIG - SMALL) as f64;
+                if per >= 0.05 {
+                    let e = table
+                        .entry(name.clone())
+                        .or_insert_with(|| vec![0.0; variants.len()]);
+                    if let Some(x) = e.get_mut(i) {
+                        *x = per;
+                    }
+                    total += per;
+                }
+            }
+            totals.push(total);
+        }
+        text.push_str(&format!(
+            "Syscalls per connection of the client process (`socket` → echo byte back → \
+             `close`), `strace -f -c`, ({BIG} − {SMALL} connections) ÷ {}:\n\n| syscall |",
+            BIG - SMALL
+        ));
+        for (name, _, _) in &variants {
+            text.push_str(&format!(" {name} |"));
+        }
+        text.push_str("\n|---|");
+        for _ in &variants {
+            text.push_str("---:|");
+        }
+        text.push('\n');
+        for (name, v) in &table {
+            res.facts.syscalls.push((
+                name.clone(),
+                [
+                    v.first().copied().unwrap_or(0.0),
+                    v.get(1).copied().unwrap_or(0.0),
+                    v.get(2).copied().unwrap_or(0.0),
+                ],
+            ));
+            text.push_str(&format!("| {name} |"));
+            for x in v {
+                text.push_str(&format!(" {x:.1} |"));
+            }
+            text.push('\n');
+        }
+        text.push_str("| **total** |");
+        for t in &totals {
+            text.push_str(&format!(" **{t:.1}** |"));
+        }
+        text.push_str("\n\n");
+    } else {
+        text.push_str("strace is not installed: no syscall counts.\n\n");
+    }
+
+    if let Some(valgrind) = e2e::find_program("valgrind") {
+        eprintln!("profile: callgrind instruction counts of the B1a workload");
+        let mut per = Vec::new();
+        for (i, (_, via, native)) in variants.iter().enumerate() {
+            let mut ir = Vec::new();
+            for n in [SMALL, BIG] {
+                let log = ctx.dir.join(&format!("callgrind-{i}-{n}.log"));
+                let out = ctx.dir.join(&format!("callgrind-{i}-{n}.out"));
+                let mut args = vec![
+                    "--tool=callgrind".to_string(),
+                    format!("--callgrind-out-file={}", out.display()),
+                    format!("--log-file={}", log.display()),
+                ];
+                args.extend(client_args(n, *native));
+                ctx.run(via, &valgrind, &args)?;
+                let l = std::fs::read_to_string(&log).unwrap_or_default();
+                let c = l
+                    .lines()
+                    .find_map(|x| x.split("Collected :").nth(1))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .ok_or_else(|| format!("callgrind: no count in {}", log.display()))?;
+                ir.push(c);
+            }
+            per.push(
+                (ir.get(1).copied().unwrap_or(0.0) - ir.first().copied().unwrap_or(0.0))
+                    / (BIG - SMALL) as f64,
+            );
+        }
+        text.push_str(
+            "User-space instructions per connection of the client process, shim included \
+             (`valgrind --tool=callgrind`, same difference of two runs; the kernel's share of \
+             each syscall is not in it):\n\n| | instructions |\n|---|---:|\n",
+        );
+        for ((name, _, _), v) in variants.iter().zip(&per) {
+            text.push_str(&format!("| {name} | {v:.0} |\n"));
+        }
+        text.push('\n');
+        if let [a, b, c] = per[..] {
+            res.facts.instr = Some([a, b, c]);
+        }
+        res.facts.exec_instr = exec_instructions(ctx, &valgrind, &mut text)?;
+    } else {
+        text.push_str("valgrind is not installed: no instruction counts.\n\n");
+    }
+    elf_facts(ctx, res, &mut text);
+    if let Some(strace) = e2e::find_program("strace") {
+        lookup_syscalls(ctx, &strace, srv, res, &mut text)?;
+    }
+    if let Some(perf) = e2e::find_program("perf") {
+        perf_lookups(ctx, &perf, srv, res, &mut text);
+    }
+    res.notes
+        .push(("Where a connection's time goes (B1a workload)".into(), text));
+    Ok(())
+}
+
+/// libchainsocks.so's dynamic section (`readelf -d`): its NEEDED libraries and whether every
+/// import is bound at load time (BIND_NOW / FLAGS_1 NOW).
+fn elf_facts(ctx: &Ctx, res: &mut Results, text: &mut String) {
+    let lib = ctx
+        .cs_bin
+        .parent()
+        .map(|d| d.join("libchainsocks.so"))
+        .unwrap_or_default();
+    let Ok(o) = std::process::Command::new("readelf")
+        .arg("-d")
+        .arg(&lib)
+        .output()
+    else {
+        return;
+    };
+    let out = String::from_utf8_lossy(&o.stdout);
+    let needed: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| l.split('[').nth(1).and_then(|x| x.split(']').next()))
+        .collect();
+    let bind_now = out.lines().any(|l| {
+        (l.contains("(FLAGS)") && l.contains("BIND_NOW"))
+            || (l.contains("(FLAGS_1)") && l.contains("NOW"))
+    });
+    res.facts.lib_needs_gcc = Some(needed.iter().any(|n| n.starts_with("libgcc_s")));
+    res.facts.lib_bind_now = Some(bind_now);
+    text.push_str(&format!(
+        "libchainsocks.so (`readelf -d`): needs {}; {}.\n\n",
+        needed.join(", "),
+        if bind_now {
+            "linked with BIND_NOW (every import bound at load)"
+        } else {
+            "lazy binding (imports bound on first call)"
+        }
+    ));
+}
+
+/// Where new-name lookups spend their time with 1 and with 64 threads (`perf record -e
+/// cpu-clock`, no hardware counters needed): what grows with the threads is what does not
+/// scale. Skipped quietly if perf cannot record here.
+fn perf_lookups(
+    ctx: &Ctx,
+    perf: &std::path::Path,
+    srv: &Servers,
+    res: &mut Results,
+    text: &mut String,
+) {
+    let cs = ctx.cs_conf("prof-perf", &urls(&[srv.d1.port()], false));
+    let mut cols: Vec<Vec<(String, f64)>> = Vec::new();
+    for threads in [1usize, 64] {
+        let data = ctx.dir.join(&format!("perf-{threads}.data"));
+        let args = vec![
+            "record".to_string(),
+            "-q".into(),
+            "-e".into(),
+            "cpu-clock".into(),
+            "-F".into(),
+            "10000".into(),
+            "-o".into(),
+            data.to_string_lossy().into_owned(),
+            ctx.client.to_string_lossy().into_owned(),
+            "resolve".into(),
+            "new".into(),
+            threads.to_string(),
+            "64000".into(),
+        ];
+        if ctx.run(&cs, perf, &args).is_err() {
+            return;
+        }
+        let Ok(o) = std::process::Command::new(perf)
+            .args(["report", "--stdio", "--no-children", "--sort", "sym", "-i"])
+            .arg(&data)
+            .output()
+        else {
+            return;
+        };
+        let top: Vec<(String, f64)> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| {
+                let t = l.trim_start();
+                let (pct, rest) = t.split_once('%')?;
+                let pct = pct.parse::<f64>().ok()?;
+                let sym = rest
+                    .trim()
+                    .trim_start_matches("[.]")
+                    .trim_start_matches("[k]")
+                    .trim();
+                let kind = if rest.contains("[k]") {
+                    " (kernel)"
+                } else {
+                    ""
+                };
+                Some((format!("`{sym}`{kind}"), pct))
+            })
+            .take(10)
+            .collect();
+        cols.push(top);
+    }
+    text.push_str(
+        "Where new-name lookups spend their time (`perf record -e cpu-clock`, chainsocks, 64,000 \
+         new names), top symbols with 1 and with 64 threads:\n\n| 1 thread | % | 64 threads | % |\n|---|---:|---|---:|\n",
+    );
+    for i in 0..10 {
+        let cell = |c: Option<&Vec<(String, f64)>>| {
+            c.and_then(|v| v.get(i))
+                .map_or((String::new(), String::new()), |(n, p)| {
+                    (n.clone(), format!("{p:.1}"))
+                })
+        };
+        let (a, pa) = cell(cols.first());
+        let (b, pb) = cell(cols.get(1));
+        text.push_str(&format!("| {a} | {pa} | {b} | {pb} |\n"));
+    }
+    text.push('\n');
+    // What grew from 1 to 64 threads (a symbol outside the 1-thread top 10 counts as 0 there).
+    if let (Some(one), Some(many)) = (cols.first(), cols.get(1)) {
+        let mut grew: Vec<(String, f64)> = many
+            .iter()
+            .map(|(n, p)| {
+                let before = one.iter().find(|(m, _)| m == n).map_or(0.0, |(_, q)| *q);
+                (n.clone(), p - before)
+            })
+            .filter(|(_, d)| *d >= 1.0)
+            .collect();
+        grew.sort_by(|a, b| b.1.total_cmp(&a.1));
+        res.facts.perf_growth = Some(grew);
+    }
+}
+
+/// Syscalls per getaddrinfo + freeaddrinfo (B4): a new name under chainsocks, and the real
+/// lookup of the /etc/hosts name without a shim.
+fn lookup_syscalls(
+    ctx: &Ctx,
+    strace: &std::path::Path,
+    srv: &Servers,
+    res: &mut Results,
+    text: &mut String,
+) -> Result<(), String> {
+    let cs = ctx.cs_conf("prof-dns", &urls(&[srv.d1.port()], false));
+    let real = format!("name={}", crate::cases::hosts_name());
+    let mut cols: Vec<BTreeMap<String, f64>> = Vec::new();
+    for (i, (via, mode)) in [(&cs, "new".to_string()), (&Via::Plain, real)]
+        .iter()
+        .enumerate()
+    {
+        let mut counts = Vec::new();
+        for n in [SMALL, BIG] {
+            let out = ctx.dir.join(&format!("strace-dns-{i}-{n}.txt"));
+            let args = vec![
+                "-f".to_string(),
+                "-c".into(),
+                "-o".into(),
+                out.to_string_lossy().into_owned(),
+                ctx.client.to_string_lossy().into_owned(),
+                "resolve".into(),
+                mode.clone(),
+                "1".into(),
+                n.to_string(),
+            ];
+            ctx.run(via, strace, &args)?;
+            counts.push(parse_strace(
+                &std::fs::read_to_string(&out).unwrap_or_default(),
+            ));
+        }
+        let (a, b) = (
+            counts.first().cloned().unwrap_or_default(),
+            counts.get(1).cloned().unwrap_or_default(),
+        );
+        let per: BTreeMap<String, f64> = b
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    (v - a.get(k).copied().unwrap_or(0.0)) / (BIG - SMALL) as f64,
+                )
+            })
+            .filter(|(_, v)| *v >= 0.05)
+            .collect();
+        cols.push(per);
+    }
+    let names: std::collections::BTreeSet<String> =
+        cols.iter().flat_map(|c| c.keys().cloned()).collect();
+    text.push_str(
+        "Syscalls per `getaddrinfo` + `freeaddrinfo` (B4, one thread, same difference of two \
+         runs):\n\n| syscall | chainsocks, new name | real lookup, /etc/hosts |\n|---|---:|---:|\n",
+    );
+    let mut tot = [0.0f64; 2];
+    for n in &names {
+        let v = [
+            cols.first().and_then(|c| c.get(n)).copied().unwrap_or(0.0),
+            cols.get(1).and_then(|c| c.get(n)).copied().unwrap_or(0.0),
+        ];
+        tot[0] += v[0];
+        tot[1] += v[1];
+        text.push_str(&format!("| {n} | {:.2} | {:.2} |\n", v[0], v[1]));
+        res.facts.lookup_syscalls.push((n.clone(), v));
+    }
+    text.push_str(&format!(
+        "| **total** | **{:.2}** | **{:.2}** |\n\n",
+        tot[0], tot[1]
+    ));
+    Ok(())
+}
+
+/// B3's unit of work, one `/bin/true`, under callgrind: instructions from exec to exit
+/// (dynamic loader included) plainly and with each library preloaded.
+fn exec_instructions(
+    ctx: &Ctx,
+    valgrind: &std::path::Path,
+    text: &mut String,
+) -> Result<Vec<(String, f64)>, String> {
+    let mut got = Vec::new();
+    let lib = ctx
+        .cs_bin
+        .parent()
+        .map(|d| d.join("libchainsocks.so"))
+        .unwrap_or_default();
+    let pc_lib = [
+        "/usr/lib/x86_64-linux-gnu/libproxychains.so.4",
+        "/lib/x86_64-linux-gnu/libproxychains.so.4",
+    ]
+    .iter()
+    .map(std::path::PathBuf::from)
+    .find(|p| p.is_file());
+    let gcc = [
+        "/lib/x86_64-linux-gnu/libgcc_s.so.1",
+        "/usr/lib/x86_64-linux-gnu/libgcc_s.so.1",
+    ]
+    .iter()
+    .map(std::path::PathBuf::from)
+    .find(|p| p.is_file());
+    let mut cases: Vec<(&str, Option<std::path::PathBuf>)> = vec![("plain", None)];
+    if let Some(g) = gcc {
+        cases.push(("LD_PRELOAD=libgcc_s.so.1", Some(g)));
+    }
+    cases.push(("LD_PRELOAD=libchainsocks.so", Some(lib)));
+    if let Some(p) = pc_lib {
+        cases.push(("LD_PRELOAD=libproxychains.so.4", Some(p)));
+    }
+    let pc_conf = ctx.dir.join("exec-pc.conf");
+    let _ = std::fs::write(
+        &pc_conf,
+        "strict_chain\nquiet_mode\nproxy_dns\n[ProxyList]\nsocks5 127.0.0.1 9\n",
+    );
+    text.push_str(
+        "Instructions of one `/bin/true` from exec to exit, dynamic loader and library \
+         constructors included (`valgrind --tool=callgrind`), B3's unit of work:\n\n\
+         | | instructions | added |\n|---|---:|---:|\n",
+    );
+    let mut base = None;
+    for (i, (name, pre)) in cases.iter().enumerate() {
+        let log = ctx.dir.join(&format!("callgrind-true-{i}.log"));
+        let out = ctx.dir.join(&format!("callgrind-true-{i}.out"));
+        let mut cmd = e2e::clean(std::process::Command::new(valgrind));
+        cmd.arg("--tool=callgrind")
+            .arg(format!("--callgrind-out-file={}", out.display()))
+            .arg(format!("--log-file={}", log.display()))
+            .arg("/bin/true")
+            .env("CHAINSOCKS_LOG", "off")
+            .env("PROXYCHAINS_QUIET_MODE", "1")
+            .env("PROXYCHAINS_CONF_FILE", &pc_conf);
+        if let Some(p) = pre {
+            cmd.env("LD_PRELOAD", p);
+        }
+        ctx.run_cmd(cmd)?;
+        let l = std::fs::read_to_string(&log).unwrap_or_default();
+        let c = l
+            .lines()
+            .find_map(|x| x.split("Collected :").nth(1))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .ok_or_else(|| format!("callgrind: no count in {}", log.display()))?;
+        let b = *base.get_or_insert(c);
+        text.push_str(&format!("| {name} | {c:.0} | {:+.0} |\n", c - b));
+        got.push((name.to_string(), c));
+    }
+    text.push('\n');
+    Ok(got)
+}
+
+fn parse_strace(text: &str) -> BTreeMap<String, f64> {
+    let mut m = BTreeMap::new();
+    for l in text.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        // % time, seconds, usecs/call, calls, [errors], syscall
+        if w.len() >= 5 && w.first().is_some_and(|x| x.parse::<f64>().is_ok()) {
+            let Some(name) = w.last() else { continue };
+            if *name == "total" {
+                continue;
+            }
+            if let Some(calls) = w.get(3).and_then(|c| c.parse::<f64>().ok()) {
+                m.insert(name.to_string(), calls);
+            }
+        }
+    }
+    m
+}

@@ -1,0 +1,469 @@
+//! docs/benchmarks.md: the machine, the versions, the method, the table, the misses and why.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::{DELAY_MS, Facts, Plan, Results};
+
+/// Where and with what the numbers were taken.
+pub struct Environment {
+    pub date: String,
+    pub nproc: String,
+    pub cpu: String,
+    pub kernel: String,
+    pub chainsocks: String,
+    pub proxychains4: String,
+    pub dante: String,
+    pub openssh: String,
+    pub rustc: String,
+}
+
+fn cmd_out(program: &str, args: &[&str]) -> String {
+    match Command::new(program).args(args).output() {
+        Ok(o) => {
+            let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+            if s.trim().is_empty() {
+                s = String::from_utf8_lossy(&o.stderr).into_owned();
+            }
+            s.lines().next().unwrap_or("").trim().to_string()
+        }
+        Err(_) => "unknown".into(),
+    }
+}
+
+fn dpkg_version(pkg: &str) -> String {
+    let v = cmd_out("dpkg-query", &["-W", "-f=${Version}", pkg]);
+    if v.is_empty() { "unknown".into() } else { v }
+}
+
+impl Environment {
+    pub fn collect(chainsocks: &Path, quick: bool) -> Environment {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        let rev = cmd_out("git", &["rev-parse", "--short", "HEAD"]);
+        let dirty = !cmd_out("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
+        let cs = format!(
+            "{} (git {rev}{}, release build)",
+            cmd_out(&chainsocks.to_string_lossy(), &["--version"]),
+            if dirty { " + uncommitted changes" } else { "" }
+        );
+        Environment {
+            date: format!(
+                "{}{}",
+                cmd_out("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+                if quick { " (--quick)" } else { "" }
+            ),
+            nproc: cmd_out("nproc", &[]),
+            cpu,
+            kernel,
+            chainsocks: cs,
+            proxychains4: format!(
+                "proxychains-ng {} (Debian package)",
+                dpkg_version("proxychains4")
+            ),
+            dante: format!(
+                "{} (dante-server {})",
+                cmd_out("danted", &["-v"])
+                    .trim_end_matches('.')
+                    .split("  ")
+                    .next()
+                    .unwrap_or(""),
+                dpkg_version("dante-server")
+            ),
+            openssh: cmd_out("ssh", &["-V"]),
+            rustc: cmd_out("rustc", &["--version"]),
+        }
+    }
+}
+
+/// The syscalls where `col` exceeds the floor (column 0), as "name +k" items.
+fn extra_syscalls(f: &Facts, col: usize) -> (f64, String) {
+    let mut total = 0.0;
+    let mut items = Vec::new();
+    for (name, v) in &f.syscalls {
+        let d = v.get(col).copied().unwrap_or(0.0) - v.first().copied().unwrap_or(0.0);
+        total += d;
+        if d >= 0.5 {
+            items.push(format!("`{name}` +{d:.0}"));
+        }
+    }
+    (total, items.join(", "))
+}
+
+/// Why a target was missed. Built from what this run measured ([`Facts`]); the mechanisms
+/// named come from the profiles taken while building the benchmark (callgrind, strace, perf,
+/// `CHAINSOCKS_LOG=debug`, strace -tt of ssh/sshd).
+fn analysis(id: &str, f: &Facts) -> String {
+    match id {
+        "B1a" | "B1b" => {
+            let mut t = String::from(
+                "chainsocks' cost above the floor is its own work per connection in the client \
+                 process: the handshake's messages and round trips are the floor's.",
+            );
+            for (hops, [cs, pc]) in &f.b1_above {
+                t.push_str(&format!(
+                    " With {hops} hop{}: chainsocks {cs:+.1} µs, proxychains4 {pc:+.1} µs.",
+                    if *hops == 1 { "" } else { "s" }
+                ));
+            }
+            if !f.syscalls.is_empty() {
+                let (cs_n, cs_list) = extra_syscalls(f, 1);
+                let (pc_n, pc_list) = extra_syscalls(f, 2);
+                t.push_str(&format!(
+                    " Per connection, counted with strace on one hop (counts do not depend on the \
+                     load): chainsocks makes {cs_n:.0} syscalls more than the floor ({cs_list}); \
+                     proxychains4 {pc_n:.0} more ({pc_list}), most of them a `poll` and a 1-byte \
+                     `read` per reply byte, which return at once because the reply is already \
+                     there."
+                ));
+            }
+            if let Some([fl, cs, pc]) = f.instr {
+                t.push_str(&format!(
+                    " User-space instructions above the floor (callgrind): chainsocks {:+.0}, \
+                     proxychains4 {:+.0}.",
+                    cs - fl,
+                    pc - fl
+                ));
+            }
+            t.push_str(
+                " Each extra syscall is a kernel entry (~0.2 µs on this VM) plus the socket work \
+                 it does, and the handshake's syscalls repeat per hop, so to reach a quarter of \
+                 proxychains4 the shim has to make fewer of them per hop (the list above is the \
+                 budget) — a change in crates/preload and crates/core, outside this benchmark.",
+            );
+            t
+        }
+        "Mem-1" | "Mem-3" => "The added peak RSS is the library's pages touched at load and on \
+                              the first connect (its text and data, the parsed configuration, the \
+                              shared-state mapping); compare B1a and B1b: it does not grow with \
+                              the number of connections."
+            .into(),
+        "B2-pipe-pc" | "B2-pipe-limit" => "The pipelined handshake loses ~40 ms at the ssh -D \
+             hop, not in chainsocks or in the emulated network. In the per-hop timings (Details) \
+             hop 3's CONNECT reply arrives ~40 ms after hop 3's greeting reply, although dante #2 \
+             sends both within about a millisecond; the control chain dante → dante → dante \
+             through the same relays has no such gap (its row: about the limit). strace -tt of the \
+             ssh client and its sshd, on loopback without any relay, showed the mechanism: sshd \
+             writes the packet carrying dante #2's CONNECT reply while the packet carrying its \
+             method reply is still unacknowledged; the ssh client has nothing to send back (it \
+             only forwards to dante #1), so its kernel delays the ACK, and Nagle on sshd's socket \
+             holds the second packet until the delayed-ACK timer fires: 39.7 ms between sshd's \
+             write and ssh's read. OpenSSH sets TCP_NODELAY on its transport only for interactive \
+             sessions, and `ssh -N -D` has none. The same stall shows with no delay relay at all \
+             (B1b's pipelined row, when the two replies do not happen to reach sshd together). It \
+             hits any pipelined chain in which a SOCKS5 hop that answers in two writes sits \
+             behind `ssh -D`; the client can only avoid it by not pipelining that hop's CONNECT \
+             (its reply then follows a round trip that carries the ACK)."
+            .into(),
+        "B2-safe-pc" => "Safe mode and proxychains4 send the same messages in the same order and \
+             wait for the same replies (both ~16.5 RTT); either shim's CPU cost per connection is \
+             tens of µs against ~330 ms, so the ratio is 1.00 within the spread of the rounds \
+             (spread column): this target is decided by noise in the servers, not by the shim."
+            .into(),
+        "B2-verify" => "A relay's first chunk did not hold the whole pipelined rest of the \
+             handshake: some hop did not accept or did not pass on the pipelined bytes in one \
+             piece (see the sizes in Details)."
+            .into(),
+        "B3" => {
+            let mut t = String::from(
+                "The cost is loading the library into every process, not the launcher \
+                 (`LD_PRELOAD=libchainsocks.so` without it costs the same: breakdown rows).",
+            );
+            if let (Some(plain), Some(cs)) = (
+                f.exec_instr.iter().find(|(n, _)| n == "plain"),
+                f.exec_instr
+                    .iter()
+                    .find(|(n, _)| n.contains("libchainsocks")),
+            ) {
+                t.push_str(&format!(
+                    " Per exec of /bin/true the dynamic loader and the constructors run {:+.0} \
+                     instructions (callgrind",
+                    cs.1 - plain.1
+                ));
+                if let Some(g) = f.exec_instr.iter().find(|(n, _)| n.contains("libgcc_s")) {
+                    t.push_str(&format!("; libgcc_s.so.1 alone {:+.0}", g.1 - plain.1));
+                }
+                t.push(')');
+            }
+            if let Some([p, c, g]) = f.b3_faults {
+                t.push_str(&format!(
+                    " and take {:+.1} page faults per exec ({c:.1} against {p:.1}; libgcc_s.so.1 \
+                     alone {:+.1}); on this VM an anonymous page fault costs ~2.5 µs, and `sh`, \
+                     preloaded too, forks a bigger image for every command.",
+                    c - p,
+                    g - p
+                ));
+            } else {
+                t.push('.');
+            }
+            if let (Some(gcc), Some(now)) = (f.lib_needs_gcc, f.lib_bind_now) {
+                t.push_str(&format!(
+                    " libchainsocks.so {} libgcc_s.so.1 (Rust's unwinder) and {}.",
+                    if gcc { "pulls in" } else { "does not need" },
+                    if now {
+                        "is linked with BIND_NOW, so every import is bound at load"
+                    } else {
+                        "binds its imports lazily"
+                    }
+                ));
+            }
+            t.push_str(
+                " Reaching 1.05× (~25–30 µs per exec here) needs a smaller load footprint in \
+                 crates/preload: fewer pages touched at load and no extra library (libgcc_s.so.1 \
+                 alone is a visible share: its row).",
+            );
+            t
+        }
+        "B4-new" => {
+            let tot = |i: usize| {
+                f.lookup_syscalls
+                    .iter()
+                    .map(|(_, v)| v.get(i).copied().unwrap_or(0.0))
+                    .sum::<f64>()
+            };
+            if f.lookup_syscalls.is_empty() {
+                "No syscall counts were taken (PROFILE not run).".into()
+            } else {
+                format!(
+                    "A new fake name costs {:.1} syscalls per lookup against {:.1} for the real \
+                     /etc/hosts lookup (Details), plus the real getaddrinfo of a numeric \
+                     placeholder for the list's shape.",
+                    tot(0),
+                    tot(1)
+                )
+            }
+        }
+        "B4-new64" | "B4-known64" => {
+            let mut t = String::new();
+            if let Some(c) = f.b4_calibration {
+                t.push_str(&format!(
+                    "This machine's 2 vCPUs gave {c:.2}× to a CPU-bound loop of the same thread \
+                     counts and work per item (calibration row), not 2×; the lookups get part of \
+                     that."
+                ));
+            }
+            let tot: f64 = f
+                .lookup_syscalls
+                .iter()
+                .map(|(_, v)| v.first().copied().unwrap_or(0.0))
+                .sum();
+            if !f.lookup_syscalls.is_empty() {
+                t.push_str(&format!(
+                    " A new-name lookup makes {tot:.1} syscalls (Details)."
+                ));
+            }
+            if let Some(grew) = &f.perf_growth {
+                let list: Vec<String> = grew.iter().map(|(n, d)| format!("{n} {d:+.1}")).collect();
+                t.push_str(&format!(
+                    " In the perf profiles under Details these grew from 1 to 64 threads \
+                     (percentage points of all samples): {}.",
+                    if list.is_empty() {
+                        "nothing by 1 point or more".to_string()
+                    } else {
+                        list.join(", ")
+                    }
+                ));
+                let has = |k: &str| grew.iter().any(|(n, _)| n.contains(k));
+                if has("finish_task_switch") || has("spin_unlock") || has("schedule") {
+                    t.push_str(" The scheduler symbols are 64 threads taking turns on 2 CPUs.");
+                }
+                if has("page_fault") || has("shmem") || has("clear_page") {
+                    t.push_str(
+                        " The page-fault symbols are the shared fake-DNS table's new slots being \
+                         touched for the first time.",
+                    );
+                }
+                if has("FakeTable") {
+                    t.push_str(
+                        " A growing `FakeTable` share is contention on the table's shared atomics \
+                         (the next-id counter and the index).",
+                    );
+                }
+            }
+            t.push_str(" Background load during the rounds (above) takes its share too.");
+            t
+        }
+        "B5" => "After the handshake chainsocks is out of the data path (read/write are not \
+             hooked); a ratio below 0.98 can only come from noise between the two halves of the \
+             pairs (see the per-pair spread)."
+            .into(),
+        _ => "No explanation recorded for this target.".into(),
+    }
+}
+
+/// What the other processes on this machine did to the rounds.
+pub fn load_summary(loads: &[f64], during: &[f64], waited: f64) -> String {
+    if loads.is_empty() {
+        return String::new();
+    }
+    let max = |v: &[f64]| v.iter().copied().fold(0.0f64, f64::max) * 100.0;
+    let med = |v: &[f64]| crate::stats::median(v) * 100.0;
+    let busy = during.iter().filter(|&&l| l > crate::QUIET).count();
+    format!(
+        "Background CPU load (processes other than the benchmark's, as a share of all CPUs): \
+         before each of the {} rounds, sampled while the benchmark was idle, median {:.0} %, \
+         max {:.0} % ({waited:.0} s spent waiting for quiet); during the rounds (CPU busy time \
+         minus the benchmark's own processes) median {:.0} %, max {:.0} %, {busy} rounds above \
+         {:.0} %.",
+        loads.len(),
+        med(loads),
+        max(loads),
+        med(during),
+        max(during),
+        crate::QUIET * 100.0
+    )
+}
+
+pub fn markdown(
+    env: &Environment,
+    plan: &Plan,
+    table: &str,
+    res: &Results,
+    (loads, during, waited): (&[f64], &[f64], f64),
+    partial: bool,
+) -> String {
+    let mut s = String::new();
+    s.push_str("# Benchmarks: chainsocks against proxychains4\n\n");
+    s.push_str(
+        "Generated by `sudo scripts/bench` (the `csbench` binary, crates/e2e/src/bin/csbench/); \
+         do not edit by hand, re-run it. `scripts/bench --quick` runs fewer repetitions.\n\n",
+    );
+    if partial {
+        s.push_str("**Partial run (`--only`): some cases are missing.**\n\n");
+    }
+    if plan.quick {
+        s.push_str("**Quick run (`--quick`): fewer repetitions than the full run.**\n\n");
+    }
+    s.push_str(&format!(
+        "## Machine\n\n\
+         | | |\n|---|---|\n\
+         | date | {} |\n| nproc | {} |\n| CPU | {} |\n| kernel | {} |\n\
+         | chainsocks | {} |\n| proxychains4 | {} |\n| dante | {} |\n| OpenSSH | {} |\n\
+         | rustc | {} |\n\n{}\n\n",
+        env.date,
+        env.nproc,
+        env.cpu,
+        env.kernel,
+        env.chainsocks,
+        env.proxychains4,
+        env.dante,
+        env.openssh,
+        env.rustc,
+        load_summary(loads, during, waited)
+    ));
+    s.push_str(&format!(
+        "## Method\n\n\
+         Everything runs inside a fresh network namespace that has only `lo` (`e2e::netns()`): \
+         two danted, one `ssh -D` with its own sshd, an echo server, a bulk source and the delay \
+         relays, all on 127.0.0.1. One client, `csbenchclient` (small, dynamically linked, libc \
+         `socket`/`connect`/`read`/`write`/`getaddrinfo`, timing itself with the monotonic \
+         clock so that process start-up is not in the numbers), is run plainly, under the \
+         release `chainsocks` launcher (`-q`, `quiet = true`, `CHAINSOCKS_LOG=off`) and under \
+         `proxychains4 -q` (`strict_chain`, `quiet_mode`, `proxy_dns` like chainsocks' default \
+         remote DNS), against the same servers. The order of the variants rotates every round. \
+         Every run checks that the echo server saw each connection from the proxy's address \
+         (127.0.0.2), never directly. Inside its namespace (only there) the benchmark widens \
+         the ephemeral port range to 1024–65535: B1 leaves more TIME_WAIT sockets than the \
+         default range holds.\n\n\
+         This machine is shared (other jobs compile and test on the same 2 CPUs), so \
+         differences that are small against the servers' own time are measured in **pairs \
+         inside one process**: under a shim, the client alternates (AB BA AB …) a libc \
+         connection, which the shim proxies, with a *floor* connection built from raw \
+         `syscall()`s, which no LD_PRELOAD shim sees, the client speaking SOCKS5 itself over the \
+         same proxies. The two halves of a pair run within a millisecond of each other, so load \
+         from elsewhere cancels out of their difference. Before each round the benchmark waits \
+         (at most {wr:.0} s) until other processes use at most {q:.0} % of the CPUs.\n\n\
+         - **B1 connect cost**: per run, {n} sequential connections (under a shim {n} pairs): \
+         `socket` → `connect` → write 1 byte → read it back → `close`, timed from `socket` \
+         until the echo byte is back; {r} rounds. *Floor*: the client speaks SOCKS5 itself (for \
+         3 hops the whole chain handshake, one step after the other). *Cost above the floor*: \
+         the median of the paired differences. The floor's own row is the null test of the \
+         method: a plain process pairing a libc floor connection with a raw-syscall one, whose \
+         difference should be ~0. Absolute medians move between rounds (see their spread \
+         column; \"direct\" went from ~80 µs to ~900 µs per connection in some rounds even with \
+         no background load, for a reason not found: not TIME_WAIT port search, tested), so \
+         compare variants through the paired differences, not across rows.\n\
+         - **B2 latency**: a delay relay (a user-space TCP forwarder holding each chunk {d} ms \
+         in each direction; this kernel has no netem) in front of each proxy and of the echo \
+         server, so each of the 4 links has an RTT of {rtt} ms. Measured: from `socket` until \
+         the first echo byte is back ({c} connections per run, {r2} rounds); when `connect()` \
+         returned is shown too. A user-space relay cannot delay a TCP handshake (connecting to \
+         it completes at loopback speed), so the limits count data crossings: pipelined, the \
+         requests go out over 3 links and the replies come back (3 RTT), then the echo byte \
+         crosses all 4 links and back (4 RTT): **7 RTT**; strictly sequential, hop k's \
+         greeting and its request cost k RTT each (1+1+2+2+3+3 = 12 RTT), plus the same 4: \
+         **16 RTT**. On a real network the 4 TCP handshakes cost the same 4 RTT with \
+         `connect()` returning as the end point, which gives the same 7 and 16.\n\
+         - **B3 exec overhead**: `sh -c` running a loop of 1,000 `/bin/true`, wall time of the \
+         whole command (the launcher included), {r3} rounds; the ratio is the median of the \
+         per-round ratios.\n\
+         - **B4 fake DNS**: `getaddrinfo(name, \"80\", {{AF_UNSPEC, SOCK_STREAM}})` + \
+         `freeaddrinfo`, {b4a} lookups with 1 thread and {b4b} with 64 threads started together \
+         (aggregate lookups/s), {r4} rounds. *New*: a name never seen before; *known*: 64 names \
+         resolved before the clock starts, then cycled. Reference: the real getaddrinfo of a \
+         name in /etc/hosts, not under the shim. Ratios are medians of per-round ratios.\n\
+         - **B5 data path**: {gib} MiB from the bulk source through one dante, MB = 10⁶ bytes, \
+         from the request to the last byte; {r5} pairs per shim (the shimmed transfer and the \
+         native one, in alternating order). *Native*: the client speaks SOCKS5 itself.\n\
+         - **Memory**: the client's peak RSS (VmHWM) at the end of each B1 run, chainsocks \
+         against the plain floor runs.\n\
+         - **Profile**: per connection of the B1a workload, syscall counts (`strace -c`) and \
+         user-space instruction counts (`callgrind`), which do not depend on the load; \
+         instructions of one `/bin/true` with each library preloaded; libchainsocks.so's dynamic \
+         section; syscalls per lookup; a `perf` cpu-clock profile of new-name lookups with 1 and \
+         64 threads. The explanations of missed targets are built from these numbers.\n\n",
+        wr = crate::WAIT_ROUND,
+        q = crate::QUIET * 100.0,
+        n = plan.b1_conns,
+        r = plan.b1_runs,
+        d = DELAY_MS,
+        rtt = 2 * DELAY_MS,
+        c = plan.b2_conns,
+        r2 = plan.b2_runs,
+        r3 = plan.b3_runs,
+        b4a = plan.b4_one,
+        b4b = plan.b4_many,
+        r4 = plan.b4_runs,
+        gib = plan.b5_bytes >> 20,
+        r5 = plan.b5_runs,
+    ));
+    s.push_str("## Results\n\n");
+    s.push_str(table);
+    let passed = res.rows.iter().filter(|r| r.pass == Some(true)).count();
+    let checked = res.rows.iter().filter(|r| r.pass.is_some()).count();
+    s.push_str(&format!("\n{passed} of {checked} targets met.\n\n"));
+    if !res.b2_bars.is_empty() {
+        s.push_str("![B2: time to the first echo byte through a 3-hop chain](bench-b2.svg)\n\n");
+    }
+    if !res.misses.is_empty() {
+        s.push_str(
+            "## Targets missed, and why\n\n\
+             The numbers in these explanations are this run's (the profile under Details); the \
+             mechanisms named were found with callgrind, strace, perf and `CHAINSOCKS_LOG=debug` \
+             while the benchmark was built.\n\n",
+        );
+        let mut seen: Vec<String> = Vec::new();
+        for (id, what) in &res.misses {
+            s.push_str(&format!("- **MISS** {what}.\n"));
+            let why = analysis(id, &res.facts);
+            if !seen.contains(&why) {
+                s.push_str(&format!("\n  {why}\n\n"));
+                seen.push(why);
+            }
+        }
+        s.push('\n');
+    }
+    s.push_str("## Details\n\n");
+    for (title, body) in &res.notes {
+        s.push_str(&format!("### {title}\n\n{body}\n"));
+    }
+    s
+}

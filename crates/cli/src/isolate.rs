@@ -338,8 +338,18 @@ pub fn report_failure(chan: &UnixStream, why: &str) {
     let _ = (&*chan).write_all(&msg);
 }
 
-/// Starts the forwarders (accept loops in threads).
+/// Starts the forwarders (accept loops in threads). Each relayed connection holds six fds (two
+/// sockets, two pipes): the launcher raises its own soft fd limit to the hard one (the
+/// program, already started, keeps its own).
 pub fn forward(listeners: Vec<OwnedFd>, forwards: &[Forward]) {
+    // SAFETY: get/setrlimit on our own process.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
     for (fd, f) in listeners.into_iter().zip(forwards) {
         let l = std::net::TcpListener::from(fd);
         let target = f.target;
@@ -363,16 +373,17 @@ fn relay(inner: TcpStream, target: SocketAddr) {
     };
     let _ = inner.set_nodelay(true);
     let _ = outer.set_nodelay(true);
-    let (Ok(inner2), Ok(outer2)) = (inner.try_clone(), outer.try_clone()) else {
-        return;
-    };
-    let back = std::thread::Builder::new()
-        .stack_size(128 * 1024)
-        .spawn(move || pump(&outer2, &inner2));
-    pump(&inner, &outer);
-    if let Ok(h) = back {
-        let _ = h.join();
-    }
+    // Both directions share the two sockets (no dup: fewer fds); they are closed only after
+    // both directions are done (the scope joins the other thread).
+    std::thread::scope(|sc| {
+        let back = std::thread::Builder::new()
+            .stack_size(128 * 1024)
+            .spawn_scoped(sc, || pump(&outer, &inner));
+        pump(&inner, &outer);
+        if let Ok(h) = back {
+            let _ = h.join();
+        }
+    });
 }
 
 /// One direction: splice from `from` into a pipe and from the pipe into `to` (zero copy);

@@ -490,3 +490,38 @@ fn in_throwaway_userns(script: &str, out: &std::path::Path) -> (i32, String) {
         )
     }
 }
+
+#[test]
+fn the_forwarder_carries_a_thousand_concurrent_connections() {
+    netns();
+    let echo = Echo::start();
+    let Some(dante) = Dante::start(DanteOpts::default()) else {
+        return;
+    };
+    let Some(py) = require("python3") else { return };
+    let l = Launch::chain(&[format!("socks5://127.0.0.1:{}", dante.port())]);
+    let script = format!(
+        r#"
+import resource, socket
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+socks = [socket.create_connection(('127.0.0.1', {port})) for _ in range(1000)]
+for i, s in enumerate(socks):
+    s.sendall(b'%06d' % i)
+ok = sum(1 for i, s in enumerate(socks) if s.recv(6) == b'%06d' % i)
+for s in socks:
+    s.close()
+print('ok', ok)
+"#,
+        port = echo.port()
+    );
+    let mut c = clean(Command::new(chainsocks_bin()));
+    c.arg("-f")
+        .arg(&l.config)
+        .arg("--isolate")
+        .arg(&py)
+        .args(["-c", &script]);
+    let o = run(&mut c, Duration::from_secs(120));
+    assert_eq!(stdout(&o).trim(), "ok 1000", "{}", show(&o));
+    assert_eq!(echo.peers().len(), 1000);
+}

@@ -1,4 +1,4 @@
-//! B3 (exec overhead), B4 (fake DNS), B5 (data path).
+//! B3 (exec overhead), B4 (fake DNS), B5 (data path), B6 (--isolate forwarder throughput).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -443,6 +443,87 @@ pub fn b5(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
         format!("{v:.3}"),
         "1.00 (≥ 0.98)",
         v >= 0.98,
+    );
+    if let Some(last) = res.rows.last_mut() {
+        last.spread = ratio_spread(&r);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- B6
+
+/// Throughput through `--isolate`'s forwarder (program in its own namespace, first hop through
+/// the launcher's splice relay) against the same transfer without `--isolate`, one dante hop.
+pub fn b6(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<(), String> {
+    eprintln!(
+        "B6 --isolate forwarder: {} MiB through one dante hop, {} rounds",
+        plan.b5_bytes >> 20,
+        plan.b5_runs
+    );
+    let src = BulkSource::start()?;
+    let one = [srv.d1.port()];
+    let direct = ctx.cs_conf("B6", &urls(&one, false));
+    let Via::Cs(conf) = &direct else {
+        return Err("B6: config".into());
+    };
+    let isolated = Via::CsIsolated(conf.clone());
+    let mut t: Series = BTreeMap::new();
+    for round in 0..plan.b5_runs {
+        ctx.settle();
+        let order: [(&'static str, &Via); 2] = if round % 2 == 0 {
+            [("direct", &direct), ("isolated", &isolated)]
+        } else {
+            [("isolated", &isolated), ("direct", &direct)]
+        };
+        let mut got = BTreeMap::new();
+        for (name, via) in order {
+            let args = vec![
+                "bulk".to_string(),
+                "127.0.0.1".into(),
+                src.port().to_string(),
+                plan.b5_bytes.to_string(),
+            ];
+            let out = ctx.client(via, &args)?;
+            let bad = || format!("B6: unexpected output {out}");
+            let ns = field(&out, "bulk_ns").ok_or_else(bad)?;
+            let bytes = field(&out, "bytes").ok_or_else(bad)?;
+            if bytes as u64 != plan.b5_bytes {
+                return Err(bad());
+            }
+            let mbs = bytes / (ns / 1e9) / 1e6;
+            eprintln!("  {name:<9} round {}: {mbs:.0} MB/s", round + 1);
+            got.insert(name, mbs);
+            t.entry(name).or_default().push(mbs);
+        }
+        if let (Some(i), Some(d)) = (got.get("isolated"), got.get("direct")) {
+            t.entry("ratio").or_default().push(i / d);
+        }
+    }
+    let case = "B6 --isolate, 1 GiB through dante";
+    for (k, what) in [
+        ("direct", "chainsocks, the proxy reached directly"),
+        (
+            "isolated",
+            "chainsocks --isolate: through the launcher's splice forwarder",
+        ),
+    ] {
+        res.rows.push(Row::info(
+            case,
+            what,
+            format!("{:.0} MB/s", med(&t, k)),
+            String::new(),
+            spread(&t, k, 1.0, 0),
+        ));
+    }
+    let r = t.get("ratio").cloned().unwrap_or_default();
+    let v = median(&r);
+    res.check(
+        "B6",
+        case,
+        "isolated ÷ direct, MB/s (per-round median)",
+        format!("{v:.3}"),
+        "≥ 0.90",
+        v >= 0.9,
     );
     if let Some(last) = res.rows.last_mut() {
         last.spread = ratio_spread(&r);

@@ -9,7 +9,7 @@
 //! docs/benchmarks.md and docs/bench-b2.svg.
 //!
 //! ```text
-//! csbench [--quick] [--only B1,B2,B3,B4,B5,PROFILE] [--docs DIR | --no-write]
+//! csbench [--quick] [--only B1,B2,B3,B4,B5,B6,PROFILE] [--docs DIR | --no-write]
 //! csbench --serve      start the servers and relays, print their ports, wait for EOF on stdin
 //!                      (for profiling by hand: nsenter -t PID -n …)
 //! ```
@@ -113,6 +113,8 @@ pub enum Via {
     Cs(PathBuf),
     /// proxychains4 with this config file.
     Pc(PathBuf),
+    /// chainsocks `--isolate` with this config file (first hop through the forwarder).
+    CsIsolated(PathBuf),
 }
 
 /// Binaries, the temp dir for configs, and how to run things.
@@ -277,10 +279,18 @@ impl Ctx {
                 c.arg("-q").arg("-f").arg(conf).arg(program);
                 c
             }
+            Via::CsIsolated(conf) => {
+                let mut c = Command::new(&self.cs_bin);
+                c.arg("-f")
+                    .arg(conf)
+                    .args(["-q", "--isolate", "--"])
+                    .arg(program);
+                c
+            }
         };
         c.args(args);
         let mut c = e2e::clean(c);
-        if let Via::Cs(_) = via {
+        if let Via::Cs(_) | Via::CsIsolated(_) = via {
             match &self.cs_log_debug {
                 Some(f) => c
                     .env("CHAINSOCKS_LOG", "debug")
@@ -432,7 +442,7 @@ fn main() {
             "--no-write" => docs = None,
             "-h" | "--help" => {
                 eprintln!(
-                    "usage: csbench [--quick] [--only B1,B2,B3,B4,B5,PROFILE] [--docs DIR | --no-write]\n\
+                    "usage: csbench [--quick] [--only B1,B2,B3,B4,B5,B6,PROFILE] [--docs DIR | --no-write]\n\
                      \x20      csbench --serve"
                 );
                 return;
@@ -541,6 +551,9 @@ fn run(
     }
     if want("B5") {
         cases::b5(&ctx, &plan, &srv, &mut res)?;
+    }
+    if want("B6") {
+        cases::b6(&ctx, &plan, &srv, &mut res)?;
     }
     if want("PROFILE") {
         profile::profile(&ctx, &srv, &mut res)?;

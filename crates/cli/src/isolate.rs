@@ -61,7 +61,7 @@ pub fn plan(cfg: &mut Config, allow_direct: &[String]) -> Result<Plan, String> {
         .proxies
         .iter()
         .chain(cfg.chains.values().flat_map(|c| c.proxies.iter()))
-        .filter_map(|p| p.socket_addr())
+        .flat_map(|p| p.socket_addrs())
         .collect();
     proxies.sort();
     proxies.dedup();

@@ -401,12 +401,11 @@ fn load(cli: &Cli) -> Result<Config, ConfigError> {
     cfg.validate().map_err(in_file)?;
     cfg.resolve_proxies(|host, port| {
         use std::net::ToSocketAddrs;
-        (host, port)
+        Ok((host, port)
             .to_socket_addrs()
             .map_err(|e| e.to_string())?
-            .next()
             .map(|sa| sa.ip())
-            .ok_or_else(|| "no address".to_string())
+            .collect())
     })
     .map_err(in_file)?;
     Ok(cfg)

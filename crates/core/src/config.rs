@@ -31,6 +31,10 @@ pub struct Config {
     /// One deadline for the whole chain handshake, all hops together (ms).
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout_ms: u64,
+    /// The handshake deadline for a non-blocking socket (whose connect blocks the calling thread
+    /// for the handshake): default `handshake_timeout_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonblocking_timeout_ms: Option<u64>,
     /// No per-connection log lines (warnings and errors still appear).
     #[serde(default)]
     pub quiet: bool,
@@ -258,6 +262,7 @@ impl Default for Config {
         Config {
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
             handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
+            nonblocking_timeout_ms: None,
             quiet: false,
             log: LogLevel::default(),
             log_file: None,
@@ -381,6 +386,10 @@ pub struct Proxy {
     /// Overrides the global connect_timeout_ms for this hop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout_ms: Option<u64>,
+    /// Every address of a proxy given by name, in the resolver's order (filled once by
+    /// [`Config::resolve_proxies`]); a first hop is tried at each in turn.
+    #[serde(default, rename = "addresses", skip_serializing_if = "Vec::is_empty")]
+    pub addrs: Vec<IpAddr>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -398,6 +407,7 @@ impl fmt::Debug for Proxy {
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("pipeline", &self.pipeline)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("addrs", &self.addrs)
             .finish()
     }
 }
@@ -484,6 +494,7 @@ impl Proxy {
             password,
             pipeline,
             connect_timeout_ms: None,
+            addrs: Vec::new(),
         };
         p.validate().map_err(|e| bad(&e))?;
         Ok(p)
@@ -528,12 +539,24 @@ impl Proxy {
         Ok(())
     }
 
-    /// The proxy's address when its host is an IP literal (always true after
-    /// [`Config::resolve_proxies`]).
+    /// The proxy's (first) address: its host when that is an IP literal, else the first
+    /// address [`Config::resolve_proxies`] found (always `Some` after it).
     pub fn socket_addr(&self) -> Option<SocketAddr> {
         self.host
             .parse::<IpAddr>()
             .ok()
+            .or_else(|| self.addrs.first().copied())
+            .map(|ip| SocketAddr::new(ip, self.port))
+    }
+
+    /// Every address of the proxy, in order: its IP literal, or all the addresses its name
+    /// resolved to.
+    pub fn socket_addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        let literal = self.host.parse::<IpAddr>().ok();
+        let list: &[IpAddr] = if literal.is_some() { &[] } else { &self.addrs };
+        literal
+            .into_iter()
+            .chain(list.iter().copied())
             .map(|ip| SocketAddr::new(ip, self.port))
     }
 
@@ -625,6 +648,8 @@ struct ProxyTable {
     password: Option<String>,
     pipeline: Option<bool>,
     connect_timeout_ms: Option<u64>,
+    #[serde(default, rename = "addresses")]
+    addrs: Vec<IpAddr>,
 }
 
 impl TryFrom<ProxyTable> for Proxy {
@@ -644,6 +669,7 @@ impl TryFrom<ProxyTable> for Proxy {
                 password: None,
                 pipeline: false,
                 connect_timeout_ms: None,
+                addrs: Vec::new(),
             },
             (None, None, _) => return Err("a proxy needs `type` and `host` (or `url`)".into()),
             (None, Some(_), None) => return Err("a proxy needs `host`".into()),
@@ -660,6 +686,7 @@ impl TryFrom<ProxyTable> for Proxy {
         if t.connect_timeout_ms.is_some() {
             p.connect_timeout_ms = t.connect_timeout_ms;
         }
+        p.addrs = t.addrs;
         p.validate()?;
         Ok(p)
     }
@@ -920,19 +947,32 @@ impl Config {
         toml::to_string(self).unwrap_or_default()
     }
 
-    /// Replaces every proxy host name by the address `resolve(host, port)` gives (once, at load,
-    /// so no process of the tree ever resolves a proxy name again).
+    /// Records every address of every proxy host name, as `resolve(host, port)` gives them in
+    /// order (once, at load, so no process of the tree ever resolves a proxy name again). The
+    /// name stays in `host` (for logs); the addresses go to `addresses`.
     pub fn resolve_proxies(
         &mut self,
-        mut resolve: impl FnMut(&str, u16) -> Result<IpAddr, String>,
+        mut resolve: impl FnMut(&str, u16) -> Result<Vec<IpAddr>, String>,
     ) -> Result<(), ConfigError> {
         let named = self.chains.values_mut().flat_map(|c| c.proxies.iter_mut());
         for p in self.proxies.iter_mut().chain(named) {
-            if p.host.parse::<IpAddr>().is_err() {
-                let ip = resolve(&p.host, p.port).map_err(|e| {
+            if p.host.parse::<IpAddr>().is_err() && p.addrs.is_empty() {
+                let mut ips = resolve(&p.host, p.port).map_err(|e| {
                     ConfigError::new(format!("cannot resolve proxy host `{}`: {e}", p.host))
                 })?;
-                p.host = ip.to_string();
+                let mut seen = Vec::with_capacity(ips.len());
+                ips.retain(|ip| {
+                    let new = !seen.contains(ip);
+                    seen.push(*ip);
+                    new
+                });
+                if ips.is_empty() {
+                    return Err(ConfigError::new(format!(
+                        "cannot resolve proxy host `{}`: no address",
+                        p.host
+                    )));
+                }
+                p.addrs = ips;
             }
         }
         Ok(())
@@ -1066,20 +1106,31 @@ connect_timeout_ms = 100
     }
 
     #[test]
-    fn resolve_replaces_names() {
+    fn resolve_keeps_every_address() {
         let mut c =
             Config::from_toml("proxy = [\"socks5://localhost:1\", \"http://10.0.0.1:2\"]").unwrap();
         let mut asked = vec![];
         c.resolve_proxies(|h, _| {
             asked.push(h.to_string());
-            Ok("127.0.0.1".parse().unwrap())
+            Ok(vec![
+                "::1".parse().unwrap(),
+                "127.0.0.1".parse().unwrap(),
+                "::1".parse().unwrap(),
+            ])
         })
         .unwrap();
         assert_eq!(asked, ["localhost"]);
+        assert_eq!(c.proxies[0].socket_addr(), Some("[::1]:1".parse().unwrap()));
+        let all: Vec<SocketAddr> = c.proxies[0].socket_addrs().collect();
         assert_eq!(
-            c.proxies[0].socket_addr(),
-            Some("127.0.0.1:1".parse().unwrap())
+            all,
+            ["[::1]:1".parse().unwrap(), "127.0.0.1:1".parse().unwrap()]
         );
+        assert_eq!(c.proxies[0].to_string(), "socks5://localhost:1");
+        let again = Config::from_toml(&c.to_toml()).unwrap();
+        assert_eq!(again, c, "the addresses survive the normalized form");
+        let lit: Vec<SocketAddr> = c.proxies[1].socket_addrs().collect();
+        assert_eq!(lit, ["10.0.0.1:2".parse().unwrap()]);
     }
 
     #[test]

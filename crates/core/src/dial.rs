@@ -68,7 +68,7 @@ impl DialError {
     /// The index of the proxy that looks dead (unreachable or broken), if any. A hop whose
     /// CONNECT to the next proxy failed points at that next proxy.
     pub fn dead_proxy(&self, hops: usize) -> Option<usize> {
-        if self.is_target_failure(hops) {
+        if self.is_target_failure(hops) || self.error == Error::Interrupted {
             return None;
         }
         match (self.phase, &self.error) {

@@ -47,6 +47,9 @@ pub enum Error {
     NoProxyAlive,
     /// The configuration could not be loaded in this process (fail closed).
     Config(String),
+    /// A signal the program handles (SIGINT, SIGTERM, SIGHUP, SIGQUIT without SA_RESTART)
+    /// arrived while the handshake waited: the connect is abandoned, as the kernel's would be.
+    Interrupted,
     /// A bug in chainsocks (a caught panic): fail closed.
     Internal(&'static str),
 }
@@ -86,6 +89,7 @@ impl Error {
             Error::Blocked => EACCES,
             Error::TableFull => EAGAIN,
             Error::BadName => EINVAL,
+            Error::Interrupted => EINTR,
             Error::Internal(_) => EIO,
         }
     }
@@ -157,6 +161,7 @@ impl fmt::Display for Error {
             Error::BadName => write!(f, "not a valid host name"),
             Error::NoProxyAlive => write!(f, "no proxy of the chain is alive"),
             Error::Config(m) => write!(f, "configuration: {m}"),
+            Error::Interrupted => write!(f, "interrupted by a signal"),
             Error::Internal(m) => write!(f, "internal error: {m}"),
         }
     }

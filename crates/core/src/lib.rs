@@ -4,6 +4,10 @@
 //! - [`config`]: the TOML model, proxy URLs, config search order.
 //! - [`chain`]: routing decisions, chain modes, proxy health.
 //! - [`dial`]: the chain handshake over any [`dial::Transport`].
+//! - [`connect`]: what a connect does (decision + dial on an fd), for the preload and the
+//!   launcher's supervisor alike, behind [`connect::Host`].
+//! - [`sys`]: the raw syscalls the dialer makes (never through a hooked libc symbol).
+//! - [`report`]: the egress report's JSON lines.
 //! - [`fakedns`]: the lock-free fake-DNS table shared by a launch, and the fake ranges.
 //! - [`rules`]: destination patterns, localnet, dnat.
 //! - [`pxconf`]: proxychains-ng's `proxychains.conf` read into a [`config::Config`], and its TOML.
@@ -15,12 +19,15 @@
 
 pub mod chain;
 pub mod config;
+pub mod connect;
 pub mod dial;
 pub mod error;
 pub mod fakedns;
 pub mod proto;
 pub mod pxconf;
+pub mod report;
 pub mod rules;
 pub mod shm;
+pub mod sys;
 
 pub use error::Error;

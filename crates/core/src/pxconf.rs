@@ -497,6 +497,7 @@ impl Parser {
             password: pass.map(|t| t.text.to_string()),
             pipeline: false,
             connect_timeout_ms: None,
+            addrs: Vec::new(),
         };
         // The same rules as every other way of writing a proxy (so a converted file reads back).
         p.validate().map_err(|m| err(n, host.col, m))?;
@@ -731,6 +732,7 @@ mod tests {
             password: pass.map(String::from),
             pipeline: false,
             connect_timeout_ms: None,
+            addrs: Vec::new(),
         }
     }
 

@@ -561,9 +561,10 @@ fn launcher_passes_exit_status_and_signals() {
 }
 
 #[test]
-fn ipv4_socket_through_an_ipv6_proxy_keeps_its_flags() {
-    // An AF_INET socket cannot reach [::1]: the chain is built on a new AF_INET6 socket that
-    // replaces the program's fd (dup3), keeping O_NONBLOCK and the fd number.
+fn ipv4_socket_and_an_ipv6_only_proxy_fail_clearly() {
+    // An AF_INET socket cannot reach [::1]: the program's socket is never replaced behind its
+    // back (that would drop its epoll registration, binds and dups): the connect fails with
+    // ENETUNREACH and one log line says why; nothing reaches the destination.
     netns();
     let echo = Echo::start();
     let opts = MicrosocksOpts {
@@ -578,15 +579,31 @@ fn ipv4_socket_through_an_ipv6_proxy_keeps_its_flags() {
     let o = csclient(
         &l,
         &[
-            "echo",
+            "connect",
             "127.0.0.1",
             &echo.port().to_string(),
             "--nonblock",
-            "--count",
-            "3",
+        ],
+    );
+    assert!(
+        stdout(&o).contains("errno=ENETUNREACH"),
+        "{}\n{}",
+        show(&o),
+        l.log()
+    );
+    assert!(l.log().contains("cannot reach proxy"), "{}", l.log());
+    assert!(echo.peers().is_empty(), "nothing went direct");
+    // The same proxy serves AF_INET6 sockets (here to an IPv4 destination, v4-mapped).
+    let o = csclient(
+        &l,
+        &[
+            "echo",
+            "127.0.0.1",
+            &echo.port().to_string(),
+            "--v6sock",
+            "--nonblock",
         ],
     );
     assert!(o.status.success(), "{}\n{}", show(&o), l.log());
-    assert_nonblock_kept(&l, echo.port());
-    assert_eq!(echo.peers().len(), 4);
+    assert_eq!(echo.peers().len(), 1);
 }

@@ -4,8 +4,10 @@
 //! - [`hooks`]: the exported C symbols, thin: pointers → guard → safe code → errno.
 //! - [`real`]: the real libc functions (dlsym RTLD_NEXT table).
 //! - [`guard`]: the per-thread reentrancy guard.
-//! - [`state`]: the configuration, loaded lazily once per process, lock-free.
-//! - [`dialer`]: what a proxied connect does; [`sock`]: the raw socket operations.
+//! - [`state`]: the configuration, loaded lazily once per process, lock-free; the
+//!   [`chainsocks_core::connect::Host`] the shared dialer runs with here.
+//! - [`sock`]: the program's own connect passed on (marked when we decided it).
+//! - [`alloc`]: the library's own async-signal-safe allocator (never the program's malloc).
 //! - [`resolver`]: remote DNS (fake addresses); [`shared`]: the launch's shared mapping.
 //! - [`peers`]: what getpeername reports for proxied sockets.
 //! - [`report`]: the egress report (JSON lines).
@@ -14,7 +16,7 @@
 //! Rules: no threads, nothing async, no locks a `fork` could inherit held; a failure never
 //! falls back to a direct connection; a panic never crosses `extern "C"`.
 
-pub mod dialer;
+pub mod alloc;
 pub mod guard;
 pub mod hooks;
 pub mod log;
@@ -26,11 +28,18 @@ pub mod shared;
 pub mod sock;
 pub mod state;
 
-/// The library constructor: fill the real-function table and note whether fd 2 is open.
-/// Nothing else: programs that never connect must pay (almost) nothing.
+/// Every Rust allocation of the library: lock-free, reentrant, never glibc's heap (hooks may
+/// run in signal handlers that interrupted the program's malloc).
+#[global_allocator]
+static ALLOC: alloc::SignalSafeAlloc = alloc::SignalSafeAlloc::new();
+
+/// The library constructor: note whether fd 2 is open, and (without the launcher) map the
+/// fake-DNS table so that fork children share it whenever they fork. Nothing else: programs
+/// that never connect must pay (almost) nothing.
 extern "C" fn init() {
     // Real functions are resolved on first use (see real.rs): nothing to pay at load.
     log::init();
+    state::map_standalone_table();
 }
 
 #[used]

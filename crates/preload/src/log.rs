@@ -9,6 +9,7 @@ use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use chainsocks_core::config::LogLevel;
+use chainsocks_core::sys;
 
 /// Whether fd 2 was open when the library was loaded (set by the constructor)…
 static STDERR_OK: AtomicBool = AtomicBool::new(true);
@@ -42,22 +43,7 @@ fn stderr_usable() -> bool {
             ))
 }
 
-/// Appends `line` to the file at `path` with one `write` (O_APPEND: lines written by
-/// concurrent processes never interleave), opening and closing it each time.
-pub fn append_line(path: &std::ffi::CStr, line: &[u8]) {
-    // SAFETY: a NUL-terminated path; one write of the caller's buffer; the fd is closed at once.
-    unsafe {
-        let fd = libc::open(
-            path.as_ptr(),
-            libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
-            0o600,
-        );
-        if fd >= 0 {
-            libc::write(fd, line.as_ptr().cast(), line.len());
-            libc::close(fd);
-        }
-    }
-}
+pub use chainsocks_core::report::append_line;
 
 /// Where and how much to log.
 pub struct Sink {
@@ -84,15 +70,14 @@ impl Sink {
             Some(_) => format!("chainsocks[{}]: {msg}\n", unsafe { libc::getpid() }),
             None => format!("chainsocks: {msg}\n"),
         };
-        let saved = crate::sock::errno();
+        let saved = sys::errno();
         match &self.file {
             Some(path) => append_line(path, line.as_bytes()),
             None if stderr_usable() => {
-                // SAFETY: writing our own buffer to fd 2.
-                unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+                let _ = sys::write(2, line.as_bytes());
             }
             None => {}
         }
-        crate::sock::set_errno(saved);
+        sys::set_errno(saved);
     }
 }

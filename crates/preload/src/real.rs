@@ -8,7 +8,8 @@ use std::ffi::CStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libc::{
-    addrinfo, c_char, c_int, c_void, hostent, msghdr, size_t, sockaddr, socklen_t, ssize_t,
+    addrinfo, c_char, c_int, c_uint, c_void, hostent, mmsghdr, msghdr, size_t, sockaddr, socklen_t,
+    ssize_t,
 };
 
 fn resolve(slot: &AtomicUsize, sym: &CStr) -> usize {
@@ -48,6 +49,7 @@ real_fns! {
     getpeername / Getpeername: unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int = c"getpeername";
     sendto / Sendto: unsafe extern "C" fn(c_int, *const c_void, size_t, c_int, *const sockaddr, socklen_t) -> ssize_t = c"sendto";
     sendmsg / Sendmsg: unsafe extern "C" fn(c_int, *const msghdr, c_int) -> ssize_t = c"sendmsg";
+    sendmmsg / Sendmmsg: unsafe extern "C" fn(c_int, *mut mmsghdr, c_uint, c_int) -> c_int = c"sendmmsg";
     getaddrinfo / Getaddrinfo: unsafe extern "C" fn(*const c_char, *const c_char, *const addrinfo, *mut *mut addrinfo) -> c_int = c"getaddrinfo";
     freeaddrinfo / Freeaddrinfo: unsafe extern "C" fn(*mut addrinfo) = c"freeaddrinfo";
     gethostbyname / Gethostbyname: unsafe extern "C" fn(*const c_char) -> *mut hostent = c"gethostbyname";

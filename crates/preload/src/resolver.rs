@@ -15,7 +15,7 @@
 //! (glibc frees node by node, so the two linked are still one glibc list). Every list therefore
 //! has one owner and one free: the real freeaddrinfo, whatever the program re-links.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::net::IpAddr;
 use std::ptr;
@@ -24,11 +24,12 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use chainsocks_core::Error;
 use chainsocks_core::config::LogLevel;
 use chainsocks_core::fakedns::normalize;
-use libc::{addrinfo, c_char, c_int, hostent, sockaddr, sockaddr_in, sockaddr_in6};
+use libc::{addrinfo, c_char, c_int, hostent, sockaddr};
 
 use crate::hooks::Bypass;
 use crate::real;
 use crate::state::{self, Fake};
+use chainsocks_core::sys;
 
 /// What a lookup of one name does.
 pub enum Lookup {
@@ -36,6 +37,10 @@ pub enum Lookup {
     Real(Bypass),
     /// The table's id for the name, and the normalized name.
     Fake(&'static Fake, u32, String),
+    /// Answered from the files alone, never DNS: these addresses (in file order) and the
+    /// canonical name (/etc/hosts names; `localhost`, `*.localhost` and the machine's own host
+    /// name when the file does not list them: loopback).
+    Local(Vec<IpAddr>, String),
     /// Fail closed with this error.
     Fail(Error),
 }
@@ -66,8 +71,8 @@ pub fn classify(name: &CStr) -> Lookup {
     let Some(norm) = normalize(text) else {
         return Lookup::Fail(Error::BadName);
     };
-    if is_local_name(&norm) {
-        return Lookup::Real(Bypass::LocalName);
+    if let Some((addrs, canon)) = local_answer(&norm) {
+        return Lookup::Local(addrs, canon);
     }
     match fake.table.id_for(&norm) {
         Ok(id) => {
@@ -119,20 +124,57 @@ fn lookup_event(name: &str, ip: Option<IpAddr>, result: &str) {
 /// The name behind a fake address: `None` if `ip` is not in a fake range (or remote DNS is
 /// off); `Some(Err)` for an address of the range that was never handed out.
 pub fn reverse(ip: IpAddr) -> Option<Result<String, Error>> {
-    let st = state::get();
-    let fake = st.fake.as_ref()?.as_ref().ok()?;
-    if !fake.ranges.contains(ip) {
-        return None;
-    }
-    let name = fake.ranges.id_of(ip).and_then(|id| fake.table.name_of(id));
-    Some(name.ok_or(Error::UnknownFakeIp(ip)))
+    chainsocks_core::connect::Host::fake_name(state::get(), ip)
 }
 
-fn is_local_name(name: &str) -> bool {
-    if name == "localhost" || name.ends_with(".localhost") {
-        return true;
+/// What a reverse lookup of an address gives when remote DNS is on: never a PTR query.
+pub enum Reverse {
+    /// Remote DNS is off: the real resolver.
+    Real,
+    /// A fake address's name, or an /etc/hosts name.
+    Name(String),
+    /// No name without asking DNS: the numeric form (or EAI_NONAME / HOST_NOT_FOUND).
+    Nameless,
+}
+
+/// The name of `ip` for getnameinfo / gethostbyaddr.
+pub fn reverse_lookup(ip: IpAddr) -> Reverse {
+    let st = state::get();
+    if !matches!(st.fake, Some(Ok(_))) {
+        return Reverse::Real;
     }
-    local_names(|h| h.hostname.eq_ignore_ascii_case(name) || h.names.contains(name))
+    match reverse(ip) {
+        Some(Ok(name)) => Reverse::Name(name),
+        Some(Err(_)) => Reverse::Nameless,
+        None => match with_hosts(|h| h.by_addr.get(&ip).cloned()) {
+            Some(name) => Reverse::Name(name),
+            None => Reverse::Nameless,
+        },
+    }
+}
+
+/// The files' answer for a normalized name, if it is a local one.
+fn local_answer(name: &str) -> Option<(Vec<IpAddr>, String)> {
+    let loopback = || {
+        vec![
+            IpAddr::from([127, 0, 0, 1]),
+            IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+        ]
+    };
+    with_hosts(|h| {
+        if let Some((canon, addrs)) = h.by_name.get(name) {
+            return Some((addrs.clone(), canon.clone()));
+        }
+        // RFC 6761: localhost and every name under it are loopback; so is the machine's own
+        // name when /etc/hosts does not list it (asking DNS for it would leak it).
+        if name == "localhost"
+            || name.ends_with(".localhost")
+            || (!h.hostname.is_empty() && h.hostname.eq_ignore_ascii_case(name))
+        {
+            return Some((loopback(), name.to_string()));
+        }
+        None
+    })
 }
 
 /// The names answered locally: /etc/hosts and the machine's host name. Re-read when
@@ -142,7 +184,10 @@ struct Hosts {
     key: [i64; 5],
     checked_ms: AtomicU64,
     hostname: String,
-    names: HashSet<String>,
+    /// name → (canonical name: the first of its line, addresses in file order).
+    by_name: HashMap<String, (String, Vec<IpAddr>)>,
+    /// address → its first name.
+    by_addr: HashMap<IpAddr, String>,
 }
 
 static HOSTS: AtomicPtr<Hosts> = AtomicPtr::new(ptr::null_mut());
@@ -154,7 +199,39 @@ fn coarse_ms() -> u64 {
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
-fn local_names(test: impl Fn(&Hosts) -> bool) -> bool {
+/// name → (canonical name, addresses in file order); address → its first name.
+type HostMaps = (
+    HashMap<String, (String, Vec<IpAddr>)>,
+    HashMap<IpAddr, String>,
+);
+
+/// Parses an /etc/hosts text.
+fn parse_hosts(text: &str) -> HostMaps {
+    let mut by_name: HashMap<String, (String, Vec<IpAddr>)> = HashMap::new();
+    let mut by_addr = HashMap::new();
+    for line in text.lines() {
+        let mut words = line.split('#').next().unwrap_or("").split_whitespace();
+        let Some(ip) = words.next().and_then(|a| a.parse::<IpAddr>().ok()) else {
+            continue;
+        };
+        let names: Vec<String> = words.filter_map(normalize).collect();
+        let Some(canon) = names.first().cloned() else {
+            continue;
+        };
+        by_addr.entry(ip).or_insert_with(|| canon.clone());
+        for n in names {
+            let e = by_name
+                .entry(n)
+                .or_insert_with(|| (canon.clone(), Vec::new()));
+            if !e.1.contains(&ip) {
+                e.1.push(ip);
+            }
+        }
+    }
+    (by_name, by_addr)
+}
+
+fn with_hosts<T>(test: impl Fn(&Hosts) -> T) -> T {
     let now = coarse_ms();
     let cur = HOSTS.load(Ordering::Acquire);
     // SAFETY: published Hosts are never freed.
@@ -193,17 +270,13 @@ fn local_names(test: impl Fn(&Hosts) -> bool) -> bool {
         return test(h);
     }
     let text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-    let names: HashSet<String> = text
-        .lines()
-        .map(|l| l.split('#').next().unwrap_or(""))
-        .flat_map(|l| l.split_whitespace().skip(1))
-        .filter_map(normalize)
-        .collect();
+    let (by_name, by_addr) = parse_hosts(&text);
     let fresh = Box::new(Hosts {
         key,
         checked_ms: AtomicU64::new(now),
         hostname,
-        names,
+        by_name,
+        by_addr,
     });
     let found = test(&fresh);
     // Publish; an older table is leaked on purpose (another thread may still read it).
@@ -261,42 +334,75 @@ pub unsafe fn getaddrinfo(
     }
     // SAFETY: node is a NUL-terminated string (contract).
     let name = unsafe { CStr::from_ptr(node) };
-    let (fake, id, norm) = match classify(name) {
+    let (addrs, canon): (Vec<IpAddr>, String) = match classify(name) {
         Lookup::Real(b) => return Err(b),
         Lookup::Fail(e) => return Ok(Err(e)),
-        Lookup::Fake(f, id, n) => (f, id, n),
+        // A fake name has both an IPv4 and an IPv6 address: AF_UNSPEC gets both, IPv4 first
+        // (the order glibc's RFC 6724 sort gives an IPv4 and a ULA address). Programs that
+        // ask AF_UNSPEC and keep one family themselves (curl -6 does) then find theirs.
+        Lookup::Fake(f, id, n) => (
+            vec![f.ranges.v4_of(id).into(), f.ranges.v6_of(id).into()],
+            n,
+        ),
+        Lookup::Local(a, c) => (a, c),
     };
-    // A fake name has both an IPv4 and an IPv6 address: AF_UNSPEC gets both, IPv4 first (the
-    // order glibc's RFC 6724 sort gives an IPv4 and a ULA address). Programs that ask AF_UNSPEC
-    // and keep one family themselves (curl -6 does) then find theirs.
-    let families: &[c_int] = match h.ai_family {
-        libc::AF_INET => &[libc::AF_INET],
-        libc::AF_INET6 => &[libc::AF_INET6],
-        _ => &[libc::AF_INET, libc::AF_INET6],
-    };
+    let mut chosen: Vec<(c_int, IpAddr)> = Vec::with_capacity(addrs.len());
+    for &ip in &addrs {
+        match (h.ai_family, ip) {
+            (libc::AF_INET | libc::AF_UNSPEC, IpAddr::V4(_)) => chosen.push((libc::AF_INET, ip)),
+            (libc::AF_INET6 | libc::AF_UNSPEC, IpAddr::V6(_)) => chosen.push((libc::AF_INET6, ip)),
+            _ => {}
+        }
+    }
+    if chosen.is_empty() && h.ai_family == libc::AF_INET6 && h.ai_flags & libc::AI_V4MAPPED != 0 {
+        for &ip in &addrs {
+            if let IpAddr::V4(v4) = ip {
+                chosen.push((libc::AF_INET6, IpAddr::V6(v4.to_ipv6_mapped())));
+            }
+        }
+    }
+    if chosen.is_empty() {
+        // The name exists, but not with this family: no DNS to ask.
+        return Ok(Ok(libc::EAI_NONAME));
+    }
+    // SAFETY: the program's service and our hints; the real function with numeric hosts.
+    Ok(unsafe { numeric_list(real, &chosen, &canon, service, &h, res) })
+}
+
+/// A real glibc list for `addrs`: the real getaddrinfo answers each numeric address with the
+/// program's service and hints (so socket types, protocols, ports and EAI_* errors are
+/// glibc's), the lists are linked (glibc frees node by node, so linked lists are one list),
+/// and the canonical name is set on the first node when AI_CANONNAME asks for it.
+///
+/// # Safety
+/// `service` is null or NUL-terminated; `res` is writable.
+unsafe fn numeric_list(
+    real: real::Getaddrinfo,
+    addrs: &[(c_int, IpAddr)],
+    canon: &str,
+    service: *const c_char,
+    h: &addrinfo,
+    res: *mut *mut addrinfo,
+) -> Result<c_int, Error> {
     let mut head: *mut addrinfo = ptr::null_mut();
     let mut tail: *mut *mut addrinfo = &mut head;
-    for &family in families {
-        let mut place = h;
+    for &(family, ip) in addrs {
+        let mut place = *h;
         place.ai_family = family;
-        place.ai_flags =
-            (h.ai_flags | libc::AI_NUMERICHOST) & !(libc::AI_ADDRCONFIG | libc::AI_ALL);
-        let placeholder = if family == libc::AF_INET6 {
-            c"::"
-        } else {
-            c"0.0.0.0"
+        place.ai_flags = (h.ai_flags | libc::AI_NUMERICHOST)
+            & !(libc::AI_ADDRCONFIG | libc::AI_ALL | libc::AI_V4MAPPED | libc::AI_CANONNAME);
+        let Ok(text) = CString::new(ip.to_string()) else {
+            continue;
         };
         let mut part: *mut addrinfo = ptr::null_mut();
-        // SAFETY: as above, with a numeric placeholder host and our own out-pointer.
-        let rc = unsafe { real(placeholder.as_ptr(), service, &place, &mut part) };
+        // SAFETY: a numeric host, the program's service, our hints and out-pointer.
+        let rc = unsafe { real(text.as_ptr(), service, &place, &mut part) };
         if rc != 0 {
             if head.is_null() {
-                return Ok(Ok(rc));
+                return Ok(rc);
             }
             break;
         }
-        // Append: glibc allocates every node (with its sockaddr) separately and its
-        // freeaddrinfo frees node by node, so two of its lists linked are one of its lists.
         // SAFETY: tail points at head or at the ai_next of our list's last node.
         unsafe {
             *tail = part;
@@ -305,60 +411,18 @@ pub unsafe fn getaddrinfo(
             }
         }
     }
-    let canon = if h.ai_flags & libc::AI_CANONNAME != 0 {
-        CString::new(norm).ok()
-    } else {
-        None
-    };
-    let mut cur = head;
-    let mut first = true;
-    // SAFETY: `head` is the list the real getaddrinfo just returned to us (one or two of them
-    // linked).
-    while let Some(ai) = unsafe { cur.as_mut() } {
-        // SAFETY: ai_addr holds a sockaddr of ai_family (glibc allocates it with the node).
-        unsafe { patch_addr(ai, fake, id) };
-        // glibc puts the canonical name on the first node only; the second list's first node
-        // carries the placeholder's.
-        // SAFETY: glibc's canonname is malloc'd (or NULL) and freed with free().
+    if h.ai_flags & libc::AI_CANONNAME != 0
+        && let (Some(first), Ok(c)) = (unsafe { head.as_mut() }, CString::new(canon))
+    {
+        // SAFETY: glibc's canonname is malloc'd (or NULL) and freed with free(): ours too.
         unsafe {
-            match (&canon, first) {
-                (Some(c), true) => {
-                    libc::free(ai.ai_canonname.cast());
-                    ai.ai_canonname = libc::strdup(c.as_ptr());
-                }
-                _ if !first && !ai.ai_canonname.is_null() => {
-                    libc::free(ai.ai_canonname.cast());
-                    ai.ai_canonname = ptr::null_mut();
-                }
-                _ => {}
-            }
+            libc::free(first.ai_canonname.cast());
+            first.ai_canonname = libc::strdup(c.as_ptr());
         }
-        first = false;
-        cur = ai.ai_next;
     }
     // SAFETY: res is writable (contract).
     unsafe { *res = head };
-    Ok(Ok(0))
-}
-
-/// Writes the fake address of `id` into a node's sockaddr (same family, same size).
-unsafe fn patch_addr(ai: &mut addrinfo, fake: &Fake, id: u32) {
-    if ai.ai_addr.is_null() {
-        return;
-    }
-    match ai.ai_family {
-        libc::AF_INET => {
-            // SAFETY: an AF_INET node's ai_addr is a sockaddr_in.
-            let sin = unsafe { &mut *(ai.ai_addr as *mut sockaddr_in) };
-            sin.sin_addr.s_addr = u32::from(fake.ranges.v4_of(id)).to_be();
-        }
-        libc::AF_INET6 => {
-            // SAFETY: an AF_INET6 node's ai_addr is a sockaddr_in6.
-            let sin6 = unsafe { &mut *(ai.ai_addr as *mut sockaddr_in6) };
-            sin6.sin6_addr.s6_addr = fake.ranges.v6_of(id).octets();
-        }
-        _ => {}
-    }
+    Ok(0)
 }
 
 /// h_errno values (netdb.h).
@@ -377,12 +441,16 @@ pub fn h_errno_of(e: &Error) -> c_int {
     }
 }
 
-/// A hostent answer: the name, the family and one address.
+/// A hostent answer: the name, the family and its addresses.
 pub struct HostAnswer {
     pub name: String,
     pub family: c_int,
-    pub addr: [u8; 16],
+    /// Up to [`MAX_HOST_ADDRS`] addresses of `family` (4 or 16 bytes used of each).
+    pub addrs: Vec<[u8; 16]>,
 }
+
+/// The most addresses a hostent answer carries.
+pub const MAX_HOST_ADDRS: usize = 16;
 
 impl HostAnswer {
     fn addr_len(&self) -> usize {
@@ -391,11 +459,11 @@ impl HostAnswer {
 
     /// Bytes of caller buffer [`fill`](Self::fill) needs.
     pub fn needed(&self) -> usize {
-        let ptrs = 3 * size_of::<*mut c_char>();
-        7 + ptrs + 16 + self.name.len() + 1
+        let ptrs = (self.addrs.len() + 2) * size_of::<*mut c_char>();
+        7 + ptrs + 16 * self.addrs.len() + self.name.len() + 1
     }
 
-    /// Fills `ret` with pointers into `buf` (h_addr_list, h_aliases, address, name).
+    /// Fills `ret` with pointers into `buf` (h_addr_list, h_aliases, addresses, name).
     /// `Err(ERANGE)` if `buf` is too small; nothing is written then.
     ///
     /// # Safety
@@ -409,20 +477,24 @@ impl HostAnswer {
         if ret.is_null() || buf.is_null() || buflen < self.needed() {
             return Err(libc::ERANGE);
         }
+        let n = self.addrs.len();
         let align = (buf as usize).next_multiple_of(align_of::<*mut c_char>()) - buf as usize;
         // SAFETY: every write below is inside buf[..needed()] (checked), pointers aligned.
         unsafe {
             let base = buf.add(align);
-            let list = base as *mut *mut c_char; // [addr, NULL]
-            let aliases = list.add(2); // [NULL]
-            let addr = aliases.add(1) as *mut c_char;
-            let name = addr.add(16);
-            ptr::copy_nonoverlapping(self.addr.as_ptr().cast(), addr, self.addr_len());
+            let list = base as *mut *mut c_char; // [addr..., NULL]
+            let aliases = list.add(n + 1); // [NULL]
+            let mut addr = aliases.add(1) as *mut c_char;
+            for (i, a) in self.addrs.iter().enumerate() {
+                ptr::copy_nonoverlapping(a.as_ptr().cast(), addr, self.addr_len());
+                *list.add(i) = addr;
+                addr = addr.add(16);
+            }
+            *list.add(n) = ptr::null_mut();
+            *aliases = ptr::null_mut();
+            let name = addr;
             ptr::copy_nonoverlapping(self.name.as_ptr().cast(), name, self.name.len());
             *name.add(self.name.len()) = 0;
-            *list = addr;
-            *list.add(1) = ptr::null_mut();
-            *aliases = ptr::null_mut();
             (*ret).h_name = name;
             (*ret).h_aliases = aliases;
             (*ret).h_addrtype = self.family;
@@ -433,11 +505,21 @@ impl HostAnswer {
     }
 }
 
+fn octets(ip: IpAddr) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    match ip {
+        IpAddr::V4(v4) => b[..4].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => b = v6.octets(),
+    }
+    b
+}
+
 /// gethostbyname2 for a name: `Err(bypass)` = real function; `Ok(Err((h_errno, errno)))` =
 /// fail; `Ok(Ok(answer))`. A fake name has only an IPv4 answer here (AF_INET6 gives NO_DATA),
 /// like a name with only an A record: tools such as `getent hosts` try AF_INET6 first and
 /// print whatever answers, and an IPv4 address is what a URL or a script can use as is.
-/// Programs that want IPv6 fake addresses ask getaddrinfo with AF_INET6.
+/// Programs that want IPv6 fake addresses ask getaddrinfo with AF_INET6. A local name answers
+/// with its addresses of that family (none: NO_DATA, never a DNS query).
 pub fn host_by_name(name: &CStr, af: c_int) -> Result<Result<HostAnswer, (c_int, c_int)>, Bypass> {
     if af != libc::AF_INET && af != libc::AF_INET6 {
         return Ok(Err((NETDB_INTERNAL, libc::EAFNOSUPPORT)));
@@ -446,19 +528,32 @@ pub fn host_by_name(name: &CStr, af: c_int) -> Result<Result<HostAnswer, (c_int,
         Lookup::Real(b) => Err(b),
         Lookup::Fail(e) => Ok(Err((h_errno_of(&e), e.errno()))),
         Lookup::Fake(_, _, _) if af == libc::AF_INET6 => Ok(Err((NO_DATA, 0))),
-        Lookup::Fake(fake, id, norm) => {
-            let mut addr = [0u8; 16];
-            addr[..4].copy_from_slice(&fake.ranges.v4_of(id).octets());
+        Lookup::Fake(fake, id, norm) => Ok(Ok(HostAnswer {
+            name: norm,
+            family: libc::AF_INET,
+            addrs: vec![octets(fake.ranges.v4_of(id).into())],
+        })),
+        Lookup::Local(addrs, canon) => {
+            let addrs: Vec<[u8; 16]> = addrs
+                .into_iter()
+                .filter(|ip| sys::family_of(*ip) == af)
+                .take(MAX_HOST_ADDRS)
+                .map(octets)
+                .collect();
+            if addrs.is_empty() {
+                return Ok(Err((NO_DATA, 0)));
+            }
             Ok(Ok(HostAnswer {
-                name: norm,
-                family: libc::AF_INET,
-                addr,
+                name: canon,
+                family: af,
+                addrs,
             }))
         }
     }
 }
 
-/// gethostbyaddr for `len` bytes at `addr` of `family`: the name if it is a fake address.
+/// gethostbyaddr for `len` bytes at `addr` of `family`: a fake address's name, an /etc/hosts
+/// name, else "not found" (remote DNS on: no PTR query ever leaves).
 ///
 /// # Safety
 /// `addr` is readable for `len` bytes (or null).
@@ -484,26 +579,54 @@ pub unsafe fn host_by_addr(
         }
         _ => return Err(Bypass::NotFake),
     };
-    match reverse(ip) {
-        None => Err(Bypass::NotFake),
-        Some(Err(e)) => Ok(Err((h_errno_of(&e), 0))),
-        Some(Ok(name)) => Ok(Ok(HostAnswer {
+    match reverse_lookup(ip) {
+        Reverse::Real => Err(Bypass::ProxyDnsOff),
+        Reverse::Nameless => Ok(Err((HOST_NOT_FOUND, 0))),
+        Reverse::Name(name) => Ok(Ok(HostAnswer {
             name,
             family,
-            addr: bytes,
+            addrs: vec![bytes],
         })),
     }
 }
 
-/// The name for getnameinfo of a fake address: `None` = not a fake address.
+/// What getnameinfo answers for the host part of an internet address; `None`: not an
+/// internet address (the real function).
 ///
 /// # Safety
 /// `sa` is readable for `len` bytes (or null).
-pub unsafe fn name_info(
-    sa: *const sockaddr,
-    len: libc::socklen_t,
-) -> Option<Result<String, Error>> {
+pub unsafe fn name_info(sa: *const sockaddr, len: libc::socklen_t) -> Option<Reverse> {
     // SAFETY: caller's contract.
-    let addr = unsafe { crate::sock::read_sockaddr(sa, len) }?;
-    reverse(addr.ip())
+    let addr = unsafe { sys::read_sockaddr(sa, len) }?;
+    let ip = match addr.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr.ip(), IpAddr::V4),
+        v4 => v4,
+    };
+    Some(reverse_lookup(ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_file_parsing() {
+        let (by_name, by_addr) = parse_hosts(
+            "127.0.0.1 localhost\n::1 localhost ip6-localhost # c\n10.1.2.3 App.Local app # x\n\
+             10.1.2.4 app\n# 10.9.9.9 commented\nbogus line\n",
+        );
+        let (canon, addrs) = &by_name["app"];
+        assert_eq!(canon, "app.local");
+        assert_eq!(
+            addrs,
+            &[
+                "10.1.2.3".parse::<IpAddr>().unwrap(),
+                "10.1.2.4".parse().unwrap()
+            ]
+        );
+        assert_eq!(by_name["localhost"].1.len(), 2);
+        assert_eq!(by_addr[&"10.1.2.3".parse::<IpAddr>().unwrap()], "app.local");
+        assert!(!by_name.contains_key("commented"));
+        assert!(!by_addr.contains_key(&"10.9.9.9".parse::<IpAddr>().unwrap()));
+    }
 }

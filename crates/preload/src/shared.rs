@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicU64;
 
 use chainsocks_core::shm;
 
-use crate::sock::errno;
+use chainsocks_core::sys::errno;
 
 pub struct Mapping {
     ptr: *mut u8,

@@ -5,6 +5,10 @@
 //! `CHAINSOCKS_CONFIG` and the search order), and installing it without a lock: every thread
 //! that finds it missing builds one and a compare-exchange keeps the first, so a `fork` at any
 //! moment can never leave the child waiting on a lock.
+//! Also: the [`Host`] the shared dialer ([`chainsocks_core::connect`]) runs with in this
+//! process — waits that let the program's signal handlers run but abandon the handshake on an
+//! interrupting signal (SIGINT, SIGTERM, SIGHUP, SIGQUIT the program handles without
+//! SA_RESTART), getpeername bookkeeping, log and report sinks.
 //! Must never: block, run before it is needed (programs that never connect pay nothing), or
 //! resolve a name through our own hooks.
 
@@ -14,10 +18,18 @@ use std::path::Path;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use chainsocks_core::Error;
 use chainsocks_core::chain::Health;
 use chainsocks_core::config::{Config, LogLevel, find_config};
+use chainsocks_core::connect::{Host, wait_sliced};
 use chainsocks_core::fakedns::{self, FakeRanges, FakeTable};
+use chainsocks_core::report::Event;
 use chainsocks_core::shm;
+use chainsocks_core::sys::{self, Disposition, KernelSigset, sigbit};
 
 use crate::log::Sink;
 use crate::real;
@@ -150,17 +162,69 @@ fn fake_table(cfg: &Config, mapping: Option<&'static Mapping>) -> Result<Fake, S
             m.words(off, n).ok_or("state file table out of bounds")?
         }
         None => {
+            // Mapped by the constructor (so a fork before this first use still shares it).
+            let m = standalone_table().ok_or("no table mapping")?;
             let n = fakedns::words_for(ranges.capacity());
-            let m: &'static Mapping = Box::leak(Box::new(Mapping::anonymous(n)?));
             let words = m.words(0, n).ok_or("anonymous table out of bounds")?;
+            // Every process of the tree writes the same header (same config): first one wins.
             for (w, v) in words.iter().zip(fakedns::header(ranges.capacity())) {
-                w.store(v, std::sync::atomic::Ordering::Relaxed);
+                let _ = w.compare_exchange(
+                    0,
+                    v,
+                    std::sync::atomic::Ordering::AcqRel,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
             }
             words
         }
     };
     let table = FakeTable::new(words)?;
     Ok(Fake { ranges, table })
+}
+
+/// The fake-DNS table of a process preloaded without the launcher, mapped (MAP_SHARED,
+/// MAP_NORESERVE: address space only) by the library constructor so that every fork child
+/// shares it with its parent whenever it forked. Exec'd programs get a new one (the launcher's
+/// shared state is what spans exec).
+static STANDALONE: AtomicPtr<Mapping> = AtomicPtr::new(ptr::null_mut());
+
+/// Called by the constructor: maps the standalone table unless the launcher's state is there.
+pub fn map_standalone_table() {
+    if env_is_set(shm::ENV) {
+        return;
+    }
+    let n = fakedns::words_for(fakedns::MAX_CAPACITY);
+    if let Ok(m) = Mapping::anonymous(n) {
+        let p = Box::into_raw(Box::new(m));
+        if STANDALONE
+            .compare_exchange(ptr::null_mut(), p, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // SAFETY: never published.
+            drop(unsafe { Box::from_raw(p) });
+        }
+    }
+}
+
+fn standalone_table() -> Option<&'static Mapping> {
+    if STANDALONE.load(Ordering::Acquire).is_null() {
+        map_standalone_table();
+    }
+    // SAFETY: published mappings are never freed.
+    unsafe { STANDALONE.load(Ordering::Acquire).as_ref() }
+}
+
+/// Whether an environment variable is set and non-empty (no allocation).
+fn env_is_set(name: &str) -> bool {
+    let mut buf = [0u8; 64];
+    let Some(dst) = buf.get_mut(..name.len()) else {
+        return false;
+    };
+    dst.copy_from_slice(name.as_bytes());
+    // SAFETY: buf holds the name and a NUL (zeroed, name shorter than 64).
+    let p = unsafe { libc::getenv(buf.as_ptr().cast()) };
+    // SAFETY: getenv returned NULL or a NUL-terminated string.
+    !p.is_null() && unsafe { *p } != 0
 }
 
 fn load_config() -> Result<(Config, Option<&'static Mapping>), String> {
@@ -175,7 +239,7 @@ fn load_config() -> Result<(Config, Option<&'static Mapping>), String> {
             .to_string()
     })?;
     let mut cfg = Config::from_file(&path).map_err(|e| e.to_string())?;
-    cfg.resolve_proxies(|h, _| resolve_real(h, libc::AF_UNSPEC))
+    cfg.resolve_proxies(|h, _| resolve_real_all(h, libc::AF_UNSPEC))
         .map_err(|e| e.in_file(&path).to_string())?;
     Ok((cfg, None))
 }
@@ -183,6 +247,14 @@ fn load_config() -> Result<(Config, Option<&'static Mapping>), String> {
 /// Resolves a host name with the real getaddrinfo (never our hook): the first address of
 /// `family` (AF_UNSPEC: any).
 pub fn resolve_real(host: &str, family: libc::c_int) -> Result<IpAddr, String> {
+    resolve_real_all(host, family)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| "no address".to_string())
+}
+
+/// Every address of a host name, in the real getaddrinfo's order.
+pub fn resolve_real_all(host: &str, family: libc::c_int) -> Result<Vec<IpAddr>, String> {
     let gai = real::getaddrinfo().ok_or("no getaddrinfo")?;
     let free = real::freeaddrinfo().ok_or("no freeaddrinfo")?;
     let node = CString::new(host).map_err(|_| "NUL in host name")?;
@@ -198,16 +270,143 @@ pub fn resolve_real(host: &str, family: libc::c_int) -> Result<IpAddr, String> {
         let msg = unsafe { CStr::from_ptr(libc::gai_strerror(rc)) };
         return Err(msg.to_string_lossy().into_owned());
     }
-    let mut found = None;
+    let mut found = Vec::new();
     let mut cur = res;
-    while !cur.is_null() && found.is_none() {
+    while !cur.is_null() {
         // SAFETY: cur is a node of the list getaddrinfo returned.
         let ai = unsafe { &*cur };
         // SAFETY: ai_addr holds ai_addrlen bytes.
-        found = unsafe { crate::sock::read_sockaddr(ai.ai_addr, ai.ai_addrlen) }.map(|sa| sa.ip());
+        if let Some(sa) = unsafe { sys::read_sockaddr(ai.ai_addr, ai.ai_addrlen) }
+            && !found.contains(&sa.ip())
+        {
+            found.push(sa.ip());
+        }
         cur = ai.ai_next;
     }
     // SAFETY: the list came from the real getaddrinfo.
     unsafe { free(res) };
-    found.ok_or_else(|| "no address".to_string())
+    if found.is_empty() {
+        return Err("no address".to_string());
+    }
+    Ok(found)
+}
+
+/// Signals users send to stop a program: a handshake they arrive during is abandoned (EINTR)
+/// when the program handles them without SA_RESTART (Python's KeyboardInterrupt), or dies of
+/// them by default; they are blocked while the dialer works and looked for between waits.
+const INTERRUPTING: KernelSigset =
+    sigbit(libc::SIGINT) | sigbit(libc::SIGTERM) | sigbit(libc::SIGHUP) | sigbit(libc::SIGQUIT);
+
+/// How often a long wait looks for a pending interrupting signal (the most a ^C waits).
+const SIGNAL_CHECK_MS: i32 = 50;
+
+thread_local! {
+    /// The program's own signal mask while a dial on this thread has the interrupting
+    /// signals blocked (none otherwise).
+    static PROGRAM_MASK: Cell<Option<KernelSigset>> = const { Cell::new(None) };
+}
+
+/// Restores the thread's signal mask (and the outer dial's saved mask) when the dial ends.
+pub struct SigScope {
+    old: KernelSigset,
+    outer: Option<KernelSigset>,
+}
+
+impl Drop for SigScope {
+    fn drop(&mut self) {
+        let _ = PROGRAM_MASK.try_with(|m| m.set(self.outer));
+        sys::sigprocmask(libc::SIG_SETMASK, Some(self.old));
+    }
+}
+
+/// Whether a signal pending now must end the handshake: delivers those that must not (handlers
+/// with SA_RESTART run now, like a restarted syscall's would).
+fn interrupted(program_mask: KernelSigset) -> bool {
+    let pending = sys::sigpending() & INTERRUPTING & !program_mask;
+    if pending == 0 {
+        return false;
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+        if pending & sigbit(sig) == 0 {
+            continue;
+        }
+        match sys::disposition(sig) {
+            // Discarded when the mask is restored: nothing to do.
+            Disposition::Ignore => {}
+            Disposition::Handler { restart: true } => {
+                sys::sigprocmask(libc::SIG_UNBLOCK, Some(sigbit(sig)));
+                sys::sigprocmask(libc::SIG_BLOCK, Some(sigbit(sig)));
+            }
+            Disposition::Handler { restart: false } | Disposition::Default => return true,
+        }
+    }
+    false
+}
+
+impl Host for State {
+    type DialScope = SigScope;
+
+    fn config(&self) -> Result<&Config, &str> {
+        self.cfg.as_ref().map_err(String::as_str)
+    }
+
+    fn health(&self) -> Health<'_> {
+        State::health(self)
+    }
+
+    fn fake_name(&self, ip: IpAddr) -> Option<Result<String, Error>> {
+        let fake = self.fake.as_ref()?.as_ref().ok()?;
+        if !fake.ranges.contains(ip) {
+            return None;
+        }
+        let name = fake.ranges.id_of(ip).and_then(|id| fake.table.name_of(id));
+        Some(name.ok_or(Error::UnknownFakeIp(ip)))
+    }
+
+    fn log_enabled(&self, level: LogLevel) -> bool {
+        self.sink.enabled(level)
+    }
+
+    fn log(&self, level: LogLevel, msg: std::fmt::Arguments) {
+        self.sink.log(level, msg)
+    }
+
+    fn report_enabled(&self) -> bool {
+        matches!(&self.cfg, Ok(c) if c.report_file.is_some())
+    }
+
+    fn report(&self, e: &Event) {
+        crate::report::record(e)
+    }
+
+    fn resolve_real(&self, name: &str, family: libc::c_int) -> Result<IpAddr, String> {
+        resolve_real(name, family)
+    }
+
+    fn set_peer(&self, fd: libc::c_int, asked: SocketAddr, actual: SocketAddr) {
+        crate::peers::remember(fd, asked, actual)
+    }
+
+    fn begin_dial(&self) -> SigScope {
+        let old = sys::sigprocmask(libc::SIG_BLOCK, Some(INTERRUPTING));
+        let outer = PROGRAM_MASK
+            .try_with(|m| m.replace(Some(m.get().unwrap_or(old))))
+            .ok()
+            .flatten();
+        SigScope { old, outer }
+    }
+
+    fn wait(&self, fd: libc::c_int, events: i16, deadline: Instant) -> Result<(), Error> {
+        match PROGRAM_MASK.try_with(|m| m.get()).ok().flatten() {
+            // A dial with the interrupting signals blocked: look for them between slices.
+            Some(mask) => wait_sliced(fd, events, deadline, Some(SIGNAL_CHECK_MS), || {
+                if interrupted(mask) {
+                    Err(Error::Interrupted)
+                } else {
+                    Ok(())
+                }
+            }),
+            None => wait_sliced(fd, events, deadline, None, || Ok(())),
+        }
+    }
 }

@@ -14,38 +14,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use chainsocks_core::Error;
 use chainsocks_core::config::LogLevel;
+pub use chainsocks_core::connect::{Bypass, Outcome as Route};
 use libc::c_int;
 
 use crate::sock::{errno, set_errno};
-
-/// Why a call goes to the real function untouched. Logged at debug level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bypass {
-    /// Not an AF_INET / AF_INET6 address (unix sockets, AF_UNSPEC disconnect…), or a short one.
-    NotInet,
-    /// Not a stream socket (UDP, raw…).
-    NotStream,
-    /// Not a socket at all, or a bad fd: the kernel reports the error.
-    NotSocket,
-    /// `proxy_dns = false`: the program resolves names itself.
-    ProxyDnsOff,
-    /// No host name to resolve (NULL node, AI_NUMERICHOST, an address literal).
-    Numeric,
-    /// `localhost`, the machine's own host name, or a name in /etc/hosts: answered locally.
-    LocalName,
-    /// A reverse lookup of an address outside the fake ranges.
-    NotFake,
-    /// localnet or a `direct` rule.
-    Direct,
-}
-
-/// What a hook's safe body decided.
-pub enum Route {
-    /// Call the real function with the program's arguments.
-    Real(Bypass),
-    /// Handled: the return value, or the error to report.
-    Done(Result<c_int, Error>),
-}
 
 /// Runs a hook body; `None` (and an error line) if it panicked: the caller fails closed.
 pub fn catch<T>(hook: &str, body: impl FnOnce() -> T) -> Option<T> {
@@ -67,6 +39,12 @@ pub fn run(hook: &'static str, body: impl FnOnce() -> Route) -> Route {
     catch(hook, body).unwrap_or(Route::Done(Err(Error::Internal("panic in hook"))))
 }
 
+/// What a hook does when this thread is already too deep in our hooks (a runaway recursion):
+/// fail closed.
+pub fn too_deep() -> Route {
+    Route::Done(Err(Error::Internal("hooks nested too deep")))
+}
+
 /// Logs (at debug) why a call went to the real function. Never loads the configuration just
 /// for this (a program that only uses unix sockets pays nothing).
 pub fn note_bypass(hook: &str, why: Bypass) {
@@ -80,12 +58,19 @@ pub fn note_bypass(hook: &str, why: Bypass) {
 }
 
 /// Turns a route into the C return value: errno untouched on success, set last on failure.
-pub fn finish(route: Route, saved_errno: c_int, hook: &str, real: impl FnOnce() -> c_int) -> c_int {
+/// `real(marked)` makes the real call; `marked` is true when we decided to let an internet
+/// destination through.
+pub fn finish(
+    route: Route,
+    saved_errno: c_int,
+    hook: &str,
+    real: impl FnOnce(bool) -> c_int,
+) -> c_int {
     match route {
         Route::Real(why) => {
             note_bypass(hook, why);
             set_errno(saved_errno);
-            real()
+            real(why.decided_inet())
         }
         Route::Done(Ok(v)) => {
             set_errno(saved_errno);

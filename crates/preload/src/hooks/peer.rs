@@ -1,12 +1,14 @@
-//! `getpeername`: a proxied socket reports the destination the program asked for.
-//! `getsockname` is not hooked: the local address is real.
+//! `getpeername`: a proxied socket reports the destination the program asked for, as long as
+//! the kernel reports it connected to the proxy we connected it to. `getsockname` is not
+//! hooked: the local address is real.
 
 use libc::{c_int, sockaddr, socklen_t};
 
 use super::{catch, entry_errno};
 use crate::guard::Guard;
-use crate::sock::{set_errno, to_sockaddr};
+use crate::sock::set_errno;
 use crate::{peers, real};
+use chainsocks_core::sys;
 
 /// # Safety
 /// The getpeername(2) contract.
@@ -18,11 +20,18 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
     };
     // SAFETY (both calls): the program's arguments, to the real function.
     let call_real = || unsafe { real(fd, addr, len) };
+    if !peers::any() {
+        return call_real();
+    }
     let Some(_guard) = Guard::enter() else {
         return call_real();
     };
     let saved = entry_errno();
-    let Some(Some(asked)) = catch("getpeername", || peers::lookup(fd)) else {
+    // The kernel's answer first: no peer (never connected, disconnected, failed) is its error.
+    let Ok(kernel) = sys::peer(fd) else {
+        return call_real();
+    };
+    let Some(Some(asked)) = catch("getpeername", || peers::lookup(fd, kernel)) else {
         set_errno(saved);
         return call_real();
     };
@@ -30,7 +39,7 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
         set_errno(libc::EFAULT);
         return -1;
     }
-    let (st, full) = to_sockaddr(&asked);
+    let (st, full) = sys::to_sockaddr(&asked);
     // SAFETY: len is readable/writable; we copy at most *len bytes into addr (truncating, as
     // the kernel does) and report the full size.
     unsafe {

@@ -11,7 +11,7 @@ use libc::{addrinfo, c_char, c_int, c_void, hostent, size_t, sockaddr, socklen_t
 use super::{catch, entry_errno, note_bypass};
 use crate::guard::Guard;
 use crate::real;
-use crate::resolver::{self, HostAnswer, NETDB_INTERNAL, NO_RECOVERY};
+use crate::resolver::{self, HostAnswer, NETDB_INTERNAL, NO_RECOVERY, Reverse};
 use crate::sock::set_errno;
 
 unsafe extern "C" {
@@ -36,8 +36,7 @@ pub unsafe extern "C" fn getaddrinfo(
         return libc::EAI_FAIL;
     };
     let Some(_guard) = Guard::enter() else {
-        // SAFETY: the program's arguments, to the real function.
-        return unsafe { real(node, service, hints, res) };
+        return libc::EAI_AGAIN;
     };
     let saved = entry_errno();
     // SAFETY: getaddrinfo(3) contract.
@@ -91,7 +90,7 @@ enum Out {
 
 thread_local! {
     static HOSTENT: UnsafeCell<MaybeUninit<hostent>> = const { UnsafeCell::new(MaybeUninit::zeroed()) };
-    static HOSTBUF: UnsafeCell<[u64; 80]> = const { UnsafeCell::new([0; 80]) };
+    static HOSTBUF: UnsafeCell<[u64; 160]> = const { UnsafeCell::new([0; 160]) };
 }
 
 /// Delivers a decided answer; returns the `_r` return code (the static form ignores it).
@@ -155,8 +154,9 @@ fn deliver(answer: Result<HostAnswer, (c_int, c_int)>, out: &Out) -> (c_int, *mu
         Out::Static => {
             let he = HOSTENT.with(|h| h.get().cast::<hostent>());
             let buf = HOSTBUF.with(|b| b.get());
-            // SAFETY: this thread's static storage, 640 bytes (a name is at most 255).
-            match unsafe { a.fill(he, buf.cast(), size_of::<[u64; 80]>()) } {
+            // SAFETY: this thread's static storage, 1280 bytes (a name is at most 255, at most
+            // 16 addresses).
+            match unsafe { a.fill(he, buf.cast(), size_of::<[u64; 160]>()) } {
                 Ok(()) => (0, he),
                 Err(_) => fail(NO_RECOVERY, 0),
             }
@@ -175,7 +175,7 @@ fn hostent_hook(
     real: impl FnOnce() -> (c_int, *mut hostent),
 ) -> (c_int, *mut hostent) {
     let Some(_guard) = Guard::enter() else {
-        return real();
+        return deliver(Err((NO_RECOVERY, libc::EAGAIN)), &out);
     };
     let saved = entry_errno();
     match catch(hook, decide) {
@@ -379,28 +379,29 @@ pub unsafe extern "C" fn getnameinfo(
     let call = |host: *mut c_char, hostlen: socklen_t, flags: c_int| unsafe {
         real(sa, salen, host, hostlen, serv, servlen, flags)
     };
-    let Some(_guard) = Guard::enter() else {
-        return call(host, hostlen, flags);
-    };
     if host.is_null() || hostlen == 0 || flags & libc::NI_NUMERICHOST != 0 {
         return call(host, hostlen, flags);
     }
+    let Some(_guard) = Guard::enter() else {
+        return libc::EAI_AGAIN;
+    };
     let saved = entry_errno();
     // SAFETY: sa readable for salen bytes (contract).
     let Some(found) = catch("getnameinfo", || unsafe { resolver::name_info(sa, salen) }) else {
         return libc::EAI_FAIL;
     };
     let rc = match found {
-        None => return call(host, hostlen, flags),
-        // An address of the fake range that was never handed out: no reverse query for it.
-        Some(Err(_)) if flags & libc::NI_NAMEREQD != 0 => libc::EAI_NONAME,
-        Some(Err(_)) => call(host, hostlen, flags | libc::NI_NUMERICHOST),
-        Some(Ok(name)) if name.len() + 1 > hostlen as usize => libc::EAI_OVERFLOW,
-        Some(Ok(name)) => {
+        None | Some(Reverse::Real) => return call(host, hostlen, flags),
+        // No name without a PTR query (remote DNS on: never sent): numeric, as proxychains-ng
+        // answers, or EAI_NONAME when a name is required.
+        Some(Reverse::Nameless) if flags & libc::NI_NAMEREQD != 0 => libc::EAI_NONAME,
+        Some(Reverse::Nameless) => call(host, hostlen, flags | libc::NI_NUMERICHOST),
+        Some(Reverse::Name(name)) if name.len() + 1 > hostlen as usize => libc::EAI_OVERFLOW,
+        Some(Reverse::Name(name)) => {
             let rc = if serv.is_null() {
                 0
             } else {
-                call(ptr::null_mut(), 0, flags)
+                call(ptr::null_mut(), 0, flags | libc::NI_NUMERICHOST)
             };
             if rc == 0 {
                 // SAFETY: host has hostlen > name.len() bytes (checked).

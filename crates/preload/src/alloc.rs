@@ -1,0 +1,239 @@
+//! The library's own memory allocator (its `#[global_allocator]`): every Rust allocation of the
+//! library comes from here, never from the program's malloc.
+//!
+//! Why: a hooked function may run inside a signal handler that interrupted the program's own
+//! malloc (connect, sendto and sendmsg are async-signal-safe by POSIX); allocating from glibc's
+//! heap then corrupts it. This allocator is lock-free and reentrant (a handler that interrupts it
+//! and allocates again is fine), takes memory only with raw mmap/munmap syscalls, and is safe
+//! across fork at any moment.
+//! Owns: power-of-two size classes from 16 bytes to 64 KiB, each a lock-free stack of free
+//! blocks (a Treiber stack whose head packs a 16-bit tag against ABA with a 48-bit pointer),
+//! refilled from fresh 64 KiB (or larger) mmap chunks; bigger requests map and unmap directly.
+//! Must never: take a lock, call malloc or any libc function that may, or return class memory
+//! to the kernel (a stale pointer read by a racing pop must stay readable).
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::ptr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const MIN_SHIFT: u32 = 4; // 16 bytes
+const MAX_SHIFT: u32 = 16; // 64 KiB
+const CLASSES: usize = (MAX_SHIFT - MIN_SHIFT + 1) as usize;
+const CHUNK: usize = 64 * 1024;
+const PTR_BITS: u32 = 48;
+const PTR_MASK: u64 = (1 << PTR_BITS) - 1;
+
+pub struct SignalSafeAlloc {
+    heads: [AtomicU64; CLASSES],
+}
+
+impl SignalSafeAlloc {
+    pub const fn new() -> SignalSafeAlloc {
+        SignalSafeAlloc {
+            heads: [const { AtomicU64::new(0) }; CLASSES],
+        }
+    }
+}
+
+impl Default for SignalSafeAlloc {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn map(len: usize) -> *mut u8 {
+    // SAFETY: an anonymous private mapping; no fd, no libc wrapper.
+    let p = unsafe {
+        libc::syscall(
+            libc::SYS_mmap,
+            ptr::null_mut::<u8>(),
+            len,
+            (libc::PROT_READ | libc::PROT_WRITE) as libc::c_long,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as libc::c_long,
+            -1 as libc::c_long,
+            0 as libc::c_long,
+        )
+    };
+    if p < 0 || p as u64 > PTR_MASK {
+        ptr::null_mut()
+    } else {
+        p as *mut u8
+    }
+}
+
+fn unmap(p: *mut u8, len: usize) {
+    // SAFETY: a mapping made by `map` with this length.
+    unsafe { libc::syscall(libc::SYS_munmap, p, len) };
+}
+
+/// The size class of a layout: `Some(index)` or `None` for a direct mapping.
+fn class(layout: Layout) -> Option<usize> {
+    let size = layout.size().max(layout.align()).max(1 << MIN_SHIFT);
+    if size > 1 << MAX_SHIFT || layout.align() > 4096 {
+        return None;
+    }
+    let shift = usize::BITS - (size - 1).leading_zeros();
+    Some((shift - MIN_SHIFT) as usize)
+}
+
+fn page_round(n: usize) -> usize {
+    n.next_multiple_of(4096)
+}
+
+/// The "next" word stored in a free block.
+///
+/// # Safety
+/// `p` is a block of a class (≥ 16 bytes, 8-aligned, never unmapped).
+unsafe fn next_of<'a>(p: u64) -> &'a AtomicU64 {
+    // SAFETY: see the function's contract.
+    unsafe { &*(p as *const AtomicU64) }
+}
+
+impl SignalSafeAlloc {
+    fn pop(&self, c: usize) -> *mut u8 {
+        let Some(head) = self.heads.get(c) else {
+            return ptr::null_mut();
+        };
+        loop {
+            let h = head.load(Ordering::Acquire);
+            let p = h & PTR_MASK;
+            if p == 0 {
+                return self.refill(c);
+            }
+            // SAFETY: class blocks are never unmapped: even if another thread popped `p` in the
+            // meantime, the read is of mapped memory (the tag then makes our CAS fail).
+            let next = unsafe { next_of(p) }.load(Ordering::Relaxed);
+            let tag = (h >> PTR_BITS).wrapping_add(1);
+            let new = (tag << PTR_BITS) | (next & PTR_MASK);
+            if head
+                .compare_exchange_weak(h, new, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return p as *mut u8;
+            }
+        }
+    }
+
+    /// Pushes the chain `first ..= last` (already linked through their next words).
+    fn push_chain(&self, c: usize, first: u64, last: u64) {
+        let Some(head) = self.heads.get(c) else {
+            return;
+        };
+        loop {
+            let h = head.load(Ordering::Acquire);
+            // SAFETY: `last` is a block we own until the CAS publishes it.
+            unsafe { next_of(last) }.store(h & PTR_MASK, Ordering::Relaxed);
+            let tag = (h >> PTR_BITS).wrapping_add(1);
+            let new = (tag << PTR_BITS) | first;
+            if head
+                .compare_exchange_weak(h, new, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+
+    /// A fresh chunk for class `c`: one block for the caller, the rest pushed as one chain.
+    fn refill(&self, c: usize) -> *mut u8 {
+        let size = 1usize << (c as u32 + MIN_SHIFT);
+        let len = CHUNK.max(size * 4);
+        let base = map(len);
+        if base.is_null() {
+            return ptr::null_mut();
+        }
+        let n = len / size;
+        if n > 1 {
+            let first = base as u64 + size as u64;
+            let last = base as u64 + ((n - 1) * size) as u64;
+            let mut b = first;
+            while b < last {
+                // SAFETY: inside our fresh chunk; no one else sees it yet.
+                unsafe { next_of(b) }.store(b + size as u64, Ordering::Relaxed);
+                b += size as u64;
+            }
+            self.push_chain(c, first, last);
+        }
+        base
+    }
+}
+
+// SAFETY: blocks are handed out once (lock-free stacks), sized and aligned for the layout
+// (power-of-two classes carved at multiples of their size from page-aligned chunks).
+unsafe impl GlobalAlloc for SignalSafeAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        match class(layout) {
+            Some(c) => self.pop(c),
+            None if layout.align() <= 4096 => map(page_round(layout.size())),
+            None => ptr::null_mut(),
+        }
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        match class(layout) {
+            Some(c) => self.push_chain(c, p as u64, p as u64),
+            None => unmap(p, page_round(layout.size())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes() {
+        assert_eq!(class(Layout::from_size_align(1, 1).unwrap()), Some(0));
+        assert_eq!(class(Layout::from_size_align(16, 8).unwrap()), Some(0));
+        assert_eq!(class(Layout::from_size_align(17, 8).unwrap()), Some(1));
+        assert_eq!(class(Layout::from_size_align(8, 64).unwrap()), Some(2));
+        assert_eq!(class(Layout::from_size_align(65536, 8).unwrap()), Some(12));
+        assert_eq!(class(Layout::from_size_align(65537, 8).unwrap()), None);
+    }
+
+    #[test]
+    fn blocks_are_distinct_aligned_and_reused() {
+        let a = SignalSafeAlloc::new();
+        let l = Layout::from_size_align(40, 8).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        let ps: Vec<*mut u8> = (0..5000).map(|_| unsafe { a.alloc(l) }).collect();
+        for &p in &ps {
+            assert!(!p.is_null());
+            assert_eq!(p as usize % 64, 0);
+            assert!(seen.insert(p as usize));
+            unsafe { ptr::write_bytes(p, 0xAB, 40) };
+        }
+        for &p in &ps {
+            unsafe { a.dealloc(p, l) };
+        }
+        let again = unsafe { a.alloc(l) };
+        assert!(seen.contains(&(again as usize)), "freed blocks are reused");
+        let big = Layout::from_size_align(200_000, 8).unwrap();
+        let b = unsafe { a.alloc(big) };
+        assert!(!b.is_null());
+        unsafe { ptr::write_bytes(b, 1, 200_000) };
+        unsafe { a.dealloc(b, big) };
+    }
+
+    #[test]
+    fn threads_never_share_a_block() {
+        static A: SignalSafeAlloc = SignalSafeAlloc::new();
+        let l = Layout::from_size_align(24, 8).unwrap();
+        let hs: Vec<_> = (0..8)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    for i in 0..20_000u64 {
+                        let p = unsafe { A.alloc(l) } as *mut u64;
+                        unsafe { p.write(t * 1_000_000 + i) };
+                        std::hint::spin_loop();
+                        assert_eq!(unsafe { p.read() }, t * 1_000_000 + i);
+                        unsafe { A.dealloc(p as *mut u8, l) };
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+    }
+}

@@ -8,8 +8,8 @@ use std::ffi::CStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libc::{
-    addrinfo, c_char, c_int, c_uint, c_void, hostent, mmsghdr, msghdr, size_t, sockaddr, socklen_t,
-    ssize_t,
+    addrinfo, c_char, c_int, c_uchar, c_uint, c_void, hostent, mmsghdr, msghdr, size_t, sockaddr,
+    socklen_t, ssize_t,
 };
 
 fn resolve(slot: &AtomicUsize, sym: &CStr) -> usize {
@@ -59,4 +59,13 @@ real_fns! {
     gethostbyaddr / Gethostbyaddr: unsafe extern "C" fn(*const c_void, socklen_t, c_int) -> *mut hostent = c"gethostbyaddr";
     gethostbyaddr_r / GethostbyaddrR: unsafe extern "C" fn(*const c_void, socklen_t, c_int, *mut hostent, *mut c_char, size_t, *mut *mut hostent, *mut c_int) -> c_int = c"gethostbyaddr_r";
     getnameinfo / Getnameinfo: unsafe extern "C" fn(*const sockaddr, socklen_t, *mut c_char, socklen_t, *mut c_char, socklen_t, c_int) -> c_int = c"getnameinfo";
+    getaddrinfo_a / GetaddrinfoA: unsafe extern "C" fn(c_int, *mut *mut crate::hooks::res::Gaicb, c_int, *mut libc::sigevent) -> c_int = c"getaddrinfo_a";
+    res_query / ResQuery: unsafe extern "C" fn(*const c_char, c_int, c_int, *mut c_uchar, c_int) -> c_int = c"res_query";
+    res_search / ResSearch: unsafe extern "C" fn(*const c_char, c_int, c_int, *mut c_uchar, c_int) -> c_int = c"res_search";
+    res_querydomain / ResQuerydomain: unsafe extern "C" fn(*const c_char, *const c_char, c_int, c_int, *mut c_uchar, c_int) -> c_int = c"res_querydomain";
+    res_send / ResSend: unsafe extern "C" fn(*const c_uchar, c_int, *mut c_uchar, c_int) -> c_int = c"res_send";
+    res_nquery / ResNquery: unsafe extern "C" fn(*mut c_void, *const c_char, c_int, c_int, *mut c_uchar, c_int) -> c_int = c"res_nquery";
+    res_nsearch / ResNsearch: unsafe extern "C" fn(*mut c_void, *const c_char, c_int, c_int, *mut c_uchar, c_int) -> c_int = c"res_nsearch";
+    res_nquerydomain / ResNquerydomain: unsafe extern "C" fn(*mut c_void, *const c_char, *const c_char, c_int, c_int, *mut c_uchar, c_int) -> c_int = c"res_nquerydomain";
+    res_nsend / ResNsend: unsafe extern "C" fn(*mut c_void, *const c_uchar, c_int, *mut c_uchar, c_int) -> c_int = c"res_nsend";
 }

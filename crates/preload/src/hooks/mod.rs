@@ -7,6 +7,7 @@
 
 pub mod connect;
 pub mod peer;
+pub mod res;
 pub mod resolve;
 pub mod send;
 

@@ -17,6 +17,23 @@ use e2e::*;
 const T: Duration = Duration::from_secs(120);
 const DANTE_SRC: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
+/// Python prelude: libc through ctypes (the global scope, so the shim's hooks answer), and
+/// `msg(ip, port, data)` building one `struct mmsghdr` for sendmmsg.
+const PY_MMSG: &str = r#"
+import ctypes, socket, errno, struct
+libc = ctypes.CDLL(None, use_errno=True)
+class iovec(ctypes.Structure): _fields_ = [('base', ctypes.c_char_p), ('len', ctypes.c_size_t)]
+class msghdr(ctypes.Structure):
+    _fields_ = [('name', ctypes.c_void_p), ('namelen', ctypes.c_uint32), ('iov', ctypes.POINTER(iovec)),
+                ('iovlen', ctypes.c_size_t), ('control', ctypes.c_void_p), ('controllen', ctypes.c_size_t), ('flags', ctypes.c_int)]
+class mmsghdr(ctypes.Structure): _fields_ = [('hdr', msghdr), ('len', ctypes.c_uint)]
+def sa(ip, p): return ctypes.create_string_buffer(struct.pack('=H', socket.AF_INET) + struct.pack('!H', p) + socket.inet_aton(ip) + b'\0' * 8, 16)
+keep = []
+def msg(ip, p, data):
+    a = sa(ip, p); io = iovec(data, len(data)); keep.extend([a, io])
+    return mmsghdr(msghdr(ctypes.cast(a, ctypes.c_void_p), 16, ctypes.pointer(io), 1, None, 0, 0), 0)
+"#;
+
 fn cshazard() -> std::path::PathBuf {
     csclient().with_file_name("cshazard")
 }
@@ -275,8 +292,7 @@ fn udp_to_a_fake_address_is_refused_and_sendmmsg_follows_the_policy() {
     };
     let script = format!(
         r#"
-import ctypes, socket, errno, struct
-libc = ctypes.CDLL(None, use_errno=True)
+{mmsg}
 port, plain = {sink_port}, {plain}
 ip = socket.getaddrinfo('quic.example', port, socket.AF_INET, socket.SOCK_DGRAM)[0][4][0]
 assert ip.startswith('198.18.'), ip
@@ -289,16 +305,6 @@ for what, f in (('sendto', lambda: u.sendto(b'leak', (ip, port))),
     except OSError as e:
         assert e.errno == errno.ENETUNREACH, (what, e)
 # sendmmsg: two datagrams to a real address, then one to the fake: 2 sent, then refused
-class iovec(ctypes.Structure): _fields_ = [('base', ctypes.c_char_p), ('len', ctypes.c_size_t)]
-class msghdr(ctypes.Structure):
-    _fields_ = [('name', ctypes.c_void_p), ('namelen', ctypes.c_uint32), ('iov', ctypes.POINTER(iovec)),
-                ('iovlen', ctypes.c_size_t), ('control', ctypes.c_void_p), ('controllen', ctypes.c_size_t), ('flags', ctypes.c_int)]
-class mmsghdr(ctypes.Structure): _fields_ = [('hdr', msghdr), ('len', ctypes.c_uint)]
-def sa(ip, p): return ctypes.create_string_buffer(struct.pack('=H', socket.AF_INET) + struct.pack('!H', p) + socket.inet_aton(ip) + b'\0' * 8, 16)
-keep = []
-def msg(ip, p, data):
-    a = sa(ip, p); io = iovec(data, len(data)); keep.extend([a, io])
-    return mmsghdr(msghdr(ctypes.cast(a, ctypes.c_void_p), 16, ctypes.pointer(io), 1, None, 0, 0), 0)
 vec = (mmsghdr * 3)(msg('127.0.0.1', plain, b'm1'), msg('127.0.0.1', plain, b'm2'), msg(ip, port, b'leak'))
 n = libc.sendmmsg(u.fileno(), vec, 3, 0)
 assert n == 2, (n, ctypes.get_errno())
@@ -306,7 +312,8 @@ vec1 = (mmsghdr * 1)(msg(ip, port, b'leak'))
 assert libc.sendmmsg(u.fileno(), vec1, 1, 0) == -1 and ctypes.get_errno() == errno.ENETUNREACH
 print('ok')
 "#,
-        plain = plain.port()
+        plain = plain.port(),
+        mmsg = PY_MMSG
     );
     let Some(o) = python(&l, &script, |_| {}) else {
         return;
@@ -332,19 +339,7 @@ fn sendmmsg_under_deny_direct_and_with_fast_open() {
     let plain = UdpSink::start();
     let script = format!(
         r#"
-import ctypes, socket, errno, struct
-libc = ctypes.CDLL(None, use_errno=True)
-class iovec(ctypes.Structure): _fields_ = [('base', ctypes.c_char_p), ('len', ctypes.c_size_t)]
-class msghdr(ctypes.Structure):
-    _fields_ = [('name', ctypes.c_void_p), ('namelen', ctypes.c_uint32), ('iov', ctypes.POINTER(iovec)),
-                ('iovlen', ctypes.c_size_t), ('control', ctypes.c_void_p), ('controllen', ctypes.c_size_t), ('flags', ctypes.c_int)]
-class mmsghdr(ctypes.Structure): _fields_ = [('hdr', msghdr), ('len', ctypes.c_uint)]
-keep = []
-def msg(ip, p, data):
-    a = ctypes.create_string_buffer(struct.pack('=H', socket.AF_INET) + struct.pack('!H', p) + socket.inet_aton(ip) + b'\0' * 8, 16)
-    io = iovec(data, len(data)); keep.extend([a, io])
-    return mmsghdr(msghdr(ctypes.cast(a, ctypes.c_void_p), 16, ctypes.pointer(io), 1, None, 0, 0), 0)
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+{mmsg}u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 # loopback is allowed under proxy-only, 10.x is not
 vec = (mmsghdr * 2)(msg('127.0.0.1', {plain}, b'ok1'), msg('10.1.2.3', 9, b'leak'))
 assert libc.sendmmsg(u.fileno(), vec, 2, 0) == 1
@@ -359,7 +354,8 @@ assert t.recv(8) == b'fastopen'
 print('ok')
 "#,
         plain = plain.port(),
-        echo = echo.port()
+        echo = echo.port(),
+        mmsg = PY_MMSG
     );
     let Some(py) = require("python3") else {
         return;

@@ -58,7 +58,12 @@ pub struct FakeTable<'a> {
 /// `None` for names no resolver would accept (empty, too long, empty labels, spaces, controls).
 pub fn normalize(name: &str) -> Option<String> {
     let n = name.strip_suffix('.').unwrap_or(name);
-    if n.is_empty() || n.len() > 253 || n.starts_with('.') || n.contains("..") {
+    if n.is_empty()
+        || n.len() > 253
+        || n.starts_with('.')
+        || n.ends_with('.')
+        || n.contains("..")
+    {
         return None;
     }
     if n.split('.').any(|label| label.len() > 63) {
@@ -430,6 +435,7 @@ mod tests {
         assert_eq!(normalize(""), None);
         assert_eq!(normalize("."), None);
         assert_eq!(normalize("a..b"), None);
+        assert_eq!(normalize("a.b.."), None, "an empty last label");
         assert_eq!(normalize("has space.test"), None);
         assert_eq!(normalize(&"x".repeat(64)), None);
         assert!(normalize(&"x".repeat(63)).is_some());

@@ -10,6 +10,7 @@
 //! - [`report`]: the egress report's JSON lines.
 //! - [`fakedns`]: the lock-free fake-DNS table shared by a launch, and the fake ranges.
 //! - [`rules`]: destination patterns, localnet, dnat.
+//! - [`hosts`]: /etc/hosts, parsed (local names answered without DNS).
 //! - [`pxconf`]: proxychains-ng's `proxychains.conf` read into a [`config::Config`], and its TOML.
 //! - [`error`]: the one error type and its errno / EAI mapping.
 //! - [`shm`]: the layout of the state a launch shares between its processes.
@@ -23,6 +24,7 @@ pub mod connect;
 pub mod dial;
 pub mod error;
 pub mod fakedns;
+pub mod hosts;
 pub mod proto;
 pub mod pxconf;
 pub mod report;

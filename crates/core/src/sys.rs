@@ -60,9 +60,14 @@ pub unsafe fn read_sockaddr(addr: *const libc::sockaddr, len: socklen_t) -> Opti
             )))
         }
         libc::AF_INET6 if len >= SIN6_LEN_RFC2133 => {
-            // SAFETY: at least 24 bytes are readable; copy what is there into a zeroed struct.
+            // SAFETY: at least 24 bytes are readable; copy them into a zeroed struct. The kernel
+            // reads the scope id only from a complete 28-byte address.
             let mut a: sockaddr_in6 = unsafe { zeroed() };
-            let n = len.min(size_of::<sockaddr_in6>());
+            let n = if len >= size_of::<sockaddr_in6>() {
+                size_of::<sockaddr_in6>()
+            } else {
+                SIN6_LEN_RFC2133
+            };
             unsafe {
                 std::ptr::copy_nonoverlapping(
                     addr as *const u8,

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use chainsocks_core::Error;
 use chainsocks_core::config::LogLevel;
 use chainsocks_core::fakedns::normalize;
+use chainsocks_core::hosts::HostsFile;
 use libc::{addrinfo, c_char, c_int, hostent, sockaddr};
 
 use crate::hooks::Bypass;
@@ -199,38 +200,6 @@ fn coarse_ms() -> u64 {
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
-/// name → (canonical name, addresses in file order); address → its first name.
-type HostMaps = (
-    HashMap<String, (String, Vec<IpAddr>)>,
-    HashMap<IpAddr, String>,
-);
-
-/// Parses an /etc/hosts text.
-fn parse_hosts(text: &str) -> HostMaps {
-    let mut by_name: HashMap<String, (String, Vec<IpAddr>)> = HashMap::new();
-    let mut by_addr = HashMap::new();
-    for line in text.lines() {
-        let mut words = line.split('#').next().unwrap_or("").split_whitespace();
-        let Some(ip) = words.next().and_then(|a| a.parse::<IpAddr>().ok()) else {
-            continue;
-        };
-        let names: Vec<String> = words.filter_map(normalize).collect();
-        let Some(canon) = names.first().cloned() else {
-            continue;
-        };
-        by_addr.entry(ip).or_insert_with(|| canon.clone());
-        for n in names {
-            let e = by_name
-                .entry(n)
-                .or_insert_with(|| (canon.clone(), Vec::new()));
-            if !e.1.contains(&ip) {
-                e.1.push(ip);
-            }
-        }
-    }
-    (by_name, by_addr)
-}
-
 fn with_hosts<T>(test: impl Fn(&Hosts) -> T) -> T {
     let now = coarse_ms();
     let cur = HOSTS.load(Ordering::Acquire);
@@ -270,7 +239,7 @@ fn with_hosts<T>(test: impl Fn(&Hosts) -> T) -> T {
         return test(h);
     }
     let text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-    let (by_name, by_addr) = parse_hosts(&text);
+    let HostsFile { by_name, by_addr } = HostsFile::parse(&text);
     let fresh = Box::new(Hosts {
         key,
         checked_ms: AtomicU64::new(now),
@@ -603,30 +572,4 @@ pub unsafe fn name_info(sa: *const sockaddr, len: libc::socklen_t) -> Option<Rev
         v4 => v4,
     };
     Some(reverse_lookup(ip))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hosts_file_parsing() {
-        let (by_name, by_addr) = parse_hosts(
-            "127.0.0.1 localhost\n::1 localhost ip6-localhost # c\n10.1.2.3 App.Local app # x\n\
-             10.1.2.4 app\n# 10.9.9.9 commented\nbogus line\n",
-        );
-        let (canon, addrs) = &by_name["app"];
-        assert_eq!(canon, "app.local");
-        assert_eq!(
-            addrs,
-            &[
-                "10.1.2.3".parse::<IpAddr>().unwrap(),
-                "10.1.2.4".parse().unwrap()
-            ]
-        );
-        assert_eq!(by_name["localhost"].1.len(), 2);
-        assert_eq!(by_addr[&"10.1.2.3".parse::<IpAddr>().unwrap()], "app.local");
-        assert!(!by_name.contains_key("commented"));
-        assert!(!by_addr.contains_key(&"10.9.9.9".parse::<IpAddr>().unwrap()));
-    }
 }

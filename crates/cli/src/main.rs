@@ -152,22 +152,9 @@ fn main() -> ExitCode {
                 eprintln!("chainsocks: no command given (see chainsocks --help)");
                 return ExitCode::from(2);
             }
-            if let Some(first) = cli.command.first()
-                && let Some(path) = elfcheck::find_program(first)
-                && let Some(why) = elfcheck::why_not_shimmable(&path)
-            {
-                let msg = format!(
-                    "{} {why}: LD_PRELOAD will not apply: traffic from this program would go direct",
-                    path.display()
-                );
-                if cli.isolate && !cli.strict_launch {
-                    // Contained anyway: nothing but the proxies is reachable in the sandbox.
-                } else if cli.strict_launch {
-                    eprintln!("chainsocks: refusing to run (--strict-launch): {msg}");
-                    return ExitCode::from(2);
-                } else {
-                    eprintln!("chainsocks: warning: {msg}");
-                }
+            if let Err(e) = elfcheck::check_launch(&cli.command, cli.strict_launch, cli.isolate) {
+                eprintln!("chainsocks: {e}");
+                return ExitCode::from(2);
             }
             let mut cfg = cfg;
             let mut extras = launch::Extras::default();

@@ -9,6 +9,7 @@ mod check;
 mod elfcheck;
 mod isolate;
 mod launch;
+mod private;
 mod summary;
 
 use std::ffi::OsString;
@@ -165,31 +166,6 @@ fn main() -> ExitCode {
                 eprintln!("chainsocks: --allow-direct needs --isolate");
                 return ExitCode::from(2);
             }
-            let mut temp_report = None;
-            let report = match (&cli.report, cli.summary) {
-                (Some(r), _) => Some(std::path::absolute(r).unwrap_or_else(|_| r.clone())),
-                (None, true) => {
-                    let p = std::env::temp_dir()
-                        .join(format!("chainsocks-report-{}.jsonl", std::process::id()));
-                    temp_report = Some(p.clone());
-                    Some(p)
-                }
-                (None, false) => None,
-            };
-            if let Some(r) = &report {
-                if let Err(e) = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(r)
-                {
-                    eprintln!("chainsocks: --report {}: {e}", r.display());
-                    return ExitCode::from(2);
-                }
-                cfg.report_file = Some(r.clone());
-                if cli.summary {
-                    extras.summary = Some(r.clone());
-                }
-            }
             if cli.isolate {
                 match isolate::plan(&mut cfg, &cli.allow_direct) {
                     Ok(p) => extras.sandbox = Some(p),
@@ -199,11 +175,33 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            let code = launch::run(&cfg, &cli.command, extras);
-            if let Some(t) = temp_report {
-                let _ = std::fs::remove_file(t);
+            // Records go to the user's --report FILE, or for --summary alone to a private
+            // temporary (see private.rs), which `extras` owns and removes on every way out.
+            let report = match (&cli.report, cli.summary) {
+                (Some(r), _) => private::user_report(r).map(Some),
+                (None, true) => {
+                    private::TempReport::create(extras.sandbox.as_ref().map(|p| &p.dir)).map(|t| {
+                        let path = t.path.clone();
+                        extras.temp_report = Some(t);
+                        Some(path)
+                    })
+                }
+                (None, false) => Ok(None),
+            };
+            match report {
+                Ok(None) => {}
+                Ok(Some(r)) => {
+                    if cli.summary {
+                        extras.summary = Some(r.clone());
+                    }
+                    cfg.report_file = Some(r);
+                }
+                Err(e) => {
+                    eprintln!("chainsocks: {e}");
+                    return ExitCode::from(2);
+                }
             }
-            code
+            launch::run(&cfg, &cli.command, extras)
         }
     }
 }

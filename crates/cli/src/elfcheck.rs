@@ -441,7 +441,12 @@ mod tests {
             let g = craft(is64, le, &[interp.clone(), (4, notes)], &[]);
             assert_eq!(verdict(&g), Some((true, true)), "{is64} {le}");
             // Go known by its sections only (no note segment).
-            let g = craft(is64, le, &[interp.clone()], &[".text", ".go.buildinfo"]);
+            let g = craft(
+                is64,
+                le,
+                std::slice::from_ref(&interp),
+                &[".text", ".go.buildinfo"],
+            );
             assert_eq!(verdict(&g), Some((true, true)));
             let g = craft(is64, le, &[], &[".note.go.buildid"]);
             assert_eq!(verdict(&g), Some((false, true)));

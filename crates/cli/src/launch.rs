@@ -180,8 +180,9 @@ fn try_run(cfg: &Config, command: &[OsString], extras: &Extras) -> Result<Exit, 
         .iter()
         .map(|a| cstring(a))
         .collect::<Result<_, _>>()?;
+    // Not $CHAINSOCKS_PROXY: its passwords reach the program through the shared state only.
     let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
-        .filter(|(k, _)| k != "LD_PRELOAD" && k != shm::ENV)
+        .filter(|(k, _)| k != "LD_PRELOAD" && k != shm::ENV && k != "CHAINSOCKS_PROXY")
         .collect();
     env.push((
         "LD_PRELOAD".into(),

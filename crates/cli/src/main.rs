@@ -10,6 +10,7 @@ mod elfcheck;
 mod isolate;
 mod launch;
 mod private;
+mod scrub;
 mod summary;
 
 use std::ffi::OsString;
@@ -118,6 +119,8 @@ fn parse_mode(s: &str) -> Result<ChainMode, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // clap has its copies: from now on, other users' `ps` sees no -x password.
+    scrub::scrub_argv(&cli.proxy);
     if let Some(Sub::Config {
         action: Some(ConfigCmd::Convert { file }),
     }) = &cli.sub
@@ -127,7 +130,7 @@ fn main() -> ExitCode {
     let cfg = match load(&cli) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("chainsocks: {e}");
+            eprintln!("chainsocks: {}", e.redacted(None));
             return ExitCode::from(2);
         }
     };

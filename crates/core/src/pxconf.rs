@@ -108,9 +108,9 @@ pub fn parse(text: &str) -> Result<Parsed, ConfigError> {
     };
     for (i, raw) in text.split('\n').enumerate() {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
-        p.line(i + 1, line)?;
+        p.line(i + 1, line).map_err(|e| e.redacted(None))?;
     }
-    p.finish()
+    p.finish().map_err(|e| e.redacted(None))
 }
 
 /// The chainsocks TOML equivalent of a parsed file (what `chainsocks config convert FILE`

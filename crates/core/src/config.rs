@@ -417,8 +417,19 @@ impl fmt::Display for Proxy {
 }
 
 impl Proxy {
-    /// Parses `scheme://[user[:pass]@]host[:port][/][?pipeline=1]`.
+    /// Parses `scheme://[user[:pass]@]host[:port][/][?pipeline=1]`; user and password are
+    /// percent-decoded.
     pub fn from_url(url: &str) -> Result<Proxy, String> {
+        Proxy::parse_url(url, true)
+    }
+
+    /// As [`Proxy::from_url`], with user and password taken exactly as written, the way
+    /// proxychains-ng reads the URLs of its proxy list (`50%off` is a password).
+    pub fn from_url_literal(url: &str) -> Result<Proxy, String> {
+        Proxy::parse_url(url, false)
+    }
+
+    fn parse_url(url: &str, decode: bool) -> Result<Proxy, String> {
         let bad = |why: &str| format!("bad proxy URL `{}`: {why}", redact_url(url));
         let (scheme, rest) = url.split_once("://").ok_or_else(|| {
             bad(&format!(
@@ -448,13 +459,14 @@ impl Proxy {
                     Some((a, b)) => (a, Some(b)),
                     None => (u, None),
                 };
-                let user = percent_decode(user).ok_or_else(|| bad("bad %-escape in user name"))?;
-                let pass = match pass {
-                    Some(p) => {
-                        Some(percent_decode(p).ok_or_else(|| bad("bad %-escape in password"))?)
+                let text = |s: &str, what: &str| match decode {
+                    true => {
+                        percent_decode(s).ok_or_else(|| bad(&format!("bad %-escape in {what}")))
                     }
-                    None => None,
+                    false => Ok(s.to_string()),
                 };
+                let user = text(user, "user name")?;
+                let pass = pass.map(|p| text(p, "password")).transpose()?;
                 (Some(user), pass)
             }
         };

@@ -1195,7 +1195,8 @@ socks5://127.0.0.1\n");
 
     #[test]
     fn credentials_as_proxychains_reads_them() {
-        let creds = |text: &str| -> (Vec<(Option<String>, Option<String>)>, Vec<String>) {
+        type Creds = Vec<(Option<String>, Option<String>)>;
+        let creds = |text: &str| -> (Creds, Vec<String>) {
             let p = ok(text);
             round_trip(&p, "x");
             let c = p

@@ -143,6 +143,12 @@ pub struct Elf<'a> {
     shstrndx: u64,
 }
 
+/// Offsets in the ELF header of e_phoff, e_shoff (both of the address width), e_phentsize,
+/// e_phnum, e_shentsize, e_shnum, e_shstrndx (16 bits), and the address width: [ELF32, ELF64].
+const HEADER_FIELDS: [([usize; 7], usize); 2] = [
+    ([0x1c, 0x20, 0x2a, 0x2c, 0x2e, 0x30, 0x32], 4),
+    ([0x20, 0x28, 0x36, 0x38, 0x3a, 0x3c, 0x3e], 8),
+];
 const PT_INTERP: u64 = 3;
 const PT_NOTE: u64 = 4;
 /// Go's build-id note: owner "Go", type 4 (`NT_GO_BUILDID` in cmd/link).
@@ -173,23 +179,15 @@ impl<'a> Elf<'a> {
             shnum: 0,
             shstrndx: 0,
         };
-        if is64 {
-            elf.phoff = elf.uint(h, 0x20, 8)?;
-            elf.shoff = elf.uint(h, 0x28, 8)?;
-            elf.phentsize = elf.uint(h, 0x36, 2)?;
-            elf.phnum = elf.uint(h, 0x38, 2)?;
-            elf.shentsize = elf.uint(h, 0x3a, 2)?;
-            elf.shnum = elf.uint(h, 0x3c, 2)?;
-            elf.shstrndx = elf.uint(h, 0x3e, 2)?;
-        } else {
-            elf.phoff = elf.uint(h, 0x1c, 4)?;
-            elf.shoff = elf.uint(h, 0x20, 4)?;
-            elf.phentsize = elf.uint(h, 0x2a, 2)?;
-            elf.phnum = elf.uint(h, 0x2c, 2)?;
-            elf.shentsize = elf.uint(h, 0x2e, 2)?;
-            elf.shnum = elf.uint(h, 0x30, 2)?;
-            elf.shstrndx = elf.uint(h, 0x32, 2)?;
-        }
+        let (at, w) = HEADER_FIELDS[usize::from(is64)];
+        let [phoff, shoff, phentsize, phnum, shentsize, shnum, shstrndx] = at;
+        elf.phoff = elf.uint(h, phoff, w)?;
+        elf.shoff = elf.uint(h, shoff, w)?;
+        elf.phentsize = elf.uint(h, phentsize, 2)?;
+        elf.phnum = elf.uint(h, phnum, 2)?;
+        elf.shentsize = elf.uint(h, shentsize, 2)?;
+        elf.shnum = elf.uint(h, shnum, 2)?;
+        elf.shstrndx = elf.uint(h, shstrndx, 2)?;
         Some(elf)
     }
 
@@ -389,11 +387,7 @@ mod tests {
             put(&mut img, e + off_at, w, str_at as u64);
             put(&mut img, e + size_at, w, strtab.len() as u64);
         }
-        let h = if is64 {
-            [0x20, 0x28, 0x36, 0x38, 0x3a, 0x3c, 0x3e]
-        } else {
-            [0x1c, 0x20, 0x2a, 0x2c, 0x2e, 0x30, 0x32]
-        };
+        let (h, _) = HEADER_FIELDS[usize::from(is64)];
         put(&mut img, h[0], w, phoff as u64);
         put(&mut img, h[1], w, shoff as u64);
         put(&mut img, h[2], 2, phentsize as u64);

@@ -22,6 +22,14 @@ fn sticky_tmp(prefix: &str) -> TempDir {
     d
 }
 
+/// microsocks that accepts only user `csuser` with `pass`.
+fn microsocks_with_password(pass: &str) -> Option<Microsocks> {
+    Microsocks::start(MicrosocksOpts {
+        auth: Some(("csuser".into(), pass.into())),
+        ..Default::default()
+    })
+}
+
 /// The names in `dir`, sorted.
 fn entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -190,10 +198,7 @@ fn no_password_in_the_launchers_command_line_or_the_programs_environment() {
     netns();
     const PASS: &str = "Hunter2-cmdline-secret";
     let origin = HttpOrigin::start(vec![("/f".into(), b"authenticated".to_vec())]);
-    let Some(ms) = Microsocks::start(MicrosocksOpts {
-        auth: Some(("csuser".into(), PASS.into())),
-        ..Default::default()
-    }) else {
+    let Some(ms) = microsocks_with_password(PASS) else {
         return;
     };
     let Some(curl) = require("curl") else { return };
@@ -347,10 +352,7 @@ fn proxychains_conf_hash_and_percent_passwords_through_a_real_proxy() {
     netns();
     const PASS: &str = "#50%off";
     let origin = HttpOrigin::start(vec![("/f".into(), b"literal".to_vec())]);
-    let Some(ms) = Microsocks::start(MicrosocksOpts {
-        auth: Some(("csuser".into(), PASS.into())),
-        ..Default::default()
-    }) else {
+    let Some(ms) = microsocks_with_password(PASS) else {
         return;
     };
     let Some(curl) = require("curl") else { return };

@@ -59,10 +59,10 @@ pub fn find_library() -> Result<PathBuf, String> {
 
 /// Creates the launch's shared-state memfd (close-on-exec: only the path reaches children).
 ///
-/// With `file`, the state is that regular file instead — already created (0600, `O_EXCL`) in
-/// the `--isolate` plan's private directory; (fd, the path children open) — for `--isolate` as
-/// an unprivileged user: a process in a child user namespace may not open another namespace's
-/// `/proc/<pid>/fd`. The plan removes it.
+/// With `file` (its fd and the path children open), the state is that regular file instead:
+/// the `--isolate` plan created it (0600, `O_EXCL`) in its private directory and removes it.
+/// (A process in a child user namespace, as with `--isolate` unprivileged, may not open another
+/// namespace's `/proc/<pid>/fd`.)
 fn create_shm(
     cfg: &Config,
     file: Option<(libc::c_int, &Path)>,

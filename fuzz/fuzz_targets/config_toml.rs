@@ -1,8 +1,9 @@
-//! `Config::from_toml` on UTF-8 input: never panics; an accepted config validates, and its
-//! normalized TOML (`to_toml`, what the launcher hands to its processes) reads back equal.
+//! `Config::from_toml` on UTF-8 input: never panics; errors show no URL password; an accepted
+//! config validates, and its normalized TOML (`to_toml`, what the launcher hands to its
+//! processes) reads back equal.
 #![no_main]
 
-use chainsocks_core::config::Config;
+use chainsocks_core::config::{Config, redact_urls};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -22,6 +23,8 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(e) => {
             assert!(!e.to_string().is_empty());
+            // Every URL password in a message is already hidden.
+            assert_eq!(redact_urls(&e.msg), e.msg, "{e:?}");
             // A position, when there is one, is in the text.
             if e.line > 0 {
                 assert!(e.line <= text.split('\n').count(), "{e:?}");

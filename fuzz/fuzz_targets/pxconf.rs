@@ -1,8 +1,9 @@
-//! `pxconf::parse` (proxychains.conf) on UTF-8 input: never panics; warnings start with
-//! `line N:`; an accepted file converts (`to_toml`) to TOML that reads back to the same config.
+//! `pxconf::parse` (proxychains.conf) on UTF-8 input: never panics; errors show no URL
+//! password; warnings start with `line N:`; an accepted file converts (`to_toml`) to TOML that
+//! reads back to the same config.
 #![no_main]
 
-use chainsocks_core::config::Config;
+use chainsocks_core::config::{Config, redact_urls};
 use chainsocks_core::pxconf::{looks_like_proxychains, parse, to_toml};
 use libfuzzer_sys::fuzz_target;
 
@@ -31,6 +32,8 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(e) => {
             assert!(!e.to_string().is_empty());
+            // Every URL password in a message is already hidden.
+            assert_eq!(redact_urls(&e.msg), e.msg, "{e:?}");
             if e.line > 0 {
                 assert!(e.line <= lines, "{e:?}");
             }

@@ -23,6 +23,8 @@ use std::time::Duration;
 use chainsocks_core::config::{Config, Policy, Rule, RuleAction};
 use chainsocks_core::rules::{AddrPort, Dnat, Pattern};
 
+use crate::private::PrivateDir;
+
 /// One in-namespace listener and where the launcher forwards what it accepts.
 #[derive(Debug, Clone)]
 pub struct Forward {
@@ -36,16 +38,10 @@ pub struct Plan {
     pub resolv_conf: CString,
     pub hosts: CString,
     pub root: bool,
-    /// The launch's shared state, as a file in the plan's private directory.
-    pub state_file: std::path::PathBuf,
-    _dir: TempFiles,
-}
-
-struct TempFiles(std::path::PathBuf);
-impl Drop for TempFiles {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    /// The launch's shared state, as a file in the plan's private directory (created empty).
+    state: (OwnedFd, std::path::PathBuf),
+    /// The private directory (random name, 0700), removed with its files when the plan drops.
+    pub dir: PrivateDir,
 }
 
 /// First port of the proxy forwarders inside the namespace (a fresh namespace has every port
@@ -117,32 +113,38 @@ pub fn plan(cfg: &mut Config, allow_direct: &[String]) -> Result<Plan, String> {
 
     // SAFETY: getuid cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
-    let dir = std::env::temp_dir().join(format!("chainsocks-isolate-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let resolv = dir.join("resolv.conf");
+    let dir = PrivateDir::create("chainsocks-isolate")?;
     // A nameserver with no route inside the namespace: a program that sends its own DNS
     // packets gets ENETUNREACH, never an answer.
-    std::fs::write(
-        &resolv,
-        "# chainsocks --isolate: names resolve through the proxy\nnameserver 192.0.2.53\n",
-    )
-    .map_err(|e| e.to_string())?;
+    // (Bind-mount sources are paths in the private directory: a file opened before the
+    // child's unshare(CLONE_NEWNS) belongs to the old namespace's mount and cannot be bound.)
+    dir.create_file(
+        "resolv.conf",
+        b"# chainsocks --isolate: names resolve through the proxy\nnameserver 192.0.2.53\n",
+    )?;
     let mut hosts =
         std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| "127.0.0.1 localhost\n".into());
     hosts.push_str(&hosts_extra);
-    let hosts_path = dir.join("hosts");
-    std::fs::write(&hosts_path, hosts).map_err(|e| e.to_string())?;
-    let c = |p: &std::path::Path| {
-        CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| "NUL in path".to_string())
+    dir.create_file("hosts", hosts.as_bytes())?;
+    let c = |name: &str| {
+        CString::new(dir.path().join(name).into_os_string().into_encoded_bytes())
+            .map_err(|_| "NUL in path".to_string())
     };
     Ok(Plan {
         forwards,
-        resolv_conf: c(&resolv)?,
-        hosts: c(&hosts_path)?,
+        resolv_conf: c("resolv.conf")?,
+        hosts: c("hosts")?,
         root,
-        state_file: dir.join("state"),
-        _dir: TempFiles(dir),
+        state: (dir.create_file("state", b"")?, dir.path().join("state")),
+        dir,
     })
+}
+
+impl Plan {
+    /// The shared-state file: its fd, and the path the sandboxed processes open.
+    pub fn state_file(&self) -> (RawFd, &std::path::Path) {
+        (self.state.0.as_raw_fd(), &self.state.1)
+    }
 }
 
 fn os_err(what: &str) -> String {

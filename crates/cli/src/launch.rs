@@ -59,27 +59,22 @@ pub fn find_library() -> Result<PathBuf, String> {
 
 /// Creates the launch's shared-state memfd (close-on-exec: only the path reaches children).
 ///
-/// With `file`, the state is a regular file at that path instead (for `--isolate` as an
-/// unprivileged user: a process in a child user namespace may not open another namespace's
-/// `/proc/<pid>/fd`); the caller removes it.
-fn create_shm(cfg: &Config, file: Option<&Path>) -> Result<(libc::c_int, String), String> {
+/// With `file` (its fd and the path children open), the state is that regular file instead:
+/// the `--isolate` plan created it (0600, `O_EXCL`) in its private directory and removes it.
+/// (A process in a child user namespace, as with `--isolate` unprivileged, may not open another
+/// namespace's `/proc/<pid>/fd`.)
+fn create_shm(
+    cfg: &Config,
+    file: Option<(libc::c_int, &Path)>,
+) -> Result<(libc::c_int, String), String> {
     let capacity = cfg.fake_ranges().map_err(|e| e.to_string())?.capacity();
     let bytes = shm::build(&cfg.to_toml(), capacity);
     let total = shm::total_size(&bytes).ok_or("bad shared-state layout")?;
     let fd = match file {
         // SAFETY: memfd_create with a static name.
         None => unsafe { libc::memfd_create(c"chainsocks".as_ptr(), libc::MFD_CLOEXEC) },
-        Some(p) => {
-            let c = cstring(p.as_os_str())?;
-            // SAFETY: open with a valid path; a new file only we can read.
-            unsafe {
-                libc::open(
-                    c.as_ptr(),
-                    libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
-                    0o600,
-                )
-            }
-        }
+        // SAFETY: a duplicate of the plan's fd, for us to write through.
+        Some((f, _)) => unsafe { libc::fcntl(f, libc::F_DUPFD_CLOEXEC, 3) },
     };
     if fd < 0 {
         return Err(format!(
@@ -89,17 +84,7 @@ fn create_shm(cfg: &Config, file: Option<&Path>) -> Result<(libc::c_int, String)
     }
     // If the launcher was started with fd 0-2 closed, never let the state file be one of them
     // (a later message to stderr would land in it).
-    let fd = if fd < 3 {
-        // SAFETY: duplicating our own fd above 2, then closing the low one.
-        let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-        unsafe { libc::close(fd) };
-        if high < 0 {
-            return Err(format!("fcntl: {}", std::io::Error::last_os_error()));
-        }
-        high
-    } else {
-        fd
-    };
+    let fd = crate::private::above_stdio(fd)?;
     let mut off = 0;
     while off < bytes.len() {
         let chunk = &bytes[off..];
@@ -121,7 +106,7 @@ fn create_shm(cfg: &Config, file: Option<&Path>) -> Result<(libc::c_int, String)
             std::io::Error::last_os_error()
         ));
     }
-    if let Some(p) = file {
+    if let Some((_, p)) = file {
         return Ok((fd, p.display().to_string()));
     }
     // SAFETY: getpid cannot fail.
@@ -153,20 +138,21 @@ pub struct Extras {
     pub sandbox: Option<crate::isolate::Plan>,
     /// `--summary`: the report file to summarize at exit.
     pub summary: Option<std::path::PathBuf>,
+    /// `--summary` without `--report`: the private records file.
+    pub temp_report: Option<crate::private::TempReport>,
 }
 
-/// Runs `command` under the shim and returns its exit status as ours.
+/// Runs `command` under the shim and returns its exit status as ours. Every private file
+/// (`extras`) is removed before the launcher exits or dies of the program's signal.
 pub fn run(cfg: &Config, command: &[OsString], extras: Extras) -> ExitCode {
-    match try_run(cfg, command, &extras) {
-        Ok(exit) => {
-            if let Some(report) = &extras.summary {
-                eprint!("{}", crate::summary::summarize(report));
-            }
-            match exit {
-                Exit::Code(c) => ExitCode::from(c),
-                Exit::Signal(sig) => die_like(sig),
-            }
-        }
+    let result = try_run(cfg, command, &extras);
+    if let (Ok(_), Some(report)) = (&result, &extras.summary) {
+        eprint!("{}", crate::summary::summarize(report));
+    }
+    drop(extras);
+    match result {
+        Ok(Exit::Code(c)) => ExitCode::from(c),
+        Ok(Exit::Signal(sig)) => die_like(sig),
         Err(e) => {
             eprintln!("chainsocks: {e}");
             ExitCode::from(2)
@@ -186,16 +172,17 @@ fn cstring(s: &OsStr) -> Result<CString, String> {
 
 fn try_run(cfg: &Config, command: &[OsString], extras: &Extras) -> Result<Exit, String> {
     let lib = find_library()?;
-    let state_file = extras.sandbox.as_ref().map(|p| p.state_file.clone());
-    let (_shm_fd, shm_path) = create_shm(cfg, state_file.as_deref())?;
+    let state_file = extras.sandbox.as_ref().map(|p| p.state_file());
+    let (_shm_fd, shm_path) = create_shm(cfg, state_file)?;
 
     // Build argv and envp before fork: the child only calls async-signal-safe functions.
     let argv: Vec<CString> = command
         .iter()
         .map(|a| cstring(a))
         .collect::<Result<_, _>>()?;
+    // Not $CHAINSOCKS_PROXY: its passwords reach the program through the shared state only.
     let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
-        .filter(|(k, _)| k != "LD_PRELOAD" && k != shm::ENV)
+        .filter(|(k, _)| k != "LD_PRELOAD" && k != shm::ENV && k != "CHAINSOCKS_PROXY")
         .collect();
     env.push((
         "LD_PRELOAD".into(),

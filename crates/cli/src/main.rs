@@ -9,6 +9,8 @@ mod check;
 mod elfcheck;
 mod isolate;
 mod launch;
+mod private;
+mod scrub;
 mod summary;
 
 use std::ffi::OsString;
@@ -117,6 +119,8 @@ fn parse_mode(s: &str) -> Result<ChainMode, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // clap has its copies: from now on, other users' `ps` sees no -x password.
+    scrub::scrub_argv(&cli.proxy);
     if let Some(Sub::Config {
         action: Some(ConfigCmd::Convert { file }),
     }) = &cli.sub
@@ -126,7 +130,7 @@ fn main() -> ExitCode {
     let cfg = match load(&cli) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("chainsocks: {e}");
+            eprintln!("chainsocks: {}", e.redacted(None));
             return ExitCode::from(2);
         }
     };
@@ -152,22 +156,9 @@ fn main() -> ExitCode {
                 eprintln!("chainsocks: no command given (see chainsocks --help)");
                 return ExitCode::from(2);
             }
-            if let Some(first) = cli.command.first()
-                && let Some(path) = elfcheck::find_program(first)
-                && let Some(why) = elfcheck::why_not_shimmable(&path)
-            {
-                let msg = format!(
-                    "{} {why}: LD_PRELOAD will not apply: traffic from this program would go direct",
-                    path.display()
-                );
-                if cli.isolate && !cli.strict_launch {
-                    // Contained anyway: nothing but the proxies is reachable in the sandbox.
-                } else if cli.strict_launch {
-                    eprintln!("chainsocks: refusing to run (--strict-launch): {msg}");
-                    return ExitCode::from(2);
-                } else {
-                    eprintln!("chainsocks: warning: {msg}");
-                }
+            if let Err(e) = elfcheck::check_launch(&cli.command, cli.strict_launch, cli.isolate) {
+                eprintln!("chainsocks: {e}");
+                return ExitCode::from(2);
             }
             let mut cfg = cfg;
             let mut extras = launch::Extras::default();
@@ -178,31 +169,6 @@ fn main() -> ExitCode {
                 eprintln!("chainsocks: --allow-direct needs --isolate");
                 return ExitCode::from(2);
             }
-            let mut temp_report = None;
-            let report = match (&cli.report, cli.summary) {
-                (Some(r), _) => Some(std::path::absolute(r).unwrap_or_else(|_| r.clone())),
-                (None, true) => {
-                    let p = std::env::temp_dir()
-                        .join(format!("chainsocks-report-{}.jsonl", std::process::id()));
-                    temp_report = Some(p.clone());
-                    Some(p)
-                }
-                (None, false) => None,
-            };
-            if let Some(r) = &report {
-                if let Err(e) = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(r)
-                {
-                    eprintln!("chainsocks: --report {}: {e}", r.display());
-                    return ExitCode::from(2);
-                }
-                cfg.report_file = Some(r.clone());
-                if cli.summary {
-                    extras.summary = Some(r.clone());
-                }
-            }
             if cli.isolate {
                 match isolate::plan(&mut cfg, &cli.allow_direct) {
                     Ok(p) => extras.sandbox = Some(p),
@@ -212,11 +178,33 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            let code = launch::run(&cfg, &cli.command, extras);
-            if let Some(t) = temp_report {
-                let _ = std::fs::remove_file(t);
+            // Records go to the user's --report FILE, or for --summary alone to a private
+            // temporary (see private.rs), which `extras` owns and removes on every way out.
+            let report = match (&cli.report, cli.summary) {
+                (Some(r), _) => private::user_report(r).map(Some),
+                (None, true) => {
+                    private::TempReport::create(extras.sandbox.as_ref().map(|p| &p.dir)).map(|t| {
+                        let path = t.path.clone();
+                        extras.temp_report = Some(t);
+                        Some(path)
+                    })
+                }
+                (None, false) => Ok(None),
+            };
+            match report {
+                Ok(None) => {}
+                Ok(Some(r)) => {
+                    if cli.summary {
+                        extras.summary = Some(r.clone());
+                    }
+                    cfg.report_file = Some(r);
+                }
+                Err(e) => {
+                    eprintln!("chainsocks: {e}");
+                    return ExitCode::from(2);
+                }
             }
-            code
+            launch::run(&cfg, &cli.command, extras)
         }
     }
 }

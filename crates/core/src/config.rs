@@ -427,8 +427,19 @@ impl fmt::Display for Proxy {
 }
 
 impl Proxy {
-    /// Parses `scheme://[user[:pass]@]host[:port][/][?pipeline=1]`.
+    /// Parses `scheme://[user[:pass]@]host[:port][/][?pipeline=1]`; user and password are
+    /// percent-decoded.
     pub fn from_url(url: &str) -> Result<Proxy, String> {
+        Proxy::parse_url(url, true)
+    }
+
+    /// As [`Proxy::from_url`], with user and password taken exactly as written, the way
+    /// proxychains-ng reads the URLs of its proxy list (`50%off` is a password).
+    pub fn from_url_literal(url: &str) -> Result<Proxy, String> {
+        Proxy::parse_url(url, false)
+    }
+
+    fn parse_url(url: &str, decode: bool) -> Result<Proxy, String> {
         let bad = |why: &str| format!("bad proxy URL `{}`: {why}", redact_url(url));
         let (scheme, rest) = url.split_once("://").ok_or_else(|| {
             bad(&format!(
@@ -458,13 +469,14 @@ impl Proxy {
                     Some((a, b)) => (a, Some(b)),
                     None => (u, None),
                 };
-                let user = percent_decode(user).ok_or_else(|| bad("bad %-escape in user name"))?;
-                let pass = match pass {
-                    Some(p) => {
-                        Some(percent_decode(p).ok_or_else(|| bad("bad %-escape in password"))?)
+                let text = |s: &str, what: &str| match decode {
+                    true => {
+                        percent_decode(s).ok_or_else(|| bad(&format!("bad %-escape in {what}")))
                     }
-                    None => None,
+                    false => Ok(s.to_string()),
                 };
+                let user = text(user, "user name")?;
+                let pass = pass.map(|p| text(p, "password")).transpose()?;
                 (Some(user), pass)
             }
         };
@@ -570,13 +582,58 @@ impl Proxy {
 
 /// A URL with any password replaced by `***`, safe to print.
 pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://")
-        && let Some((userinfo, host)) = rest.rsplit_once('@')
-        && let Some((user, _)) = userinfo.split_once(':')
-    {
-        return format!("{scheme}://{user}:***@{host}");
+    match url_password_span(url.as_bytes()) {
+        Some(r) => match (url.get(..r.start), url.get(r.end..)) {
+            (Some(a), Some(b)) => format!("{a}***{b}"),
+            _ => url.to_string(),
+        },
+        None => url.to_string(),
     }
-    url.to_string()
+}
+
+/// Where the password of the first URL in `text` is, read as [`Proxy::from_url`] reads it:
+/// after `://`, up to the first `?`, the user info is what precedes the last `@`, and the
+/// password follows its first `:`. A byte range of `text` (never empty).
+pub fn url_password_span(text: &[u8]) -> Option<std::ops::Range<usize>> {
+    let start = text.windows(3).position(|w| w == b"://")? + 3;
+    let rest = text.get(start..)?;
+    let auth = rest.get(..rest.iter().position(|&b| b == b'?').unwrap_or(rest.len()))?;
+    let at = auth.iter().rposition(|&b| b == b'@')?;
+    let colon = auth.get(..at)?.iter().position(|&b| b == b':')?;
+    let r = start + colon + 1..start + at;
+    (!r.is_empty()).then_some(r)
+}
+
+/// `msg` with the password of every URL in it replaced by `***`. A URL runs to the next
+/// backtick, single quote, line end, or double quote not escaped by a backslash (messages
+/// quote values in those), so a password with spaces is covered too.
+pub fn redact_urls(msg: &str) -> String {
+    let b = msg.as_bytes();
+    let mut out = String::with_capacity(msg.len());
+    let mut done = 0;
+    let mut from = 0;
+    while let Some(found) = b
+        .get(from..)
+        .and_then(|r| r.windows(3).position(|w| w == b"://"))
+    {
+        let start = from + found;
+        let mut end = start + 3;
+        while let Some(&c) = b.get(end) {
+            let escaped = end > 0 && b.get(end - 1) == Some(&b'\\');
+            if c == b'`' || c == b'\'' || c == b'\n' || (c == b'"' && !escaped) {
+                break;
+            }
+            end += 1;
+        }
+        if let Some(r) = b.get(start..end).and_then(url_password_span) {
+            out.push_str(msg.get(done..start + r.start).unwrap_or(""));
+            out.push_str("***");
+            done = start + r.end;
+        }
+        from = end.max(start + 3);
+    }
+    out.push_str(msg.get(done..).unwrap_or(""));
+    out
 }
 
 fn parse_bool(v: &str) -> Option<bool> {
@@ -777,6 +834,76 @@ impl ConfigError {
         self.file = Some(file.to_path_buf());
         self
     }
+
+    /// The error without secrets in its message: the password of every URL in it is `***`,
+    /// and when it points at the value of a `password` key or at a URL with a password in
+    /// `source` (the TOML it is about), so is every quoted value in it — serde echoes the value
+    /// it rejected, escaped, and a number as parsed (`password = 1e5` gives `100000.0`), so
+    /// only the position tells.
+    pub fn redacted(mut self, source: Option<&str>) -> ConfigError {
+        if let Some(text) = source
+            && at_secret_value(text, self.line, self.col)
+        {
+            self.msg = redact_quoted(&self.msg);
+        }
+        self.msg = redact_urls(&self.msg);
+        self
+    }
+}
+
+/// Whether 1-based `line`:`col` of a TOML `text` is at a secret: in the value of a key named
+/// `password` (`password = …`, `"password" = …`, `proxy.password = …`, inside an inline table
+/// too), or before a URL with a password on that line.
+fn at_secret_value(text: &str, line: usize, col: usize) -> bool {
+    let Some(l) = line.checked_sub(1).and_then(|i| text.split('\n').nth(i)) else {
+        return false;
+    };
+    let split = l
+        .char_indices()
+        .nth(col.saturating_sub(1))
+        .map_or(l.len(), |(i, _)| i);
+    let (before, after) = l.split_at(split);
+    if url_password_span(after.as_bytes()).is_some() {
+        return true;
+    }
+    let Some((key, _)) = before.rsplit_once('=') else {
+        return false;
+    };
+    let key = key.trim_end();
+    ["\"password\"", "'password'", "password"]
+        .iter()
+        .filter_map(|form| key.strip_suffix(form))
+        .any(|k| {
+            k.is_empty() || k.ends_with(|c: char| c.is_whitespace() || matches!(c, '{' | ',' | '.'))
+        })
+}
+
+/// `msg` with the inside of every `…` and "…" replaced by `***`.
+fn redact_quoted(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut open: Option<char> = None;
+    let mut prev = '\0';
+    for c in msg.chars() {
+        match open {
+            Some(q) if c == q && !(q == '"' && prev == '\\') => {
+                out.push_str("***");
+                out.push(c);
+                open = None;
+            }
+            Some(_) => {}
+            None => {
+                out.push(c);
+                if c == '`' || c == '"' {
+                    open = Some(c);
+                }
+            }
+        }
+        prev = c;
+    }
+    if open.is_some() {
+        out.push_str("***");
+    }
+    out
 }
 
 /// 1-based line and column of a byte offset.
@@ -799,8 +926,10 @@ impl Config {
                 msg: e.message().trim().to_string(),
                 offset: None,
             }
+            .redacted(Some(text))
         })?;
-        cfg.validate().map_err(|e| e.locate(text))?;
+        cfg.validate()
+            .map_err(|e| e.locate(text).redacted(Some(text)))?;
         Ok(cfg)
     }
 
@@ -1103,6 +1232,127 @@ connect_timeout_ms = 100
         let p = Proxy::from_url("socks5://u:hunter2@h:1").unwrap();
         assert!(!format!("{p:?}").contains("hunter2"));
         assert!(!format!("{p}").contains("hunter2"));
+    }
+
+    #[test]
+    fn errors_never_show_a_secret() {
+        let table = |v: &str| {
+            format!(
+                "[[proxy]]\ntype = \"socks5\"\nhost = \"h\"\nusername = \"u\"\npassword = {v}\n"
+            )
+        };
+        // (document, what must not appear, where the error is, what the message still says)
+        let cases: Vec<(String, &str, (usize, usize), &str)> = vec![
+            (table("98765432"), "98765432", (5, 12), "invalid type: integer `***`, expected a string"),
+            (table("1e5"), "100000", (5, 12), "floating point `***`"),
+            (table("0x1f2e3d"), "2043453", (5, 12), "integer `***`"),
+            (table("true"), "true", (5, 12), "boolean `***`"),
+            (table("1979-05-27"), "1979", (5, 12), "expected a string"),
+            (
+                "proxy = [{type=\"socks5\", host=\"h\", username=\"u\", password = 98765432}]".into(),
+                "98765432",
+                (1, 61),
+                "integer `***`",
+            ),
+            (
+                "[[proxy]]\ntype = \"socks5\"\nhost = \"h\"\nusername = \"u\"\n\"password\" = 98765432\n".into(),
+                "98765432",
+                (5, 14),
+                "integer `***`",
+            ),
+            (
+                "[proxy.x]\nproxy.password = 98765432\n".into(),
+                "98765432",
+                (0, 0),
+                "",
+            ),
+            (
+                "proxy = \"socks5://u:abc 123@h:1\"".into(),
+                "abc 123",
+                (1, 9),
+                "invalid type: string \"***\", expected a sequence",
+            ),
+            (
+                "proxy = \"socks5://u:a\\\"b`c@h:1\"".into(),
+                "a\\\"b`c",
+                (1, 9),
+                "expected a sequence",
+            ),
+            (
+                "proxy = [\"socks5://u:hunter2@h:1\"]\nfake_ip_range = \"socks5://u:hunter2@h:1\"".into(),
+                "hunter2",
+                (0, 0),
+                "fake_ip_range: `socks5://u:***@h:1`",
+            ),
+            (
+                "proxy = [\"socks5://u:hunter2@h:1\"]\n[[rule]]\ndest = \"socks5://u:hunter2@h:1\"\naction = \"block\"".into(),
+                "hunter2",
+                (3, 8),
+                "bad destination `***`",
+            ),
+            (
+                "proxy = [\"socks5://u:hunter2@h:1\"]\n[[rule]]\ndest = \"*.x\"\nchain = \"socks5://u:hunter2@h:1\"".into(),
+                "hunter2",
+                (4, 9),
+                "unknown chain `***`",
+            ),
+            (
+                "proxy = [{type = \"socks5\", host = \"socks5://u:hunter2@h:1\"}]".into(),
+                "hunter2",
+                (1, 10),
+                "bad host `***`",
+            ),
+        ];
+        for (doc, secret, (line, col), says) in cases {
+            let e = Config::from_toml(&doc).unwrap_err();
+            let shown = e.to_string();
+            assert!(!shown.contains(secret), "{doc}\n-> {shown}");
+            if line > 0 {
+                assert_eq!((e.line, e.col), (line, col), "{doc}\n-> {shown}");
+            }
+            assert!(shown.contains(says), "{doc}\n-> {shown}");
+        }
+        // Not a password: the value stays in the message.
+        let e = Config::from_toml("proxy = [\"socks5://h:1\"]\nlog_file = 98765432").unwrap_err();
+        assert!(e.to_string().contains("98765432"), "{e}");
+        let e =
+            Config::from_toml("[[proxy]]\ntype = \"socks5\"\nhost = \"h\"\nusername = 98765432\n")
+                .unwrap_err();
+        assert!(e.to_string().contains("98765432"), "{e}");
+    }
+
+    #[test]
+    fn url_passwords_are_found_as_from_url_reads_them() {
+        fn span(u: &str) -> Option<&str> {
+            url_password_span(u.as_bytes()).map(|r| &u[r])
+        }
+        assert_eq!(span("socks5://u:p@h:1"), Some("p"));
+        assert_eq!(span("socks5://u:p:q@x@h:1?pipeline=1"), Some("p:q@x"));
+        assert_eq!(span("--proxy=http://u:#50%off@h"), Some("#50%off"));
+        assert_eq!(span("socks5://u@h:1"), None);
+        assert_eq!(span("socks5://u:@h:1"), None);
+        assert_eq!(span("socks5://h:1?x=a:b@c"), None);
+        assert_eq!(span("no url"), None);
+        assert_eq!(
+            redact_url("socks5h://u:s3cr3t@h:1/?pipeline=1"),
+            "socks5h://u:***@h:1/?pipeline=1"
+        );
+        assert_eq!(
+            redact_urls("a `socks5://u:p1@h:1` b \"http://x:p\\\"2@h\" c 'raw://y:p3@h' d"),
+            "a `socks5://u:***@h:1` b \"http://x:***@h\" c 'raw://y:***@h' d"
+        );
+        assert_eq!(redact_urls("nothing :// here"), "nothing :// here");
+        // Every redaction of a from_url-accepted URL hides exactly what from_url reads.
+        for u in [
+            "socks5://us%40er:p%3Ass@h:1",
+            "http://u:a b@c@h:8080/",
+            "socks5://u:x?@h:1",
+        ] {
+            if let Ok(p) = Proxy::from_url(u) {
+                let raw = span(u).unwrap();
+                assert_eq!(percent_decode(raw).as_deref(), p.password.as_deref(), "{u}");
+            }
+        }
     }
 
     #[test]

@@ -58,12 +58,7 @@ pub struct FakeTable<'a> {
 /// `None` for names no resolver would accept (empty, too long, empty labels, spaces, controls).
 pub fn normalize(name: &str) -> Option<String> {
     let n = name.strip_suffix('.').unwrap_or(name);
-    if n.is_empty()
-        || n.len() > 253
-        || n.starts_with('.')
-        || n.ends_with('.')
-        || n.contains("..")
-    {
+    if n.is_empty() || n.len() > 253 || n.starts_with('.') || n.ends_with('.') || n.contains("..") {
         return None;
     }
     if n.split('.').any(|label| label.len() > 63) {

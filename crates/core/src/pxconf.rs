@@ -30,9 +30,14 @@
 //! `raw`) and options (`?pipeline=1`). Proxy host names are kept as written: the launcher
 //! resolves them once (proxychains allows names only in a few cases).
 //!
-//! The text: `#` starts a comment at the start of a line or of a word (so `pa#ss` stays a
-//! password, while `# note` after a proxy is a comment); blank lines and surrounding
-//! whitespace are ignored; `[ProxyList]` is case-insensitive; options must come before it.
+//! The text: before `[ProxyList]`, `#` starts a comment at the start of a line or of a word
+//! (`chain_len = 2 # two`). In the proxy list, as in proxychains-ng, only at the start of a
+//! line: the user name and password of `TYPE HOST PORT USER PASS` are the fourth and fifth
+//! words whatever they start with (`#secret` is a password), and a `#` word after a proxy's
+//! last field begins a comment (proxychains ignores the rest of such a line); URL credentials
+//! are taken literally, as proxychains copies them (`50%off` is a password, not an escape).
+//! Blank lines and surrounding whitespace are ignored; `[ProxyList]` is case-insensitive;
+//! options must come before it.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -85,7 +90,7 @@ const HEADER: &str = "[ProxyList]";
 pub fn looks_like_proxychains(text: &str) -> bool {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     text.lines()
-        .any(|line| match tokens(line, false).as_slice() {
+        .any(|line| match tokens(line, true).as_slice() {
             [only] => only.text.eq_ignore_ascii_case(HEADER) || BARE.contains(&only.text),
             _ => false,
         })
@@ -108,9 +113,9 @@ pub fn parse(text: &str) -> Result<Parsed, ConfigError> {
     };
     for (i, raw) in text.split('\n').enumerate() {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
-        p.line(i + 1, line)?;
+        p.line(i + 1, line).map_err(|e| e.redacted(None))?;
     }
-    p.finish()
+    p.finish().map_err(|e| e.redacted(None))
 }
 
 /// The chainsocks TOML equivalent of a parsed file (what `chainsocks config convert FILE`
@@ -155,9 +160,12 @@ impl Tok<'_> {
     }
 }
 
-/// The words of `line`, up to a comment (`#` starting a word). With `split_eq`, `=` also
-/// separates words and is a word of its own (`chain_len=2`).
-fn tokens(line: &str, split_eq: bool) -> Vec<Tok<'_>> {
+/// The words of `line`, up to a comment. In the options (`options`), a `#` starting any word
+/// starts a comment, and `=` also separates words and is a word of its own (`chain_len=2`).
+/// In the proxy list, as in proxychains-ng, only a `#` starting the line does: `#` in a user
+/// name or password is part of it (the caller decides about words after the fifth).
+fn tokens(line: &str, options: bool) -> Vec<Tok<'_>> {
+    let split_eq = options;
     let mut out = Vec::new();
     // (byte offset, column) of the word being read.
     let mut start: Option<(usize, usize)> = None;
@@ -173,7 +181,7 @@ fn tokens(line: &str, split_eq: bool) -> Vec<Tok<'_>> {
                 out.push(Tok { text: "=", col });
             }
         } else if start.is_none() {
-            if c == '#' {
+            if c == '#' && (options || out.is_empty()) {
                 return out;
             }
             start = Some((i, col));
@@ -376,15 +384,17 @@ impl Parser {
         let Some(first) = toks.first() else {
             return Err(err(n, 1, usage));
         };
+        // After a proxy, proxychains ignores the rest of the line (sscanf reads five words; a
+        // URL's port is read with atoi): a comment there is ignored here too, anything else is
+        // an error.
+        let trailing = |at: usize, what: &str| match toks.get(at) {
+            Some(extra) if !extra.text.starts_with('#') => Err(err(n, extra.col, what)),
+            _ => Ok(()),
+        };
         if first.text.contains("://") {
-            if let Some(extra) = toks.get(1) {
-                return Err(err(
-                    n,
-                    extra.col,
-                    format!("unexpected text after the proxy URL; {usage}"),
-                ));
-            }
-            let mut p = Proxy::from_url(first.text).map_err(|e| err(n, first.col, e))?;
+            trailing(1, &format!("unexpected text after the proxy URL; {usage}"))?;
+            // As proxychains-ng: user name and password exactly as written (no %-decoding).
+            let mut p = Proxy::from_url_literal(first.text).map_err(|e| err(n, first.col, e))?;
             p.kind = match p.kind {
                 ProxyKind::Socks4 => ProxyKind::Socks4a,
                 ProxyKind::Socks5 => ProxyKind::Socks5h,
@@ -437,9 +447,7 @@ impl Parser {
                 format!("missing {what}; {usage}"),
             ));
         };
-        if let Some(extra) = toks.get(5) {
-            return Err(err(n, extra.col, format!("too many fields; {usage}")));
-        }
+        trailing(5, &format!("too many fields; {usage}"))?;
         let host_name = match host
             .text
             .strip_prefix('[')
@@ -471,8 +479,17 @@ impl Parser {
                     format!("bad port `{}` (1 to 65535)", port.text),
                 )
             })?;
+        // Taken as written, `#` included (proxychains-ng reads them with sscanf's %s).
         let user = toks.get(3);
         let pass = toks.get(4);
+        if user.is_some_and(|u| u.text.starts_with('#')) {
+            self.warn(
+                n,
+                "the word after the port starts with `#` and is read as the user name (and the \
+                 next word as the password), as proxychains-ng reads it: a `#` starts a comment \
+                 only at the start of a line",
+            );
+        }
         for t in [user, pass].into_iter().flatten() {
             if t.text.contains('\0') {
                 return Err(err(
@@ -1150,12 +1167,13 @@ socks5://127.0.0.1\n");
                     Some("pass")
                 ),
                 proxy(ProxyKind::Socks4a, "10.0.0.1", 9050, None, None),
+                // Literally, as proxychains-ng copies them (no %-decoding).
                 proxy(
                     ProxyKind::Http,
                     "proxy.example",
                     3128,
-                    Some("u@x"),
-                    Some("p:w")
+                    Some("u%40x"),
+                    Some("p%3Aw")
                 ),
                 piped,
                 proxy(ProxyKind::Socks4a, "10.0.0.2", 1080, Some("id"), None),
@@ -1175,6 +1193,91 @@ socks5://127.0.0.1\n");
         let (l, c, msg) = bad("[ProxyList]\nsocks5://h:0\n");
         assert_eq!((l, c), (2, 1), "{msg}");
         assert!(msg.contains("port"), "{msg}");
+    }
+
+    #[test]
+    fn credentials_as_proxychains_reads_them() {
+        type Creds = Vec<(Option<String>, Option<String>)>;
+        let creds = |text: &str| -> (Creds, Vec<String>) {
+            let p = ok(text);
+            round_trip(&p, "x");
+            let c = p
+                .config
+                .proxies
+                .iter()
+                .map(|p| (p.username.clone(), p.password.clone()))
+                .collect();
+            (c, p.warnings)
+        };
+        let pair = |u: &str, p: Option<&str>| (Some(u.to_string()), p.map(String::from));
+        // A password starting with `#` is a password (it was silently dropped).
+        let (c, w) = creds(
+            "[ProxyList]\n\
+socks5 127.0.0.1 1080 user #secret\n\
+socks5 127.0.0.1 1081 user #secret # a comment after the fifth word\n\
+socks5 127.0.0.1 1082 user ##\n\
+  # a comment line in the list\n\
+socks5 127.0.0.1 1083 user pa#ss#\n",
+        );
+        assert_eq!(
+            c,
+            [
+                pair("user", Some("#secret")),
+                pair("user", Some("#secret")),
+                pair("user", Some("##")),
+                pair("user", Some("pa#ss#")),
+            ]
+        );
+        assert!(w.is_empty(), "{w:?}");
+        // A `#` right after the port is read as proxychains reads it, with a warning that
+        // never shows the password.
+        let (c, w) = creds(
+            "[ProxyList]\nsocks5 127.0.0.1 1080 #user hunter2\nsocks5 127.0.0.1 1081 # tor\n",
+        );
+        assert_eq!(c, [pair("#user", Some("hunter2")), pair("#", Some("tor"))]);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with("line 2: ") && w[0].contains("read as the user name"),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .all(|w| !w.contains("hunter2") && !w.contains("tor")),
+            "{w:?}"
+        );
+        // URL credentials are literal: `%` is just a character.
+        let (c, _) = creds(
+            "[ProxyList]\n\
+socks5://user:50%off@127.0.0.1:1080\n\
+socks5://user:#50%off@127.0.0.1:1081 # a comment after the URL\n\
+http://u%40x:p%3A@h:3128\n\
+socks5://us@er:p@ss:w@127.0.0.1:1082\n",
+        );
+        assert_eq!(
+            c,
+            [
+                pair("user", Some("50%off")),
+                pair("user", Some("#50%off")),
+                pair("u%40x", Some("p%3A")),
+                // proxychains: the user name up to the first `:`, the password up to the last `@`.
+                pair("us@er", Some("p@ss:w")),
+            ]
+        );
+        // Other words after a proxy are still errors, and never echo a password.
+        let (l, col, msg) = bad("[ProxyList]\nsocks5 127.0.0.1 1080 user hunter2 extra\n");
+        assert_eq!((l, col), (2, 36), "{msg}");
+        assert!(
+            msg.contains("too many fields") && !msg.contains("hunter2"),
+            "{msg}"
+        );
+        let (l, col, msg) = bad("[ProxyList]\nsocks5://u:hunter2@127.0.0.1:1 extra\n");
+        assert_eq!((l, col), (2, 32), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
+        let (_, _, msg) = bad("[ProxyList]\nsocks5://u:hunter2@127.0.0.1:0\n");
+        assert!(msg.contains("port") && !msg.contains("hunter2"), "{msg}");
+        // Before the list, `#` still starts a comment anywhere.
+        let p = ok("random_chain\nchain_len = 2 # two\n[ProxyList]\nsocks5 127.0.0.1 1080\n");
+        assert_eq!(p.config.chain_len, Some(2));
     }
 
     #[test]

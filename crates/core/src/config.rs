@@ -100,6 +100,14 @@ pub struct Config {
     /// `--isolate` (the in-namespace listeners that forward to the real proxies).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub via: BTreeMap<String, String>,
+    /// The SOCKS5 proxy that carries UDP for chains that cannot (more than one hop, or a last
+    /// hop that is not SOCKS5): a UDP association needs a proxy the program reaches with UDP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_proxy: Option<Proxy>,
+    /// Under `--isolate`: the in-namespace UDP forwarder the library sends a proxy's relay
+    /// datagrams to (set by the launcher).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_via: Option<String>,
 }
 
 /// See [`Config::policy`].
@@ -283,6 +291,8 @@ impl Default for Config {
             report_file: None,
             allowed_direct: Vec::new(),
             via: BTreeMap::new(),
+            udp_proxy: None,
+            udp_via: None,
         }
     }
 }
@@ -979,6 +989,13 @@ impl Config {
         if self.chain_len == Some(0) {
             return Err(ConfigError::new("chain_len must be at least 1"));
         }
+        if let Some(u) = &self.udp_proxy
+            && !u.kind.is_socks5()
+        {
+            return Err(ConfigError::new(format!(
+                "udp_proxy = {u}: only a SOCKS5 proxy carries UDP (UDP ASSOCIATE)"
+            )));
+        }
         for r in &self.rules {
             match (&r.action, &r.chain) {
                 (Some(_), Some(c)) => {
@@ -1084,7 +1101,12 @@ impl Config {
         mut resolve: impl FnMut(&str, u16) -> Result<Vec<IpAddr>, String>,
     ) -> Result<(), ConfigError> {
         let named = self.chains.values_mut().flat_map(|c| c.proxies.iter_mut());
-        for p in self.proxies.iter_mut().chain(named) {
+        for p in self
+            .proxies
+            .iter_mut()
+            .chain(named)
+            .chain(self.udp_proxy.iter_mut())
+        {
             if p.host.parse::<IpAddr>().is_err() && p.addrs.is_empty() {
                 let mut ips = resolve(&p.host, p.port).map_err(|e| {
                     ConfigError::new(format!("cannot resolve proxy host `{}`: {e}", p.host))

@@ -96,13 +96,22 @@ pub trait Host {
     /// does not mean to interrupt with, until `deadline` (then `Err(Timeout)`);
     /// `Err(Interrupted)` when a signal that must interrupt arrived.
     fn wait(&self, fd: c_int, events: i16, deadline: Instant) -> Result<(), Error>;
+    /// A `connect` of the UDP socket `fd` to `dest`. The default applies the UDP route without
+    /// carrying datagrams: direct destinations pass, the rest is refused.
+    fn udp_connect(&self, fd: c_int, dest: SocketAddr) -> Outcome
+    where
+        Self: Sized,
+    {
+        let _ = fd;
+        udp(self, dest, "connect")
+    }
 }
 
 /// The body of a `connect(fd, dest)` on an AF_INET / AF_INET6 address.
 pub fn connect<H: Host>(h: &H, fd: c_int, dest: SocketAddr) -> Outcome {
     match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) {
         Ok(libc::SOCK_STREAM) => {}
-        Ok(libc::SOCK_DGRAM) => return udp(h, dest, "connect"),
+        Ok(libc::SOCK_DGRAM) => return h.udp_connect(fd, dest),
         Ok(_) => return Outcome::Real(Bypass::NotStream),
         Err(_) => return Outcome::Real(Bypass::NotSocket),
     }
@@ -267,62 +276,48 @@ pub fn connect<H: Host>(h: &H, fd: c_int, dest: SocketAddr) -> Outcome {
     }
 }
 
-/// A UDP `connect` or `sendto`/`sendmsg`/`sendmmsg` with an address: untouched, except that a
-/// fake address is refused (ENETUNREACH: UDP is not carried through the proxy, and the address
-/// means nothing anywhere else) and `policy = "proxy-only"` refuses every non-loopback
-/// destination (EACCES).
+/// A UDP `connect` or send with an address, for a caller that does not carry datagrams
+/// through an association: the route of [`crate::udp::plan`] decides; a direct destination
+/// passes untouched (the kernel), anything else is refused — a destination routed to a chain
+/// (ENETUNREACH: never sent direct), a fake address, a `block` rule, the proxy-only policy.
 pub fn udp<H: Host>(h: &H, dest: SocketAddr, what: &str) -> Outcome {
-    let d = unmap(dest);
-    if let Some(fake) = h.fake_name(d.ip()) {
-        let name = fake.ok();
-        h.log(
-            LogLevel::Info,
-            format_args!(
-                "UDP {what} to {}:{} ({}) refused: a fake address (UDP is not proxied)",
-                name.as_deref().unwrap_or("?"),
-                d.port(),
-                d.ip()
-            ),
-        );
-        let e = Error::Os(libc::ENETUNREACH);
-        report(
-            h,
-            Kind::Udp,
-            name.as_deref(),
-            Some(d),
-            Some(&"fake-ip"),
-            None,
-            &Err(e.clone()),
-            None,
-        );
-        return Outcome::Done(Err(e));
-    }
     let Ok(cfg) = h.config() else {
         return Outcome::Real(Bypass::NotStream);
     };
-    let loopback = d.ip().is_loopback();
-    if cfg.policy == Policy::ProxyOnly && !loopback {
-        h.log(
-            LogLevel::Info,
-            format_args!("UDP {what} to {dest} blocked (policy proxy-only)"),
-        );
-        let e = Error::Os(libc::EACCES);
-        report(
-            h,
-            Kind::Udp,
-            None,
-            Some(d),
-            Some(&"policy"),
-            None,
-            &Err(e.clone()),
-            None,
-        );
-        return Outcome::Done(Err(e));
-    }
-    if what == "connect" && !loopback {
-        report(h, Kind::Udp, None, Some(d), None, None, &Ok(()), None);
-    }
-    Outcome::Real(Bypass::NotStream)
+    let e = match crate::udp::plan(h, cfg, dest) {
+        Ok(crate::udp::UdpPlan::Direct) => {
+            if what == "connect" && !unmap(dest).ip().is_loopback() {
+                report(h, Kind::Udp, None, Some(unmap(dest)), None, None, &Ok(()), None);
+            }
+            return Outcome::Real(Bypass::NotStream);
+        }
+        Ok(_) => Error::Os(libc::ENETUNREACH),
+        Err(e) => e,
+    };
+    let d = unmap(dest);
+    let name = h.fake_name(d.ip()).and_then(Result::ok);
+    h.log(
+        LogLevel::Info,
+        format_args!(
+            "UDP {what} to {} refused ({})",
+            Shown {
+                name: name.as_deref(),
+                addr: d
+            },
+            errno_name(e.errno())
+        ),
+    );
+    report(
+        h,
+        Kind::Udp,
+        name.as_deref(),
+        Some(d),
+        None,
+        None,
+        &Err(e.clone()),
+        None,
+    );
+    Outcome::Done(Err(e))
 }
 
 /// Records an event in the egress report, if there is one.
@@ -473,7 +468,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// A uniform random number below `n` (getrandom: fork children do not repeat their parent).
-fn random_below(n: usize) -> usize {
+pub(crate) fn random_below(n: usize) -> usize {
     let mut b = [0u8; 8];
     // SAFETY: b is writable for 8 bytes.
     unsafe { libc::syscall(libc::SYS_getrandom, b.as_mut_ptr(), b.len(), 0) };
@@ -761,7 +756,7 @@ pub fn dial_on<H: Host>(
 /// Connects the non-blocking `fd` to `addr`, waiting until `deadline`. The second connect after
 /// the wait both reports the result and moves the kernel's socket to "connected", so that a
 /// later connect by the program gets the kernel's own EISCONN.
-fn connect_nb<H: Host>(
+pub(crate) fn connect_nb<H: Host>(
     h: &H,
     fd: c_int,
     addr: &SocketAddr,

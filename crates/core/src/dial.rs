@@ -105,9 +105,34 @@ pub fn handshake<T: Transport>(
     hops: &[&Proxy],
     target: &Dest,
     limits: Limits,
-    mut steps: Option<&mut Vec<Step>>,
+    steps: Option<&mut Vec<Step>>,
 ) -> Result<(), DialError> {
+    handshake_cmd(t, hops, target, socks5::Command::Connect, limits, steps).map(|_| ())
+}
+
+/// [`handshake`] with `cmd` as the last hop's request (CONNECT, or UDP ASSOCIATE, which only a
+/// SOCKS5 last hop can carry); returns the last hop's bound address (BND.ADDR/BND.PORT of a
+/// SOCKS5 or SOCKS4 reply; `None` for HTTP and raw hops).
+pub fn handshake_cmd<T: Transport>(
+    t: &mut T,
+    hops: &[&Proxy],
+    target: &Dest,
+    cmd: socks5::Command,
+    limits: Limits,
+    mut steps: Option<&mut Vec<Step>>,
+) -> Result<Option<socks5::WireAddr>, DialError> {
+    if cmd != socks5::Command::Connect
+        && !hops.last().is_some_and(|p| p.kind.is_socks5())
+    {
+        return Err(fail(
+            hops.len().saturating_sub(1),
+            Phase::Request,
+            Error::Socks5(ReplyCode::CommandNotSupported),
+        ));
+    }
     let start = Instant::now();
+    let last = hops.len().saturating_sub(1);
+    let mut bound = None;
     let mut rd = Reader::default();
     let mut i = 0;
     while i < hops.len() {
@@ -125,22 +150,24 @@ pub fn handshake<T: Transport>(
             let mut out = Vec::with_capacity(64 * (run_end - i));
             for k in i..run_end {
                 let (proxy, dest) = hop_at(hops, k, target)?;
-                encode_pipelined(proxy, &dest, &mut out)
+                let c = if k == last { cmd } else { socks5::Command::Connect };
+                encode_pipelined(proxy, &dest, c, &mut out)
                     .map_err(|e| fail(k, Phase::Greeting, e))?;
             }
             t.send_all(&out, limits.deadline)
                 .map_err(|e| fail(i, Phase::Greeting, e))?;
             for k in i..run_end {
                 let (proxy, _) = hop_at(hops, k, target)?;
-                verify_pipelined(t, &mut rd, k, proxy, limits, start, &mut steps)?;
+                bound = verify_pipelined(t, &mut rd, k, proxy, limits, start, &mut steps)?;
             }
         } else {
             let (proxy, dest) = hop_at(hops, i, target)?;
-            run_safe(t, &mut rd, i, proxy, &dest, limits, start, &mut steps)?;
+            let c = if i == last { cmd } else { socks5::Command::Connect };
+            bound = run_safe(t, &mut rd, i, proxy, &dest, c, limits, start, &mut steps)?;
         }
         i = run_end;
     }
-    Ok(())
+    Ok(bound)
 }
 
 fn fail(hop: usize, phase: Phase, error: impl Into<Error>) -> DialError {
@@ -173,8 +200,14 @@ fn hop_deadline(proxy: &Proxy, limits: Limits) -> Instant {
     limits.deadline.min(Instant::now() + per_hop)
 }
 
-/// What a hop sends for its CONNECT request (SOCKS4/4a, SOCKS5 request, HTTP CONNECT).
-fn encode_request(proxy: &Proxy, dest: &Dest, out: &mut Vec<u8>) -> Result<(), Error> {
+/// What a hop sends for its CONNECT request (SOCKS4/4a, SOCKS5 request, HTTP CONNECT); a SOCKS5
+/// hop may be asked for another command (UDP ASSOCIATE).
+fn encode_request(
+    proxy: &Proxy,
+    dest: &Dest,
+    cmd: socks5::Command,
+    out: &mut Vec<u8>,
+) -> Result<(), Error> {
     match proxy.kind {
         ProxyKind::Socks4 | ProxyKind::Socks4a => {
             if proxy.kind == ProxyKind::Socks4 && matches!(dest, Dest::Name(..)) {
@@ -184,7 +217,7 @@ fn encode_request(proxy: &Proxy, dest: &Dest, out: &mut Vec<u8>) -> Result<(), E
             socks4::encode_connect(dest, user.as_bytes(), out)?;
         }
         ProxyKind::Socks5 | ProxyKind::Socks5h => {
-            socks5::encode_request(socks5::Command::Connect, dest, out)?;
+            socks5::encode_request(cmd, dest, out)?;
         }
         ProxyKind::Http => http::encode_connect(dest, proxy.credentials(), out)?,
         ProxyKind::Raw => {}
@@ -200,7 +233,12 @@ fn encode_userpass(proxy: &Proxy, out: &mut Vec<u8>) -> Result<(), Error> {
 
 /// Every message of one hop, assuming the replies we expect (the method is known from the
 /// config: user/pass when credentials are set, else none).
-fn encode_pipelined(proxy: &Proxy, dest: &Dest, out: &mut Vec<u8>) -> Result<(), Error> {
+fn encode_pipelined(
+    proxy: &Proxy,
+    dest: &Dest,
+    cmd: socks5::Command,
+    out: &mut Vec<u8>,
+) -> Result<(), Error> {
     if proxy.kind.is_socks5() {
         if proxy.credentials().is_some() {
             socks5::encode_greeting(&[Method::UserPass], out)?;
@@ -209,7 +247,7 @@ fn encode_pipelined(proxy: &Proxy, dest: &Dest, out: &mut Vec<u8>) -> Result<(),
             socks5::encode_greeting(&[Method::NoAuth], out)?;
         }
     }
-    encode_request(proxy, dest, out)
+    encode_request(proxy, dest, cmd, out)
 }
 
 fn verify_pipelined<T: Transport>(
@@ -220,7 +258,7 @@ fn verify_pipelined<T: Transport>(
     limits: Limits,
     start: Instant,
     steps: &mut Option<&mut Vec<Step>>,
-) -> Result<(), DialError> {
+) -> Result<Option<socks5::WireAddr>, DialError> {
     if proxy.kind.is_socks5() {
         let m = rd
             .read(t, limits.deadline, socks5::decode_method_selection)
@@ -240,10 +278,10 @@ fn verify_pipelined<T: Transport>(
             record(steps, k, Phase::Auth, start, "");
         }
     }
-    read_request_reply(t, rd, proxy, hop_deadline(proxy, limits))
+    let bound = read_request_reply(t, rd, proxy, hop_deadline(proxy, limits))
         .map_err(|e| fail(k, Phase::Request, e))?;
     record(steps, k, Phase::Request, start, "");
-    Ok(())
+    Ok(bound)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -253,10 +291,11 @@ fn run_safe<T: Transport>(
     k: usize,
     proxy: &Proxy,
     dest: &Dest,
+    cmd: socks5::Command,
     limits: Limits,
     start: Instant,
     steps: &mut Option<&mut Vec<Step>>,
-) -> Result<(), DialError> {
+) -> Result<Option<socks5::WireAddr>, DialError> {
     let mut out = Vec::with_capacity(64);
     if proxy.kind.is_socks5() {
         let has_creds = proxy.credentials().is_some();
@@ -283,13 +322,13 @@ fn run_safe<T: Transport>(
         }
     }
     out.clear();
-    encode_request(proxy, dest, &mut out).map_err(|e| fail(k, Phase::Request, e))?;
+    encode_request(proxy, dest, cmd, &mut out).map_err(|e| fail(k, Phase::Request, e))?;
     t.send_all(&out, limits.deadline)
         .map_err(|e| fail(k, Phase::Request, e))?;
-    read_request_reply(t, rd, proxy, hop_deadline(proxy, limits))
+    let bound = read_request_reply(t, rd, proxy, hop_deadline(proxy, limits))
         .map_err(|e| fail(k, Phase::Request, e))?;
     record(steps, k, Phase::Request, start, "");
-    Ok(())
+    Ok(bound)
 }
 
 fn record(
@@ -336,32 +375,33 @@ fn read_auth<T: Transport>(t: &mut T, rd: &mut Reader, deadline: Instant) -> Res
     }
 }
 
+/// The hop's answer to its request; the bound address when the protocol has one.
 fn read_request_reply<T: Transport>(
     t: &mut T,
     rd: &mut Reader,
     proxy: &Proxy,
     deadline: Instant,
-) -> Result<(), Error> {
+) -> Result<Option<socks5::WireAddr>, Error> {
     match proxy.kind {
         ProxyKind::Socks4 | ProxyKind::Socks4a => {
             let r = rd.read(t, deadline, socks4::decode_reply)?;
             match r.code {
-                socks4::Socks4Code::Granted => Ok(()),
+                socks4::Socks4Code::Granted => Ok(None),
                 code => Err(Error::Socks4(code)),
             }
         }
         ProxyKind::Socks5 | ProxyKind::Socks5h => {
             let r = rd.read(t, deadline, socks5::decode_reply)?;
             match r.code {
-                ReplyCode::Succeeded => Ok(()),
+                ReplyCode::Succeeded => Ok(Some(r.bound)),
                 code => Err(Error::Socks5(code)),
             }
         }
-        ProxyKind::Raw => Ok(()),
+        ProxyKind::Raw => Ok(None),
         ProxyKind::Http => {
             let r = rd.read(t, deadline, |b| http::decode_response(b, http::MAX_HEADER))?;
             if r.is_success() {
-                Ok(())
+                Ok(None)
             } else {
                 Err(Error::Http(r.status))
             }

@@ -8,6 +8,7 @@
 //!   launcher's supervisor alike, behind [`connect::Host`].
 //! - [`sys`]: the raw syscalls the dialer makes (never through a hooked libc symbol).
 //! - [`report`]: the egress report's JSON lines.
+//! - [`udp`]: UDP through a SOCKS5 association (route, setup, datagram header).
 //! - [`fakedns`]: the lock-free fake-DNS table shared by a launch, and the fake ranges.
 //! - [`rules`]: destination patterns, localnet, dnat.
 //! - [`hosts`]: /etc/hosts, parsed (local names answered without DNS).
@@ -31,5 +32,6 @@ pub mod report;
 pub mod rules;
 pub mod shm;
 pub mod sys;
+pub mod udp;
 
 pub use error::Error;

@@ -210,6 +210,37 @@ pub fn write(fd: c_int, buf: &[u8]) -> Result<usize, c_int> {
     check(unsafe { libc::syscall(libc::SYS_write, fd as c_long, buf.as_ptr(), buf.len()) })
 }
 
+/// A new non-blocking, close-on-exec socket, moved to the lowest free fd ≥ `min_fd` (when
+/// `min_fd` > 0; falls back to where it is if that fails).
+pub fn socket(family: c_int, ty: c_int, min_fd: c_int) -> Result<c_int, c_int> {
+    // SAFETY: plain socket(2).
+    let fd = check(unsafe {
+        libc::syscall(
+            libc::SYS_socket,
+            family as c_long,
+            (ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) as c_long,
+            0 as c_long,
+        )
+    })? as c_int;
+    if min_fd <= 0 || fd >= min_fd {
+        return Ok(fd);
+    }
+    // SAFETY: duplicating our own fd.
+    let high = unsafe {
+        libc::syscall(
+            libc::SYS_fcntl,
+            fd as c_long,
+            libc::F_DUPFD_CLOEXEC as c_long,
+            min_fd as c_long,
+        )
+    };
+    if high < 0 {
+        return Ok(fd);
+    }
+    close(fd);
+    Ok(high as c_int)
+}
+
 /// close(2).
 pub fn close(fd: c_int) {
     // SAFETY: closing an fd the caller owns.

@@ -10,6 +10,7 @@
 //! - [`alloc`]: the library's own async-signal-safe allocator (never the program's malloc).
 //! - [`resolver`]: remote DNS (fake addresses); [`shared`]: the launch's shared mapping.
 //! - [`peers`]: what getpeername reports for proxied sockets.
+//! - [`udp`]: UDP sockets carried through SOCKS5 associations (framing, control connections).
 //! - [`report`]: the egress report (JSON lines).
 //! - [`log`]: one write per log line, no fd kept open.
 //!
@@ -27,6 +28,7 @@ pub mod resolver;
 pub mod shared;
 pub mod sock;
 pub mod state;
+pub mod udp;
 
 /// Every Rust allocation of the library: lock-free, reentrant, never glibc's heap (hooks may
 /// run in signal handlers that interrupted the program's malloc).

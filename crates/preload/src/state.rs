@@ -25,7 +25,7 @@ use std::time::Instant;
 use chainsocks_core::Error;
 use chainsocks_core::chain::Health;
 use chainsocks_core::config::{Config, LogLevel, find_config};
-use chainsocks_core::connect::{Host, wait_sliced};
+use chainsocks_core::connect::{Bypass, Host, Outcome, wait_sliced};
 use chainsocks_core::fakedns::{self, FakeRanges, FakeTable};
 use chainsocks_core::report::Event;
 use chainsocks_core::shm;
@@ -345,6 +345,14 @@ fn interrupted(program_mask: KernelSigset) -> bool {
 
 impl Host for State {
     type DialScope = SigScope;
+
+    fn udp_connect(&self, fd: libc::c_int, dest: SocketAddr) -> Outcome {
+        match crate::udp::connect(fd, dest) {
+            None => Outcome::Real(Bypass::NotStream),
+            Some(Ok(())) => Outcome::Done(Ok(0)),
+            Some(Err(e)) => Outcome::Done(Err(e)),
+        }
+    }
 
     fn config(&self) -> Result<&Config, &str> {
         self.cfg.as_ref().map_err(String::as_str)

@@ -19,6 +19,13 @@ unsafe fn hooked_connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_
     };
     // SAFETY: connect(2) contract.
     let Some(dest) = (unsafe { read_sockaddr(addr, len) }) else {
+        // A UDP socket disconnected (AF_UNSPEC) forgets its connected target.
+        // SAFETY: connect(2) contract.
+        if crate::udp::ANY.load(std::sync::atomic::Ordering::Relaxed)
+            && unsafe { chainsocks_core::sys::sockaddr_family(addr, len) } == Some(libc::AF_UNSPEC)
+        {
+            crate::udp::disconnected(fd);
+        }
         // Not an internet address we can read (unix, AF_UNSPEC, or shorter than the kernel
         // accepts): the kernel's business.
         // SAFETY: the program's own arguments, to the real function.

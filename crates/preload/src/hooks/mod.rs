@@ -6,10 +6,13 @@
 //! calls the real function for a destination we would proxy), or leave errno changed on success.
 
 pub mod connect;
+pub mod fd;
+pub mod io;
 pub mod peer;
 pub mod res;
 pub mod resolve;
 pub mod send;
+pub mod sockopt;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 

@@ -1,82 +1,173 @@
-//! `sendto` / `sendmsg` / `sendmmsg` with an address.
+//! `sendto` / `sendmsg` / `sendmmsg`.
 //!
-//! - On a UDP socket: the datagram policy of the shared dialer (a fake address is refused, and
-//!   under `proxy-only` every non-loopback destination); `sendmmsg` checks every message and
-//!   sends those before the first refused one (the kernel's own partial-count semantics).
+//! - On a UDP socket, with an address: the UDP route of the shared dialer — a datagram for a
+//!   proxied destination is framed and sent to the socket's association relay (made on the
+//!   first one), a direct one goes untouched (or to its dnat / real address), a refused one
+//!   fails (EACCES for block rules and the proxy-only policy, ENETUNREACH where no proxy can
+//!   carry it). `sendmmsg` handles every message and stops at the first refused one (the
+//!   kernel's partial-count semantics).
+//! - On a UDP socket connected through an association, without an address: framed to the
+//!   connected destination.
 //! - With MSG_FASTOPEN on an unconnected TCP socket (a TCP Fast Open client): the connect is
 //!   proxied, then the data is sent on the now-connected socket and the byte count returned as
 //!   the kernel would.
 //!
-//! Everything else — connected sockets, unix, no address — goes to the real function untouched.
+//! Everything else — connected TCP sockets, unix, raw — goes to the real function untouched.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 
 use chainsocks_core::Error;
 use chainsocks_core::sys;
-use libc::{c_int, c_uint, c_void, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+use libc::{c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
 use super::{Route, catch, entry_errno, note_bypass};
 use crate::guard::Guard;
 use crate::sock::{read_sockaddr, set_errno};
+use crate::udp::{self, Send};
 use crate::{real, state};
 
-/// What a send with this destination does. `None`: not ours (the real function, untouched).
-fn decide(hook: &'static str, fd: c_int, flags: c_int, dest: Option<SocketAddr>) -> Option<Route> {
+/// What a send does. `None`: not ours (the real function, untouched).
+enum Plan {
+    /// A TCP Fast Open connect was made (or failed): send on the connected socket.
+    Tcp(Route),
+    /// A UDP datagram.
+    Udp(Send),
+}
+
+fn decide(hook: &'static str, fd: c_int, flags: c_int, dest: Option<SocketAddr>) -> Option<Plan> {
     let dest = dest?;
-    let panicked = || Route::Done(Err(Error::Internal("panic")));
     match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) {
-        Ok(libc::SOCK_DGRAM) => {
-            match catch(hook, || {
-                chainsocks_core::connect::udp(state::get(), dest, hook)
-            }) {
-                Some(Route::Real(_)) => None,
-                Some(r) => Some(r),
-                None => Some(panicked()),
-            }
-        }
+        Ok(libc::SOCK_DGRAM) => Some(Plan::Udp(
+            catch(hook, || udp::prepare_send(fd, dest, hook))
+                .unwrap_or(Send::Fail(Error::Internal("panic"))),
+        )),
         Ok(libc::SOCK_STREAM)
             if flags & libc::MSG_FASTOPEN != 0 && sys::peer(fd) == Err(libc::ENOTCONN) =>
         {
-            Some(
+            Some(Plan::Tcp(
                 catch(hook, || {
                     chainsocks_core::connect::connect(state::get(), fd, dest)
                 })
-                .unwrap_or_else(panicked),
-            )
+                .unwrap_or(Route::Done(Err(Error::Internal("panic")))),
+            ))
         }
         _ => None,
     }
 }
 
-/// The result of the send that follows a decision.
-fn after(
-    route: Route,
-    saved: c_int,
+fn fail(e: c_int) -> ssize_t {
+    set_errno(e);
+    -1
+}
+
+/// Sends one message (the program's iovecs and control) as `plan` says.
+///
+/// # Safety
+/// `m` is the program's valid message.
+unsafe fn send_planned(
     hook: &str,
-    send: impl FnOnce() -> ssize_t,
-    real: impl FnOnce() -> ssize_t,
+    fd: c_int,
+    plan: Plan,
+    m: &msghdr,
+    flags: c_int,
+    saved: c_int,
+    real: real::Sendmsg,
 ) -> ssize_t {
-    match route {
-        Route::Real(why) => {
+    let call = |m: &msghdr, flags: c_int| {
+        // SAFETY: a message over the program's buffers, to the real function.
+        unsafe { real(fd, m, flags) }
+    };
+    match plan {
+        Plan::Tcp(Route::Real(why)) => {
             note_bypass(hook, why);
             set_errno(saved);
-            real()
+            call(m, flags)
         }
-        Route::Done(Err(e)) => {
-            set_errno(e.errno());
-            -1
-        }
-        Route::Done(Ok(_)) => {
+        Plan::Tcp(Route::Done(Err(e))) | Plan::Udp(Send::Fail(e)) => fail(e.errno()),
+        Plan::Tcp(Route::Done(Ok(_))) => {
+            let mut plain = *m;
+            plain.msg_name = std::ptr::null_mut();
+            plain.msg_namelen = 0;
             set_errno(saved);
-            send()
+            call(&plain, flags & !libc::MSG_FASTOPEN)
+        }
+        Plan::Udp(Send::Real) => {
+            set_errno(saved);
+            call(m, flags)
+        }
+        Plan::Udp(Send::RealTo(a)) => {
+            let (st, len) = sys::to_sockaddr(&a);
+            let mut to = *m;
+            to.msg_name = &st as *const libc::sockaddr_storage as *mut c_void;
+            to.msg_namelen = len;
+            set_errno(saved);
+            call(&to, flags)
+        }
+        Plan::Udp(Send::Framed { view, hdr, len }) => {
+            // SAFETY: the program's message buffers.
+            let r = catch(hook, || unsafe {
+                udp::send_framed(
+                    fd,
+                    &view,
+                    hdr.get(..len).unwrap_or(&[]),
+                    m.msg_iov,
+                    m.msg_iovlen,
+                    (m.msg_control, m.msg_controllen),
+                    flags,
+                )
+            });
+            match r {
+                Some(Ok(n)) => {
+                    set_errno(saved);
+                    n as ssize_t
+                }
+                Some(Err(e)) => fail(e),
+                None => fail(libc::EIO),
+            }
         }
     }
 }
 
+/// A send without an address on a socket connected through an association.
+///
+/// # Safety
+/// `m` is the program's valid message.
+unsafe fn send_connected(fd: c_int, m: &msghdr, flags: c_int) -> Option<ssize_t> {
+    if !udp::ANY.load(Ordering::Relaxed) {
+        return None;
+    }
+    let _g = Guard::enter()?;
+    let view = catch("send", || udp::lookup(fd)).flatten()?;
+    let mut hdr = [0u8; chainsocks_core::udp::MAX_HEADER];
+    let n = view.connected_header(&mut hdr)?;
+    let saved = entry_errno();
+    // SAFETY: the program's message buffers.
+    Some(
+        match catch("send", || unsafe {
+            udp::send_framed(
+                fd,
+                &view,
+                hdr.get(..n).unwrap_or(&[]),
+                m.msg_iov,
+                m.msg_iovlen,
+                (m.msg_control, m.msg_controllen),
+                flags,
+            )
+        }) {
+            Some(Ok(k)) => {
+                set_errno(saved);
+                k as ssize_t
+            }
+            Some(Err(e)) => fail(e),
+            None => fail(libc::EIO),
+        },
+    )
+}
+
 /// A refusal when this thread is too deep in our hooks and the call has an address.
 fn too_deep() -> ssize_t {
-    set_errno(libc::EAGAIN);
-    -1
+    fail(libc::EAGAIN)
 }
 
 /// # Safety
@@ -91,34 +182,42 @@ pub unsafe extern "C" fn sendto(
     addrlen: socklen_t,
 ) -> ssize_t {
     let Some(real) = real::sendto() else {
-        set_errno(libc::ENOSYS);
-        return -1;
+        return fail(libc::ENOSYS);
+    };
+    let Some(real_msg) = real::sendmsg() else {
+        return fail(libc::ENOSYS);
     };
     // SAFETY (all uses): the program's arguments, to the real function.
     let call_real = || unsafe { real(fd, buf, len, flags, addr, addrlen) };
+    let mut iov = iovec {
+        iov_base: buf as *mut c_void,
+        iov_len: len,
+    };
+    // SAFETY: all-zero is a valid msghdr.
+    let mut m: msghdr = unsafe { std::mem::zeroed() };
+    m.msg_iov = &mut iov;
+    m.msg_iovlen = 1;
     // SAFETY: addr points to addrlen readable bytes (contract).
     let Some(dest) = (unsafe { read_sockaddr(addr, addrlen) }) else {
+        if addr.is_null() {
+            // SAFETY: one program buffer.
+            if let Some(r) = unsafe { send_connected(fd, &m, flags) } {
+                return r;
+            }
+        }
         return call_real();
     };
     let Some(_guard) = Guard::enter() else {
         return too_deep();
     };
     let saved = entry_errno();
-    let Some(route) = decide("sendto", fd, flags, Some(dest)) else {
+    let Some(plan) = decide("sendto", fd, flags, Some(dest)) else {
         return call_real();
     };
-    // SAFETY: the program's buffer, now on a connected socket (no address).
-    let send = || unsafe {
-        real(
-            fd,
-            buf,
-            len,
-            flags & !libc::MSG_FASTOPEN,
-            std::ptr::null(),
-            0,
-        )
-    };
-    after(route, saved, "sendto", send, call_real)
+    m.msg_name = addr as *mut c_void;
+    m.msg_namelen = addrlen;
+    // SAFETY: a message over the program's buffer and address.
+    unsafe { send_planned("sendto", fd, plan, &m, flags, saved, real_msg) }
 }
 
 /// # Safety
@@ -126,8 +225,7 @@ pub unsafe extern "C" fn sendto(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     let Some(real) = real::sendmsg() else {
-        set_errno(libc::ENOSYS);
-        return -1;
+        return fail(libc::ENOSYS);
     };
     // SAFETY (all uses): the program's arguments, to the real function.
     let call_real = || unsafe { real(fd, msg, flags) };
@@ -137,21 +235,23 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
     };
     let Some(dest) = (unsafe { read_sockaddr(m.msg_name as *const sockaddr, m.msg_namelen) })
     else {
+        if m.msg_name.is_null() {
+            // SAFETY: the program's message.
+            if let Some(r) = unsafe { send_connected(fd, m, flags) } {
+                return r;
+            }
+        }
         return call_real();
     };
     let Some(_guard) = Guard::enter() else {
         return too_deep();
     };
     let saved = entry_errno();
-    let Some(route) = decide("sendmsg", fd, flags, Some(dest)) else {
+    let Some(plan) = decide("sendmsg", fd, flags, Some(dest)) else {
         return call_real();
     };
-    let mut plain: msghdr = *m;
-    plain.msg_name = std::ptr::null_mut();
-    plain.msg_namelen = 0;
-    // SAFETY: the program's message without its address, on a connected socket.
-    let send = || unsafe { real(fd, &plain, flags & !libc::MSG_FASTOPEN) };
-    after(route, saved, "sendmsg", send, call_real)
+    // SAFETY: the program's message.
+    unsafe { send_planned("sendmsg", fd, plan, m, flags, saved, real) }
 }
 
 /// # Safety
@@ -164,8 +264,10 @@ pub unsafe extern "C" fn sendmmsg(
     flags: c_int,
 ) -> c_int {
     let Some(real) = real::sendmmsg() else {
-        set_errno(libc::ENOSYS);
-        return -1;
+        return fail(libc::ENOSYS) as c_int;
+    };
+    let Some(real_msg) = real::sendmsg() else {
+        return fail(libc::ENOSYS) as c_int;
     };
     // SAFETY (all uses): the program's arguments (or a prefix of its vector), to the real one.
     let call_real = |n: c_uint| unsafe { real(fd, msgvec, n, flags) };
@@ -178,34 +280,76 @@ pub unsafe extern "C" fn sendmmsg(
     let saved = entry_errno();
     // The kernel sends at most UIO_MAXIOV messages per call.
     let n = vlen.min(1024);
+    // The first message we must handle ourselves; the ones before it go to the kernel at once.
+    let mut first = None;
     for i in 0..n {
         // SAFETY: msgvec holds vlen messages (contract).
         let m = unsafe { &(*msgvec.add(i as usize)).msg_hdr };
         // SAFETY: each name holds namelen bytes (contract).
         let dest = unsafe { read_sockaddr(m.msg_name as *const sockaddr, m.msg_namelen) };
-        let Some(route) = decide("sendmmsg", fd, flags, dest) else {
-            continue;
+        let plan = match dest {
+            Some(d) => decide("sendmmsg", fd, flags, Some(d)),
+            // No address on a socket connected through an association: framed.
+            None if m.msg_name.is_null() && udp::lookup(fd).is_some() => {
+                Some(Plan::Udp(Send::Fail(Error::Internal("connected"))))
+            }
+            None => None,
         };
-        match route {
-            Route::Real(why) => note_bypass("sendmmsg", why),
-            // A proxied Fast Open connect (first message): the messages then go on the
-            // connected stream (TCP ignores their names without MSG_FASTOPEN).
-            Route::Done(Ok(_)) => {
+        match plan {
+            None | Some(Plan::Udp(Send::Real)) => {}
+            Some(Plan::Tcp(Route::Done(Ok(_)))) => {
+                // A proxied Fast Open connect (first message): the messages then go on the
+                // connected stream (TCP ignores their names without MSG_FASTOPEN).
                 set_errno(saved);
                 // SAFETY: the program's vector.
                 return unsafe { real(fd, msgvec, vlen, flags & !libc::MSG_FASTOPEN) };
             }
-            Route::Done(Err(e)) => {
-                if i == 0 {
-                    set_errno(e.errno());
-                    return -1;
-                }
-                // Send what comes before the refused message: the count tells the program.
-                set_errno(saved);
-                return call_real(i);
+            Some(p) => {
+                first = Some((i, p));
+                break;
             }
         }
     }
+    let Some((start, mut plan)) = first else {
+        set_errno(saved);
+        return call_real(vlen);
+    };
+    if start > 0 {
+        let r = call_real(start);
+        if r < start as c_int {
+            return r;
+        }
+    }
+    let mut done = start;
+    for k in start..n {
+        // SAFETY: msgvec holds vlen messages (contract).
+        let mm = unsafe { &mut *msgvec.add(k as usize) };
+        let m = &mm.msg_hdr;
+        if k > start {
+            // SAFETY: each name holds namelen bytes (contract).
+            let dest = unsafe { read_sockaddr(m.msg_name as *const sockaddr, m.msg_namelen) };
+            plan = match dest.and_then(|d| decide("sendmmsg", fd, flags, Some(d))) {
+                Some(p) => Some(p),
+                None => None,
+            }
+            .unwrap_or(Plan::Udp(Send::Fail(Error::Internal("connected"))));
+        }
+        let r = match plan {
+            // SAFETY: the program's message, on a socket connected through an association
+            // (or a plain one: the kernel).
+            Plan::Udp(Send::Fail(Error::Internal("connected"))) => unsafe {
+                send_connected(fd, m, flags).unwrap_or_else(|| real_msg(fd, m, flags))
+            },
+            // SAFETY: the program's message.
+            p => unsafe { send_planned("sendmmsg", fd, p, m, flags, saved, real_msg) },
+        };
+        plan = Plan::Udp(Send::Real);
+        if r < 0 {
+            return if done == 0 { -1 } else { done as c_int };
+        }
+        mm.msg_len = r as c_uint;
+        done += 1;
+    }
     set_errno(saved);
-    call_real(vlen)
+    done as c_int
 }

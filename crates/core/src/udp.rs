@@ -1,0 +1,302 @@
+//! UDP through a SOCKS5 association (RFC 1928 section 7), for every caller: which proxy carries
+//! a datagram (the same rules as TCP), the association's setup on its control connection, and
+//! the datagram header, built into a stack buffer and parsed without copying.
+//!
+//! Owns: the UDP route (dnat → fake name → localnet / rules → chain; a chain carries UDP only
+//! through a single SOCKS5 hop, else through `udp_proxy`, else the datagram is refused), the
+//! association handshake (the chain dial with UDP ASSOCIATE as the last command), the relay
+//! address (BND.ADDR 0.0.0.0 / :: means the proxy's own address).
+//! Must never: let a datagram for a proxied destination go direct (every failure is an error
+//! for the program), or build a header longer than [`MAX_HEADER`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use libc::c_int;
+
+use crate::Error;
+use crate::chain::{self, Route as Way};
+use crate::config::{ChainMode, Config, LogLevel, Policy, Proxy};
+use crate::connect::{Host, connect_nb, now_ms, random_below, unmap};
+use crate::dial::{self, DialError, Limits, Phase};
+use crate::proto::socks5::{self, WireAddr};
+use crate::proto::{Decoded, Dest};
+use crate::rules::Destination;
+use crate::sys;
+
+/// The longest UDP request header: RSV(2) FRAG(1) ATYP(1) LEN(1) name(255) PORT(2).
+pub const MAX_HEADER: usize = 262;
+
+/// Where a datagram goes.
+#[derive(Debug, Clone)]
+pub enum UdpPlan<'a> {
+    /// To the kernel untouched: a direct destination the policy allows.
+    Direct,
+    /// Direct, to another address than the program's: a dnat rewrite, or the real address of a
+    /// name a `direct` rule sends direct.
+    DirectTo(SocketAddr),
+    /// Through `proxy`'s association, to `target` (a name for a fake address).
+    Proxy {
+        proxy: &'a Proxy,
+        target: Dest,
+        /// The chain that chose it (for logs and reports).
+        chain: &'a str,
+    },
+}
+
+/// Decides where a datagram to `dest` goes. `Err` refuses it: a `block` rule (`block_errno`),
+/// the proxy-only policy (EACCES), a fake address never handed out or a chain that cannot
+/// carry UDP and no `udp_proxy` (ENETUNREACH).
+pub fn plan<'a, H: Host>(h: &H, cfg: &'a Config, dest: SocketAddr) -> Result<UdpPlan<'a>, Error> {
+    let asked = unmap(dest);
+    let addr = cfg
+        .dnat
+        .iter()
+        .find_map(|n| n.rewrite(asked))
+        .unwrap_or(asked);
+    let name = match h.fake_name(addr.ip()) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => return Err(Error::Os(libc::ENETUNREACH)),
+    };
+    let d = Destination {
+        ip: if name.is_some() {
+            None
+        } else {
+            Some(addr.ip())
+        },
+        name: name.as_deref(),
+        port: addr.port(),
+    };
+    let views = cfg.chain_views();
+    let decision = chain::decide(cfg, &views, &d);
+    match decision.route {
+        Way::Block => Err(Error::Os(cfg.block_errno.errno())),
+        Way::Direct => {
+            let allowed = cfg.policy != Policy::ProxyOnly
+                || addr.ip().is_loopback()
+                || cfg.allowed_direct.iter().any(|p| p.matches(&d));
+            match (allowed, name) {
+                (false, _) => Err(Error::Os(libc::EACCES)),
+                (true, Some(n)) => {
+                    let family = if dest.is_ipv4() {
+                        libc::AF_INET
+                    } else {
+                        libc::AF_UNSPEC
+                    };
+                    let ip = h
+                        .resolve_real(&n, family)
+                        .map_err(|_| Error::Os(libc::EHOSTUNREACH))?;
+                    Ok(UdpPlan::DirectTo(SocketAddr::new(ip, addr.port())))
+                }
+                (true, None) if addr != asked => Ok(UdpPlan::DirectTo(addr)),
+                (true, None) => Ok(UdpPlan::Direct),
+            }
+        }
+        Way::Chain(view) => {
+            let target = match name {
+                Some(n) => Dest::Name(n, addr.port()),
+                None => Dest::Ip(addr),
+            };
+            let health = h.health();
+            let single = match view.mode {
+                ChainMode::Strict => (view.proxies.len() == 1).then(|| view.proxies.first()),
+                _ => chain::plan(&view, &health, now_ms(), &[], &mut random_below)
+                    .ok()
+                    .filter(|p| p.len() == 1)
+                    .map(|p| p.first().and_then(|&i| view.proxies.get(i))),
+            }
+            .flatten()
+            .filter(|p| p.kind.is_socks5());
+            match single.or(cfg.udp_proxy.as_ref()) {
+                Some(proxy) => Ok(UdpPlan::Proxy {
+                    proxy,
+                    target,
+                    chain: view.name,
+                }),
+                None => {
+                    h.log(
+                        LogLevel::Info,
+                        format_args!(
+                            "UDP to {target} refused: chain {} cannot carry UDP (only a single \
+                             SOCKS5 hop can); set udp_proxy",
+                            view.name
+                        ),
+                    );
+                    Err(Error::Os(libc::ENETUNREACH))
+                }
+            }
+        }
+    }
+}
+
+/// An established association: the control connection (kept open for as long as the
+/// association lives) and the relay address datagrams go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Association {
+    pub ctl: c_int,
+    pub relay: SocketAddr,
+}
+
+/// Opens an association through `proxy` for datagrams that will come from `client` (the UDP
+/// socket's address; 0.0.0.0:0 when unknown). The control connection is a new stream socket,
+/// close-on-exec, moved to an fd ≥ `min_fd` (so it stays out of the program's low numbers).
+pub fn associate<H: Host>(
+    h: &H,
+    cfg: &Config,
+    proxy: &Proxy,
+    client: SocketAddr,
+    min_fd: c_int,
+) -> Result<Association, DialError> {
+    let at_connect = |error| DialError {
+        hop: 0,
+        phase: Phase::Connect,
+        error,
+    };
+    let hop_timeout = Duration::from_millis(cfg.connect_timeout_ms);
+    let deadline = Instant::now() + Duration::from_millis(cfg.handshake_timeout_ms);
+    let connect_deadline = deadline.min(
+        Instant::now()
+            + proxy
+                .connect_timeout_ms
+                .map_or(hop_timeout, Duration::from_millis),
+    );
+    let limits = Limits {
+        deadline,
+        hop_timeout,
+    };
+    let mut last = at_connect(Error::Config(format!("proxy {proxy} was not resolved")));
+    for real in proxy.socket_addrs() {
+        // Under --isolate the proxy is reached through the launcher's forwarder.
+        let addr = cfg
+            .via
+            .get(&real.to_string())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(real);
+        let ctl = match sys::socket(sys::family_of(addr.ip()), libc::SOCK_STREAM, min_fd) {
+            Ok(fd) => fd,
+            Err(e) => return Err(at_connect(Error::Os(e))),
+        };
+        let _scope = h.begin_dial();
+        let r = connect_nb(h, ctl, &addr, connect_deadline)
+            .map_err(at_connect)
+            .and_then(|()| {
+                let target = Dest::Ip(client);
+                dial::handshake_cmd(
+                    &mut crate::connect::FdTransport { fd: ctl, host: h },
+                    &[proxy],
+                    &target,
+                    socks5::Command::UdpAssociate,
+                    limits,
+                    None,
+                )
+            });
+        match r {
+            Ok(bound) => {
+                let relay = match bound {
+                    Some(WireAddr::Ip(b)) if b.ip().is_unspecified() => {
+                        SocketAddr::new(real.ip(), b.port())
+                    }
+                    Some(WireAddr::Ip(b)) => b,
+                    // A relay given by name (pproxy does that): the proxy's own address.
+                    Some(WireAddr::Name(_, port)) => SocketAddr::new(real.ip(), port),
+                    None => {
+                        sys::close(ctl);
+                        return Err(DialError {
+                            hop: 0,
+                            phase: Phase::Request,
+                            error: Error::Internal("no bound address"),
+                        });
+                    }
+                };
+                return Ok(Association { ctl, relay });
+            }
+            Err(e) => {
+                sys::close(ctl);
+                let retry = e.phase == Phase::Connect && Instant::now() < connect_deadline;
+                last = e;
+                if !retry {
+                    break;
+                }
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Writes the request header for `target` into `buf`; its length (`None`: a name longer than
+/// 255 bytes, or `buf` too small).
+pub fn encode_header(target: &Dest, buf: &mut [u8]) -> Option<usize> {
+    let (atyp, addr_len) = match target {
+        Dest::Ip(SocketAddr::V4(_)) => (1u8, 4),
+        Dest::Ip(SocketAddr::V6(_)) => (4u8, 16),
+        Dest::Name(n, _) if !n.is_empty() && n.len() <= 255 => (3u8, 1 + n.len()),
+        Dest::Name(..) => return None,
+    };
+    let len = 4 + addr_len + 2;
+    let out = buf.get_mut(..len)?;
+    out[..4].copy_from_slice(&[0, 0, 0, atyp]);
+    match target {
+        Dest::Ip(SocketAddr::V4(a)) => out[4..8].copy_from_slice(&a.ip().octets()),
+        Dest::Ip(SocketAddr::V6(a)) => out[4..20].copy_from_slice(&a.ip().octets()),
+        Dest::Name(n, _) => {
+            out[4] = n.len() as u8;
+            out[5..5 + n.len()].copy_from_slice(n.as_bytes());
+        }
+    }
+    out[len - 2..].copy_from_slice(&target.port().to_be_bytes());
+    Some(len)
+}
+
+/// A datagram from the relay: where it comes from (as the proxy says) and where its payload
+/// starts. `None` for a fragment (FRAG ≠ 0: not supported, dropped) or a malformed header.
+pub fn parse_header(datagram: &[u8]) -> Option<(WireAddr, usize)> {
+    match socks5::decode_udp_header(datagram) {
+        Ok(Decoded::Done((0, from), used)) => Some((from, used)),
+        _ => None,
+    }
+}
+
+/// The header length a reply from `from` most likely has (what a receive reserves for it).
+pub fn likely_header_len(from: IpAddr) -> usize {
+    match from {
+        IpAddr::V4(_) => 10,
+        IpAddr::V6(_) => 22,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip() {
+        let mut buf = [0u8; MAX_HEADER];
+        for t in [
+            Dest::Ip("10.1.2.3:53".parse().unwrap()),
+            Dest::Ip("[2001:db8::1]:443".parse().unwrap()),
+            Dest::Name("example.test".into(), 123),
+            Dest::Name("a".repeat(255), 1),
+        ] {
+            let n = encode_header(&t, &mut buf).unwrap();
+            let mut v = Vec::new();
+            socks5::encode_udp_header(0, &t, &mut v).unwrap();
+            assert_eq!(&buf[..n], &v[..], "{t}");
+            let mut dg = v.clone();
+            dg.extend_from_slice(b"payload");
+            let (from, used) = parse_header(&dg).unwrap();
+            assert_eq!(from, WireAddr::from_dest(&t));
+            assert_eq!(&dg[used..], b"payload");
+        }
+        assert_eq!(
+            encode_header(&Dest::Name("a".repeat(256), 1), &mut buf),
+            None
+        );
+        assert_eq!(encode_header(&Dest::Name(String::new(), 1), &mut buf), None);
+        let mut frag = vec![0, 0, 1, 1, 10, 0, 0, 1, 0, 53];
+        frag.extend_from_slice(b"x");
+        assert_eq!(parse_header(&frag), None, "fragments are dropped");
+        assert_eq!(parse_header(&[0, 0, 0, 9, 1, 2]), None);
+        assert_eq!(likely_header_len("1.2.3.4".parse().unwrap()), 10);
+    }
+}

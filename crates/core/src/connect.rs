@@ -287,7 +287,16 @@ pub fn udp<H: Host>(h: &H, dest: SocketAddr, what: &str) -> Outcome {
     let e = match crate::udp::plan(h, cfg, dest) {
         Ok(crate::udp::UdpPlan::Direct) => {
             if what == "connect" && !unmap(dest).ip().is_loopback() {
-                report(h, Kind::Udp, None, Some(unmap(dest)), None, None, &Ok(()), None);
+                report(
+                    h,
+                    Kind::Udp,
+                    None,
+                    Some(unmap(dest)),
+                    None,
+                    None,
+                    &Ok(()),
+                    None,
+                );
             }
             return Outcome::Real(Bypass::NotStream);
         }

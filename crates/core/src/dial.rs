@@ -121,9 +121,7 @@ pub fn handshake_cmd<T: Transport>(
     limits: Limits,
     mut steps: Option<&mut Vec<Step>>,
 ) -> Result<Option<socks5::WireAddr>, DialError> {
-    if cmd != socks5::Command::Connect
-        && !hops.last().is_some_and(|p| p.kind.is_socks5())
-    {
+    if cmd != socks5::Command::Connect && !hops.last().is_some_and(|p| p.kind.is_socks5()) {
         return Err(fail(
             hops.len().saturating_sub(1),
             Phase::Request,
@@ -150,7 +148,11 @@ pub fn handshake_cmd<T: Transport>(
             let mut out = Vec::with_capacity(64 * (run_end - i));
             for k in i..run_end {
                 let (proxy, dest) = hop_at(hops, k, target)?;
-                let c = if k == last { cmd } else { socks5::Command::Connect };
+                let c = if k == last {
+                    cmd
+                } else {
+                    socks5::Command::Connect
+                };
                 encode_pipelined(proxy, &dest, c, &mut out)
                     .map_err(|e| fail(k, Phase::Greeting, e))?;
             }
@@ -162,7 +164,11 @@ pub fn handshake_cmd<T: Transport>(
             }
         } else {
             let (proxy, dest) = hop_at(hops, i, target)?;
-            let c = if i == last { cmd } else { socks5::Command::Connect };
+            let c = if i == last {
+                cmd
+            } else {
+                socks5::Command::Connect
+            };
             bound = run_safe(t, &mut rd, i, proxy, &dest, c, limits, start, &mut steps)?;
         }
         i = run_end;

@@ -275,7 +275,7 @@ print('ok')
 // ---- items 5, 6: UDP to fake addresses, sendmmsg ------------------------------------------
 
 #[test]
-fn udp_to_a_fake_address_is_refused_and_sendmmsg_follows_the_policy() {
+fn udp_to_a_fake_address_never_goes_direct_and_sendmmsg_stops_at_a_refusal() {
     netns();
     // Make the fake range routable here, so a datagram that escaped would really arrive.
     let st = Command::new("ip")
@@ -287,7 +287,14 @@ fn udp_to_a_fake_address_is_refused_and_sendmmsg_follows_the_policy() {
     sink.set_nonblocking(true).unwrap();
     let sink_port = sink.local_addr().unwrap().port();
     let plain = UdpSink::start();
-    let Some((_dante, l)) = dante_launch("") else {
+    let Some(ms) = Microsocks::start(MicrosocksOpts::default()) else {
+        return;
+    };
+    // Names under .example go through microsocks, which has no UDP: refused, never direct.
+    let Some((_dante, l)) = dante_launch(&format!(
+        "[chains.noudp]\nproxy = [\"socks5://127.0.0.1:{}\"]\n[[rule]]\ndest = \"*.example\"\nchain = \"noudp\"\n",
+        ms.port()
+    )) else {
         return;
     };
     let script = format!(
@@ -303,13 +310,14 @@ for what, f in (('sendto', lambda: u.sendto(b'leak', (ip, port))),
     try:
         f(); raise SystemExit(what + ' went through')
     except OSError as e:
-        assert e.errno == errno.ENETUNREACH, (what, e)
-# sendmmsg: two datagrams to a real address, then one to the fake: 2 sent, then refused
+        assert e.errno == errno.ECONNREFUSED, (what, e)
+# sendmmsg: two datagrams through dante, then one the socket's association cannot carry
+u2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 vec = (mmsghdr * 3)(msg('127.0.0.1', plain, b'm1'), msg('127.0.0.1', plain, b'm2'), msg(ip, port, b'leak'))
-n = libc.sendmmsg(u.fileno(), vec, 3, 0)
+n = libc.sendmmsg(u2.fileno(), vec, 3, 0)
 assert n == 2, (n, ctypes.get_errno())
 vec1 = (mmsghdr * 1)(msg(ip, port, b'leak'))
-assert libc.sendmmsg(u.fileno(), vec1, 1, 0) == -1 and ctypes.get_errno() == errno.ENETUNREACH
+assert libc.sendmmsg(u2.fileno(), vec1, 1, 0) == -1 and ctypes.get_errno() == errno.ENETUNREACH
 print('ok')
 "#,
         plain = plain.port(),
@@ -325,8 +333,19 @@ print('ok')
         sink.recv_from(&mut b).is_err(),
         "a datagram reached the fake address"
     );
-    assert_eq!(plain.count(), 2, "the two datagrams before the refused one");
-    assert!(l.log().contains("refused: a fake address"), "{}", l.log());
+    assert!(
+        wait_until(Duration::from_secs(3), || plain.count() == 2),
+        "the two datagrams before the refused one"
+    );
+    assert!(
+        plain
+            .datagrams()
+            .iter()
+            .all(|(from, _)| from.ip() == DANTE_SRC),
+        "through dante: {:?}",
+        plain.datagrams()
+    );
+    assert!(l.log().contains("no association through"), "{}", l.log());
 }
 
 #[test]
@@ -340,7 +359,7 @@ fn sendmmsg_under_deny_direct_and_with_fast_open() {
     let script = format!(
         r#"
 {mmsg}u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-# loopback is allowed under proxy-only, 10.x is not
+# 127.0.0.1 goes through dante's association; 10.x is a direct rule: refused under proxy-only
 vec = (mmsghdr * 2)(msg('127.0.0.1', {plain}, b'ok1'), msg('10.1.2.3', 9, b'leak'))
 assert libc.sendmmsg(u.fileno(), vec, 2, 0) == 1
 vec = (mmsghdr * 1)(msg('10.1.2.3', 9, b'leak'))
@@ -364,13 +383,15 @@ print('ok')
     c.arg("-f")
         .arg(&l.config)
         .arg("--deny-direct")
+        .args(["--direct", "10.0.0.0/8"])
         .arg("--")
         .arg(py)
         .args(["-c", &script]);
     c.env("CHAINSOCKS_LOG_FILE", l.log_path());
     let o = run(&mut c, T);
     ok_out(&o, &l);
-    assert_eq!(plain.count(), 1);
+    assert!(wait_until(Duration::from_secs(3), || plain.count() == 1));
+    assert_eq!(plain.datagrams()[0].0.ip(), DANTE_SRC, "proxied");
     assert_eq!(
         sources(&echo),
         [DANTE_SRC],

@@ -154,7 +154,8 @@ struct Assoc {
     recent_next: AtomicUsize,
     sent: AtomicU64,
     received: AtomicU64,
-    proxy_index: AtomicU64,
+    /// The proxy the association goes through (its first address).
+    proxy: AddrWords,
 }
 
 /// A stable copy of an association's fixed part.
@@ -508,7 +509,20 @@ pub fn prepare_send(fd: c_int, dest: SocketAddr, what: &str) -> Send {
         } => (proxy, target, chain),
     };
     let view = match lookup(fd) {
-        Some(v) => v,
+        Some(v) if v.assoc().proxy.load() == proxy.socket_addr() && v.still() => v,
+        Some(_) => {
+            // One association per socket: a destination routed through another proxy cannot
+            // share it (its replies would come from another relay).
+            let e = Error::Os(libc::ENETUNREACH);
+            st.log(
+                LogLevel::Info,
+                format_args!(
+                    "UDP {what} to {target} refused: the socket's association goes through \
+                     another proxy than {proxy} (use one socket per proxy)"
+                ),
+            );
+            return Send::Fail(e);
+        }
         None => match create(fd, st, cfg, proxy, &target, chain) {
             Ok(v) => v,
             Err(e) => return Send::Fail(e),
@@ -518,9 +532,11 @@ pub fn prepare_send(fd: c_int, dest: SocketAddr, what: &str) -> Send {
         return Send::Fail(Error::BadName);
     };
     let fake_id = match &target {
-        Dest::Name(..) => st.fake.as_ref().and_then(|f| f.as_ref().ok()).and_then(|f| {
-            f.ranges.id_of(unmap(dest).ip())
-        }),
+        Dest::Name(..) => st
+            .fake
+            .as_ref()
+            .and_then(|f| f.as_ref().ok())
+            .and_then(|f| f.ranges.id_of(unmap(dest).ip())),
         Dest::Ip(_) => None,
     };
     view.cache(dest, hdr.get(..len).unwrap_or(&[]), fake_id);
@@ -550,7 +566,11 @@ fn refused(st: &state::State, what: &str, dest: SocketAddr, e: &Error) {
         st.report(&Event {
             kind: Kind::Udp,
             name: name.as_deref(),
-            ip: if name.is_some() { None } else { Some(unmap(dest).ip()) },
+            ip: if name.is_some() {
+                None
+            } else {
+                Some(unmap(dest).ip())
+            },
             port: Some(dest.port()),
             rule: None,
             chain: None,
@@ -620,7 +640,8 @@ fn create(
     a.era.store(g, Ordering::Release);
     a.sock_ino.store(sock_ino, Ordering::Relaxed);
     a.ctl.store(assoc.ctl as u64, Ordering::Relaxed);
-    a.ctl_ino.store(inode(assoc.ctl).unwrap_or(0), Ordering::Relaxed);
+    a.ctl_ino
+        .store(inode(assoc.ctl).unwrap_or(0), Ordering::Relaxed);
     a.relay.store(Some(relay));
     a.connected.store(None);
     a.connected_hdr.store(&[]);
@@ -630,7 +651,7 @@ fn create(
     }
     a.sent.store(0, Ordering::Relaxed);
     a.received.store(0, Ordering::Relaxed);
-    a.proxy_index.store(0, Ordering::Relaxed);
+    a.proxy.store(proxy.socket_addr());
     a.busy.store(false, Ordering::Relaxed);
     let era = g + 1;
     a.era.store(era, Ordering::Release);
@@ -649,13 +670,19 @@ fn create(
         give_to_pool(a);
         return lookup(fd).ok_or(Error::Os(libc::EAGAIN));
     }
-    if let Some(o) = usize::try_from(assoc.ctl).ok().and_then(|i| CTL_OWNER.get(i)) {
+    if let Some(o) = usize::try_from(assoc.ctl)
+        .ok()
+        .and_then(|i| CTL_OWNER.get(i))
+    {
         o.store(fd as u32 + 1, Ordering::Release);
     }
     if st.sink.enabled(LogLevel::Info) {
         st.log(
             LogLevel::Info,
-            format_args!("UDP association through {proxy} (relay {}) for {target}", assoc.relay),
+            format_args!(
+                "UDP association through {proxy} (relay {}) for {target}",
+                assoc.relay
+            ),
         );
     }
     report_assoc(st, target, proxy, chain, Ok(()), start);
@@ -904,8 +931,17 @@ pub unsafe fn recv_framed(
         }
         let n = n as usize;
         // SAFETY: the kernel wrote msg_namelen bytes of an address.
-        let src = unsafe { sys::read_sockaddr((&name as *const libc::sockaddr_storage).cast(), m.msg_namelen) };
-        let whole = if flags & libc::MSG_TRUNC != 0 { n } else { n.min(guess + cap) };
+        let src = unsafe {
+            sys::read_sockaddr(
+                (&name as *const libc::sockaddr_storage).cast(),
+                m.msg_namelen,
+            )
+        };
+        let whole = if flags & libc::MSG_TRUNC != 0 {
+            n
+        } else {
+            n.min(guess + cap)
+        };
         let from_relay = src.map(unmap) == Some(unmap(view.relay));
         // The bytes that arrived, as one sequence: hb[..guess] then the program's buffers.
         let got = n.min(guess + cap);
@@ -933,7 +969,11 @@ pub unsafe fn recv_framed(
             // SAFETY: scattering back into the program's buffers (cap bytes).
             let wrote = unsafe { scatter(&all, iov, iovlen) };
             let from = src.unwrap_or_else(|| SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
-            let len = if flags & libc::MSG_TRUNC != 0 { n } else { wrote };
+            let len = if flags & libc::MSG_TRUNC != 0 {
+                n
+            } else {
+                wrote
+            };
             let mut f = m.msg_flags;
             if all.len() > cap {
                 f |= libc::MSG_TRUNC;

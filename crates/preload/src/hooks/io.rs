@@ -85,7 +85,13 @@ fn recv_one(
 }
 
 /// A send of one buffer on an associated, connected socket (no address).
-fn send_connected(fd: c_int, v: &View, buf: *const c_void, len: size_t, flags: c_int) -> Option<ssize_t> {
+fn send_connected(
+    fd: c_int,
+    v: &View,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+) -> Option<ssize_t> {
     let mut hdr = [0u8; chainsocks_core::udp::MAX_HEADER];
     let n = v.connected_header(&mut hdr)?;
     let iov = iovec {
@@ -121,7 +127,15 @@ fn send_connected(fd: c_int, v: &View, buf: *const c_void, len: size_t, flags: c
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
     match framed(fd) {
-        Some((v, _g)) => recv_one(fd, &v, buf, len, 0, std::ptr::null_mut(), std::ptr::null_mut()),
+        Some((v, _g)) => recv_one(
+            fd,
+            &v,
+            buf,
+            len,
+            0,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        ),
         // SAFETY: the program's arguments, to the real function.
         None => real::read().map_or_else(|| fail(libc::ENOSYS), |f| unsafe { f(fd, buf, len) }),
     }
@@ -130,13 +144,27 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize
 /// # Safety
 /// The fortified read contract.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn __read_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t) -> ssize_t {
+pub unsafe extern "C" fn __read_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    buflen: size_t,
+) -> ssize_t {
     match framed(fd) {
-        Some((v, _g)) if len <= buflen => {
-            recv_one(fd, &v, buf, len, 0, std::ptr::null_mut(), std::ptr::null_mut())
-        }
+        Some((v, _g)) if len <= buflen => recv_one(
+            fd,
+            &v,
+            buf,
+            len,
+            0,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        ),
         // SAFETY: the program's arguments, to the real function (which also does the check).
-        _ => real::read_chk().map_or_else(|| fail(libc::ENOSYS), |f| unsafe { f(fd, buf, len, buflen) }),
+        _ => real::read_chk().map_or_else(
+            || fail(libc::ENOSYS),
+            |f| unsafe { f(fd, buf, len, buflen) },
+        ),
     }
 }
 
@@ -145,9 +173,19 @@ pub unsafe extern "C" fn __read_chk(fd: c_int, buf: *mut c_void, len: size_t, bu
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
     match framed(fd) {
-        Some((v, _g)) => recv_one(fd, &v, buf, len, flags, std::ptr::null_mut(), std::ptr::null_mut()),
+        Some((v, _g)) => recv_one(
+            fd,
+            &v,
+            buf,
+            len,
+            flags,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        ),
         // SAFETY: the program's arguments, to the real function.
-        None => real::recv().map_or_else(|| fail(libc::ENOSYS), |f| unsafe { f(fd, buf, len, flags) }),
+        None => {
+            real::recv().map_or_else(|| fail(libc::ENOSYS), |f| unsafe { f(fd, buf, len, flags) })
+        }
     }
 }
 
@@ -162,11 +200,20 @@ pub unsafe extern "C" fn __recv_chk(
     flags: c_int,
 ) -> ssize_t {
     match framed(fd) {
-        Some((v, _g)) if len <= buflen => {
-            recv_one(fd, &v, buf, len, flags, std::ptr::null_mut(), std::ptr::null_mut())
-        }
+        Some((v, _g)) if len <= buflen => recv_one(
+            fd,
+            &v,
+            buf,
+            len,
+            flags,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        ),
         // SAFETY: the program's arguments, to the real function.
-        _ => real::recv_chk().map_or_else(|| fail(libc::ENOSYS), |f| unsafe { f(fd, buf, len, buflen, flags) }),
+        _ => real::recv_chk().map_or_else(
+            || fail(libc::ENOSYS),
+            |f| unsafe { f(fd, buf, len, buflen, flags) },
+        ),
     }
 }
 
@@ -184,9 +231,10 @@ pub unsafe extern "C" fn recvfrom(
     match framed(fd) {
         Some((v, _g)) => recv_one(fd, &v, buf, len, flags, addr, addrlen),
         // SAFETY: the program's arguments, to the real function.
-        None => real::recvfrom().map_or_else(|| fail(libc::ENOSYS), |f| unsafe {
-            f(fd, buf, len, flags, addr, addrlen)
-        }),
+        None => real::recvfrom().map_or_else(
+            || fail(libc::ENOSYS),
+            |f| unsafe { f(fd, buf, len, flags, addr, addrlen) },
+        ),
     }
 }
 
@@ -205,9 +253,10 @@ pub unsafe extern "C" fn __recvfrom_chk(
     match framed(fd) {
         Some((v, _g)) if len <= buflen => recv_one(fd, &v, buf, len, flags, addr, addrlen),
         // SAFETY: the program's arguments, to the real function.
-        _ => real::recvfrom_chk().map_or_else(|| fail(libc::ENOSYS), |f| unsafe {
-            f(fd, buf, len, buflen, flags, addr, addrlen)
-        }),
+        _ => real::recvfrom_chk().map_or_else(
+            || fail(libc::ENOSYS),
+            |f| unsafe { f(fd, buf, len, buflen, flags, addr, addrlen) },
+        ),
     }
 }
 
@@ -239,7 +288,9 @@ unsafe fn recv_msg(fd: c_int, v: &View, m: &mut msghdr, flags: c_int) -> ssize_t
     let control = (m.msg_control, m.msg_controllen);
     let (iov, iovlen) = (m.msg_iov as *const iovec, m.msg_iovlen);
     // SAFETY: the message's buffers (contract).
-    match catch("recvmsg", || unsafe { udp::recv_framed(fd, v, iov, iovlen, control, flags) }) {
+    match catch("recvmsg", || unsafe {
+        udp::recv_framed(fd, v, iov, iovlen, control, flags)
+    }) {
         Some(Ok(r)) => {
             if !m.msg_name.is_null() {
                 let mut len = m.msg_namelen;

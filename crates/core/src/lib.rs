@@ -4,6 +4,7 @@
 //! - [`config`]: the TOML model, proxy URLs, config search order.
 //! - [`chain`]: routing decisions, chain modes, proxy health.
 //! - [`dial`]: the chain handshake over any [`dial::Transport`].
+//! - [`dns`]: sans-io DNS queries and answers for the launch's fake-DNS responder.
 //! - [`fakedns`]: the lock-free fake-DNS table shared by a launch, and the fake ranges.
 //! - [`rules`]: destination patterns, localnet, dnat.
 //! - [`pxconf`]: proxychains-ng's `proxychains.conf` read into a [`config::Config`], and its TOML.
@@ -16,6 +17,7 @@
 pub mod chain;
 pub mod config;
 pub mod dial;
+pub mod dns;
 pub mod error;
 pub mod fakedns;
 pub mod proto;

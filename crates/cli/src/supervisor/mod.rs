@@ -122,7 +122,7 @@ pub fn proxy_connect(
     dest: SocketAddr,
     who: &Requester,
 ) -> Result<(), i32> {
-    let _ = fd.as_raw_fd();
+    let _ = (fd.as_raw_fd(), &ctx.cfg);
     ctx.log.line(
         LogLevel::Error,
         format_args!(

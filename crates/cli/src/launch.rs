@@ -217,7 +217,9 @@ pub fn preflight(
                 } else if strict {
                     return Err(format!("refusing to run (--strict-launch): {msg}"));
                 } else if supervisor {
-                    eprintln!("chainsocks: warning: {msg} (the seccomp supervisor is unavailable: {why})");
+                    eprintln!(
+                        "chainsocks: warning: {msg} (the seccomp supervisor is unavailable: {why})"
+                    );
                 } else {
                     eprintln!("chainsocks: warning: {msg}");
                 }
@@ -418,7 +420,9 @@ fn start_supervisor(
         }
         Err(why) => {
             if let Some(msg) = &sup.unshimmable {
-                eprintln!("chainsocks: warning: {msg} (the seccomp supervisor cannot start: {why})");
+                eprintln!(
+                    "chainsocks: warning: {msg} (the seccomp supervisor cannot start: {why})"
+                );
             }
             (&chan)
                 .write_all(b"g")
@@ -431,8 +435,7 @@ fn start_supervisor(
     let dns = if cfg.proxy_dns && extras.sandbox.is_none() {
         let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-        match supervisor::responder::start(cfg, shm_fd, supervisor::nameservers(&resolv), &hosts)
-        {
+        match supervisor::responder::start(cfg, shm_fd, supervisor::nameservers(&resolv), &hosts) {
             Ok(r) => Some(r),
             Err(e) => {
                 eprintln!("chainsocks: warning: no DNS responder: {e}");
@@ -589,7 +592,10 @@ fn children() -> Vec<libc::pid_t> {
     };
     for t in tasks.flatten() {
         if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
-            out.extend(text.split_whitespace().filter_map(|p| p.parse::<libc::pid_t>().ok()));
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<libc::pid_t>().ok()),
+            );
         }
     }
     out

@@ -192,8 +192,7 @@ pub fn labels_of(name: &str) -> Option<Vec<Vec<u8>>> {
     }
     let labels: Vec<Vec<u8>> = name.split('.').map(|l| l.as_bytes().to_vec()).collect();
     let wire: usize = labels.iter().map(|l| l.len() + 1).sum::<usize>() + 1;
-    (wire <= MAX_NAME_WIRE && labels.iter().all(|l| (1..=63).contains(&l.len())))
-        .then_some(labels)
+    (wire <= MAX_NAME_WIRE && labels.iter().all(|l| (1..=63).contains(&l.len()))).then_some(labels)
 }
 
 /// Encodes the answer to `q`: `rcode`, and one record per entry of `answers` (owner: the
@@ -326,10 +325,20 @@ mod tests {
         assert_eq!(decode(&m), Err(DnsError::Drop));
         let mut m = query(7, "a.test", TYPE_A);
         m[2] = 0x28; // opcode 5 (UPDATE)
-        assert!(matches!(decode(&m), Err(DnsError::Reply { rcode: NOTIMP, id: 7, .. })));
+        assert!(matches!(
+            decode(&m),
+            Err(DnsError::Reply {
+                rcode: NOTIMP,
+                id: 7,
+                ..
+            })
+        ));
         let mut m = query(7, "a.test", TYPE_A);
         m[5] = 2; // two questions
-        assert!(matches!(decode(&m), Err(DnsError::Reply { rcode: FORMERR, .. })));
+        assert!(matches!(
+            decode(&m),
+            Err(DnsError::Reply { rcode: FORMERR, .. })
+        ));
         let m = query(7, "a.test", TYPE_A);
         assert!(matches!(
             decode(&m[..m.len() - 13]),
@@ -337,7 +346,10 @@ mod tests {
         ));
         let mut m = query(7, "a.test", TYPE_A);
         m[12] = 0x41; // extended label type
-        assert!(matches!(decode(&m), Err(DnsError::Reply { rcode: FORMERR, .. })));
+        assert!(matches!(
+            decode(&m),
+            Err(DnsError::Reply { rcode: FORMERR, .. })
+        ));
     }
 
     #[test]
@@ -345,11 +357,17 @@ mod tests {
         // header, then at 12: "a" + pointer to 12 (itself: a loop)
         let mut m = query(1, "x", TYPE_A)[..12].to_vec();
         m.extend_from_slice(&[1, b'a', 0xc0, 12, 0, 1, 0, 1]);
-        assert!(matches!(decode(&m), Err(DnsError::Reply { rcode: FORMERR, .. })));
+        assert!(matches!(
+            decode(&m),
+            Err(DnsError::Reply { rcode: FORMERR, .. })
+        ));
         // a forward pointer
         let mut m = query(1, "x", TYPE_A)[..12].to_vec();
         m.extend_from_slice(&[0xc0, 20, 0, 1, 0, 1, 0, 0, 1, b'b', 0]);
-        assert!(matches!(decode(&m), Err(DnsError::Reply { rcode: FORMERR, .. })));
+        assert!(matches!(
+            decode(&m),
+            Err(DnsError::Reply { rcode: FORMERR, .. })
+        ));
         // a legal backward pointer: a name in the header area cannot exist, so build one
         // after a first name: decode the second name directly
         let mut m = vec![0u8; 12];
@@ -373,7 +391,10 @@ mod tests {
             m.extend_from_slice(&[b'a'; 63]);
         }
         m.extend_from_slice(&[0, 0, 1, 0, 1]);
-        assert!(matches!(decode(&m), Err(DnsError::Reply { rcode: FORMERR, .. })));
+        assert!(matches!(
+            decode(&m),
+            Err(DnsError::Reply { rcode: FORMERR, .. })
+        ));
     }
 
     #[test]
@@ -427,11 +448,19 @@ mod tests {
         );
         assert_eq!(v6.len(), a.len() + 12);
         let ptr = encode_answer(&q, NOERROR, &[Rdata::Name("go.example".into())], 1, 512);
-        assert!(ptr.ends_with(&[0, 12, 2, b'g', b'o', 7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 0]));
+        assert!(ptr.ends_with(&[
+            0, 12, 2, b'g', b'o', 7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 0
+        ]));
         let empty = encode_answer(&q, NXDOMAIN, &[], 60, UDP_LIMIT);
         assert_eq!(empty[3] & 0x0f, NXDOMAIN);
         assert_eq!(&empty[6..8], &[0, 0]);
-        let tiny = encode_answer(&q, NOERROR, &[Rdata::Addr("1.2.3.4".parse().unwrap())], 1, 30);
+        let tiny = encode_answer(
+            &q,
+            NOERROR,
+            &[Rdata::Addr("1.2.3.4".parse().unwrap())],
+            1,
+            30,
+        );
         assert_eq!(tiny[2] & 0x02, 0x02, "TC");
         assert_eq!(&tiny[6..8], &[0, 0]);
         let e = encode_error(5, 0x2900, NOTIMP);

@@ -108,13 +108,8 @@ impl Listener {
         // in `check_sizes`).
         let mut buf = [0u64; 32];
         // SAFETY: buf is 256 zeroed, aligned bytes, larger than the kernel's seccomp_notif.
-        let r = unsafe {
-            libc::ioctl(
-                self.raw(),
-                libc::SECCOMP_IOCTL_NOTIF_RECV,
-                buf.as_mut_ptr(),
-            )
-        };
+        let r =
+            unsafe { libc::ioctl(self.raw(), libc::SECCOMP_IOCTL_NOTIF_RECV, buf.as_mut_ptr()) };
         if r < 0 {
             return match errno() {
                 // ENOENT: the thread died (or its syscall was interrupted) before we got it.
@@ -200,8 +195,7 @@ fn pidfd_of(tid: u32) -> Result<OwnedFd, c_int> {
     if e != libc::EINVAL {
         return Err(e);
     }
-    let status =
-        std::fs::read_to_string(format!("/proc/{tid}/status")).map_err(|_| libc::ESRCH)?;
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).map_err(|_| libc::ESRCH)?;
     let tgid: u32 = status
         .lines()
         .find_map(|l| l.strip_prefix("Tgid:"))

@@ -308,10 +308,7 @@ pub fn start(
         log: Log::new(cfg),
     }));
     let bind = |ip: IpAddr| -> std::io::Result<(UdpSocket, TcpListener)> {
-        Ok((
-            UdpSocket::bind((ip, 0))?,
-            TcpListener::bind((ip, 0))?,
-        ))
+        Ok((UdpSocket::bind((ip, 0))?, TcpListener::bind((ip, 0))?))
     };
     let (u4, t4) = bind(IpAddr::V4(Ipv4Addr::LOCALHOST))
         .map_err(|e| format!("DNS responder on 127.0.0.1: {e}"))?;
@@ -393,7 +390,10 @@ mod tests {
             r.answer(&q("db.internal", dns::TYPE_A)).1,
             vec![Rdata::Addr("10.1.2.3".parse().unwrap())]
         );
-        assert_eq!(r.answer(&q("db.internal", dns::TYPE_AAAA)), (dns::NOERROR, vec![]));
+        assert_eq!(
+            r.answer(&q("db.internal", dns::TYPE_AAAA)),
+            (dns::NOERROR, vec![])
+        );
         assert_eq!(
             r.answer(&q("app.localhost", dns::TYPE_AAAA)).1,
             vec![Rdata::Addr("::1".parse().unwrap())]

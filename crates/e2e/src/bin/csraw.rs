@@ -16,6 +16,8 @@
 //! csraw flip IP1 PORT1 IP2 PORT2 COUNT  COUNT connects of new sockets to one sockaddr buffer
 //!                                      that a second thread keeps flipping between the two
 //!     -> connects=COUNT ok=A errnos=N:K,...
+//! csraw dns IP PORT NAME [--tcp]       an A query over UDP (or TCP), raw syscalls
+//!     -> dns rcode=R answers=N [a=IP]
 //! csraw unix PATH                      connect(AF_UNIX), read the listener's answer
 //!     -> unix ok pid=P reply=TEXT | unix errno=N
 //! ```
@@ -333,6 +335,77 @@ fn cmd_unix(args: &[String]) -> bool {
     true
 }
 
+fn cmd_dns(args: &[String]) -> bool {
+    let [ip, port, name, rest @ ..] = args else {
+        usage()
+    };
+    let to = addr(ip, port);
+    let tcp = rest.iter().any(|a| a == "--tcp");
+    let mut q = vec![0x4a, 0x11, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let ty = if tcp {
+        libc::SOCK_STREAM
+    } else {
+        libc::SOCK_DGRAM
+    };
+    let fd = raw_socket(family(&to), ty);
+    let (b, len) = sockaddr(&to);
+    let e = raw_connect(fd, &b[..len]);
+    if e != 0 {
+        println!("dns connect errno={e}");
+        return false;
+    }
+    let mut msg = Vec::new();
+    if tcp {
+        msg.extend_from_slice(&(q.len() as u16).to_be_bytes());
+    }
+    msg.extend_from_slice(&q);
+    let mut reply = [0u8; 1024];
+    let tv = libc::timeval {
+        tv_sec: 3,
+        tv_usec: 0,
+    };
+    // SAFETY: raw syscalls on our socket with our buffers.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_setsockopt,
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const libc::timeval,
+            std::mem::size_of::<libc::timeval>(),
+        );
+        libc::syscall(libc::SYS_write, fd, msg.as_ptr(), msg.len());
+        libc::syscall(libc::SYS_read, fd, reply.as_mut_ptr(), reply.len())
+    };
+    if n < 0 {
+        println!("dns read errno={}", errno());
+        return false;
+    }
+    let got = reply.get(..n as usize).unwrap_or(&[]);
+    let got = if tcp {
+        got.get(2..).unwrap_or(&[])
+    } else {
+        got
+    };
+    let (Some(&flags), Some(&an)) = (got.get(3), got.get(7)) else {
+        println!("dns short reply");
+        return false;
+    };
+    let mut line = format!("dns rcode={} answers={an}", flags & 0xf);
+    if an > 0
+        && let Some(a) = got.get(got.len().saturating_sub(4)..)
+    {
+        line.push_str(&format!(" a={}.{}.{}.{}", a[0], a[1], a[2], a[3]));
+    }
+    println!("{line}");
+    an > 0
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = args.split_first() else {
@@ -345,6 +418,7 @@ fn main() {
         "fastopen" => cmd_fastopen(rest),
         "flip" => cmd_flip(rest),
         "unix" => cmd_unix(rest),
+        "dns" => cmd_dns(rest),
         _ => usage(),
     };
     std::process::exit(if ok { 0 } else { 1 });

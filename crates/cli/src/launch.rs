@@ -522,6 +522,9 @@ unsafe fn exec_child(
 /// forwarding signals sent to us; returns how the program ended.
 fn supervise(child: libc::pid_t, waitset: &libc::sigset_t, quiet: bool) -> Result<Exit, String> {
     let mut exit: Option<Exit> = None;
+    // A termination signal sent to us (kill, a CI timeout) is for the whole tree: once the
+    // program has exited, it goes on to what remains (and to orphans adopted later).
+    let mut terminating: Option<libc::c_int> = None;
     loop {
         // SAFETY: zeroed siginfo is a valid out-parameter.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -553,6 +556,12 @@ fn supervise(child: libc::pid_t, waitset: &libc::sigset_t, quiet: bool) -> Resul
                 } else if r > 0 {
                     continue; // an adopted orphan
                 } else if r == 0 {
+                    if let (Some(_), Some(sig)) = (&exit, terminating) {
+                        for pid in children() {
+                            // SAFETY: signalling our own child.
+                            unsafe { libc::kill(pid, sig) };
+                        }
+                    }
                     break; // children remain
                 } else {
                     // ECHILD: nobody is left (an error other than EINTR means the same here).
@@ -571,6 +580,12 @@ fn supervise(child: libc::pid_t, waitset: &libc::sigset_t, quiet: bool) -> Resul
             || info.si_code == libc::SI_QUEUE
             || info.si_code == libc::SI_TKILL
         {
+            if matches!(
+                sig,
+                libc::SIGINT | libc::SIGTERM | libc::SIGHUP | libc::SIGQUIT
+            ) {
+                terminating = Some(sig);
+            }
             let targets = if exit.is_none() {
                 vec![child]
             } else {

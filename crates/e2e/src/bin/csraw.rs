@@ -16,6 +16,9 @@
 //! csraw flip IP1 PORT1 IP2 PORT2 COUNT  COUNT connects of new sockets to one sockaddr buffer
 //!                                      that a second thread keeps flipping between the two
 //!     -> connects=COUNT ok=A errnos=N:K,...
+//! csraw repeat N unix PATH | repeat N connect IP PORT
+//!                                      N connects on new sockets, results ignored (a unix
+//!                                      listener or a refused port): -> n=N avg_us=U
 //! csraw dns IP PORT NAME [--tcp]       an A query over UDP (or TCP), raw syscalls
 //!     -> dns rcode=R answers=N [a=IP]
 //! csraw unix PATH                      connect(AF_UNIX), read the listener's answer
@@ -406,6 +409,35 @@ fn cmd_dns(args: &[String]) -> bool {
     an > 0
 }
 
+fn cmd_repeat(args: &[String]) -> bool {
+    let [n, kind, rest @ ..] = args else { usage() };
+    let n: u32 = n.parse().unwrap_or_else(|_| usage());
+    let (family, b): (i32, Vec<u8>) = match (kind.as_str(), rest) {
+        ("unix", [path]) => {
+            let mut b = vec![0u8; 2 + path.len() + 1];
+            b[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
+            b[2..2 + path.len()].copy_from_slice(path.as_bytes());
+            (libc::AF_UNIX, b)
+        }
+        ("connect", [ip, port]) => {
+            let to = addr(ip, port);
+            let (b, len) = sockaddr(&to);
+            (family(&to), b[..len].to_vec())
+        }
+        _ => usage(),
+    };
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        let fd = raw_socket(family, libc::SOCK_STREAM);
+        raw_connect(fd, &b);
+        // SAFETY: our socket.
+        unsafe { libc::close(fd) };
+    }
+    let us = start.elapsed().as_secs_f64() * 1e6 / n.max(1) as f64;
+    println!("n={n} avg_us={us:.2}");
+    true
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = args.split_first() else {
@@ -419,6 +451,7 @@ fn main() {
         "flip" => cmd_flip(rest),
         "unix" => cmd_unix(rest),
         "dns" => cmd_dns(rest),
+        "repeat" => cmd_repeat(rest),
         _ => usage(),
     };
     std::process::exit(if ok { 0 } else { 1 });

@@ -81,33 +81,6 @@ pub fn why_not_shimmable(path: &Path) -> Option<BlindSpot> {
     }
 }
 
-/// The launcher's check before exec: a warning on stderr for a program LD_PRELOAD cannot
-/// cover, or `Err(message)` when `--strict-launch` refuses it. Under `--isolate` (without
-/// `--strict-launch`) it says nothing: the sandbox contains such a program anyway.
-pub fn check_launch(
-    command: &[std::ffi::OsString],
-    strict: bool,
-    isolate: bool,
-) -> Result<(), String> {
-    let Some(path) = command.first().and_then(|c| find_program(c)) else {
-        return Ok(());
-    };
-    let Some(blind) = why_not_shimmable(&path) else {
-        return Ok(());
-    };
-    let msg = format!(
-        "{} {}: LD_PRELOAD will not apply: traffic from this program would go direct",
-        path.display(),
-        blind.why()
-    );
-    if strict {
-        return Err(format!("refusing to run (--strict-launch): {msg}"));
-    }
-    if !isolate {
-        eprintln!("chainsocks: warning: {msg}");
-    }
-    Ok(())
-}
 fn has_file_caps(path: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
         return false;

@@ -254,7 +254,7 @@ fn listen(at: SocketAddr) -> Result<RawFd, String> {
     Ok(std::os::fd::IntoRawFd::into_raw_fd(l))
 }
 
-fn send_fds(chan: &UnixStream, fds: &[RawFd]) -> Result<(), String> {
+pub fn send_fds(chan: &UnixStream, fds: &[RawFd]) -> Result<(), String> {
     let count = (fds.len() as u32).to_le_bytes();
     let space = unsafe { libc::CMSG_SPACE(std::mem::size_of_val(fds) as u32) } as usize;
     let mut cbuf = vec![0u8; space.max(1)];

@@ -7,8 +7,15 @@
 //! the signals a process sends it (SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2) to the
 //! program — not terminal-generated ones, which the program already received — and exits with
 //! the program's status (dying of the same signal if the program was killed).
-//! Must never: run the program without the library when it was asked to, or leave the
-//! program's signal mask changed.
+//!
+//! It is a child subreaper (PR_SET_CHILD_SUBREAPER): processes of the tree whose parents exit
+//! (`cmd &`, `nohup`, double-forking daemons) become its children, so it stays — with the
+//! shared state and the supervisor — until the last process of the tree has exited, then
+//! exits with COMMAND's status. An inherited SIGCHLD = SIG_IGN is reset for the launcher (and
+//! given back to the program before exec); ECHILD means every child is gone.
+//! Must never: run the program without the library when it was asked to, leave the program's
+//! signal mask or dispositions changed, or run it without the supervisor when the supervisor
+//! was required (`--strict-launch`).
 
 use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -140,6 +147,74 @@ pub struct Extras {
     pub summary: Option<std::path::PathBuf>,
     /// `--summary` without `--report`: the private records file.
     pub temp_report: Option<crate::private::TempReport>,
+    /// The seccomp supervisor, when it is wanted and the kernel has it ([`preflight`]).
+    pub supervisor: Option<Supervision>,
+}
+
+/// How the supervisor is to run.
+pub struct Supervision {
+    /// `--strict-launch`: refuse to run the program if the supervisor cannot start.
+    pub strict: bool,
+    /// Why LD_PRELOAD alone would not cover COMMAND (printed if the supervisor cannot start).
+    pub unshimmable: Option<String>,
+}
+
+/// Before anything runs: whether LD_PRELOAD applies to COMMAND and whether the supervisor can
+/// run here; prints the warning that applies. `Err`: the refusal to print (exit 2).
+pub fn preflight(
+    program: Option<&OsStr>,
+    isolate: bool,
+    strict: bool,
+    supervisor: bool,
+) -> Result<Option<Supervision>, String> {
+    let available = if supervisor {
+        crate::supervisor::probe()
+    } else {
+        Err(String::new())
+    };
+    if let Err(why) = &available
+        && supervisor
+        && strict
+    {
+        return Err(format!(
+            "refusing to run (--strict-launch): the seccomp supervisor is unavailable: {why}"
+        ));
+    }
+    let why_not = program
+        .and_then(crate::elfcheck::find_program)
+        .and_then(|path| {
+            let why = crate::elfcheck::why_not_shimmable(&path)?;
+            Some(format!(
+                "{} {}: LD_PRELOAD will not apply: traffic from this program would go direct",
+                path.display(),
+                why.why()
+            ))
+        });
+    match available {
+        // Covered: the supervisor sees every connect, whatever the program is built with.
+        Ok(()) => {
+            return Ok(Some(Supervision {
+                strict,
+                unshimmable: why_not,
+            }));
+        }
+        Err(why) => {
+            if let Some(msg) = why_not {
+                if isolate && !strict {
+                    // Contained anyway: nothing but the proxies is reachable in the sandbox.
+                } else if strict {
+                    return Err(format!("refusing to run (--strict-launch): {msg}"));
+                } else if supervisor {
+                    eprintln!(
+                        "chainsocks: warning: {msg} (the seccomp supervisor is unavailable: {why})"
+                    );
+                } else {
+                    eprintln!("chainsocks: warning: {msg}");
+                }
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Runs `command` under the shim and returns its exit status as ours. Every private file
@@ -173,7 +248,25 @@ fn cstring(s: &OsStr) -> Result<CString, String> {
 fn try_run(cfg: &Config, command: &[OsString], extras: &Extras) -> Result<Exit, String> {
     let lib = find_library()?;
     let state_file = extras.sandbox.as_ref().map(|p| p.state_file());
-    let (_shm_fd, shm_path) = create_shm(cfg, state_file)?;
+    let (shm_fd, shm_path) = create_shm(cfg, state_file)?;
+    // An inherited SIGCHLD = SIG_IGN would reap the program behind our back (waitpid would
+    // never report it): default for us, the program gets its inherited disposition back.
+    // SAFETY: sigaction on our own process, zeroed structs as out-parameters.
+    let old_chld = unsafe {
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGCHLD, &dfl, &mut old);
+        old
+    };
+    // Orphans of the tree become our children: we stay (the shared state, the supervisor)
+    // while any of them lives, and may take their sockets (ptrace rules want an ancestor).
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let filter = extras
+        .supervisor
+        .as_ref()
+        .map(|_| crate::supervisor::Program::new());
 
     // Build argv and envp before fork: the child only calls async-signal-safe functions.
     let argv: Vec<CString> = command
@@ -219,11 +312,10 @@ fn try_run(cfg: &Config, command: &[OsString], extras: &Extras) -> Result<Exit, 
         (set, old)
     };
 
-    let chan = match &extras.sandbox {
-        Some(_) => {
-            Some(std::os::unix::net::UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?)
-        }
-        None => None,
+    let chan = if extras.sandbox.is_some() || filter.is_some() {
+        Some(std::os::unix::net::UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?)
+    } else {
+        None
     };
     // SAFETY: fork in a single-threaded launcher; the child only sets up its sandbox (if any),
     // then execs or _exits.
@@ -232,6 +324,12 @@ fn try_run(cfg: &Config, command: &[OsString], extras: &Extras) -> Result<Exit, 
         return Err(format!("fork: {}", std::io::Error::last_os_error()));
     }
     if child == 0 {
+        if let Some((ours, _)) = &chan {
+            // The launcher's end: closed here so that the launcher closing its copy is seen
+            // as EOF (never dropped: the child execs or _exits).
+            // SAFETY: closing an fd of this child.
+            unsafe { libc::close(std::os::fd::AsRawFd::as_raw_fd(ours)) };
+        }
         if let (Some(plan), Some((_, theirs))) = (&extras.sandbox, &chan)
             && let Err(why) = crate::isolate::enter(plan, theirs)
         {
@@ -239,31 +337,118 @@ fn try_run(cfg: &Config, command: &[OsString], extras: &Extras) -> Result<Exit, 
             // SAFETY: leaving the child without running the launcher's destructors.
             unsafe { libc::_exit(2) };
         }
+        if let (Some(prog), Some((_, theirs))) = (&filter, &chan)
+            && crate::supervisor::child_install(prog, theirs).is_err()
+        {
+            // SAFETY: as above: the launcher refused to run without the supervisor.
+            unsafe { libc::_exit(2) };
+        }
         // SAFETY: async-signal-safe calls only; pointers built before fork.
         unsafe {
+            libc::sigaction(libc::SIGCHLD, &old_chld, std::ptr::null_mut());
             libc::pthread_sigmask(libc::SIG_SETMASK, &oldmask, std::ptr::null_mut());
             exec_child(prog, &argv_p, &envp_p, path_var.as_deref());
         }
     }
-    if let (Some(plan), Some((ours, theirs))) = (&extras.sandbox, chan) {
-        drop(theirs);
-        match crate::isolate::receive(&ours, plan.forwards.len()) {
+    let chan = chan.map(|(ours, _theirs)| ours);
+    if let (Some(plan), Some(ours)) = (&extras.sandbox, &chan) {
+        match crate::isolate::receive(ours, plan.forwards.len()) {
             Ok(listeners) => {
                 crate::isolate::forward(listeners, &plan.forwards);
                 use std::io::Write;
-                (&ours)
+                (&*ours)
                     .write_all(b"g")
                     .map_err(|e| format!("starting the sandboxed program: {e}"))?;
             }
             Err(why) => {
-                let mut status = 0;
-                // SAFETY: reaping our own child, which exits after reporting.
-                unsafe { libc::waitpid(child, &mut status, 0) };
+                reap(child);
                 return Err(format!("--isolate: {why}"));
             }
         }
     }
-    supervise(child, &waitset)
+    let running = match (&extras.supervisor, chan) {
+        (Some(sup), Some(ours)) => start_supervisor(cfg, shm_fd, extras, sup, child, ours)?,
+        _ => None,
+    };
+    let exit = supervise(child, &waitset, cfg.quiet);
+    if let Some(r) = &running {
+        r.finish();
+    }
+    exit
+}
+
+/// Waits for our child that is exiting on its own (after a failed setup).
+fn reap(child: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+}
+
+/// Receives the child's seccomp listener and starts the supervisor (and the DNS responder);
+/// or, when the child could not install the filter, decides: run with the preload alone
+/// (one line when COMMAND needs the supervisor), or refuse (`--strict-launch`).
+fn start_supervisor(
+    cfg: &Config,
+    shm_fd: libc::c_int,
+    extras: &Extras,
+    sup: &Supervision,
+    child: libc::pid_t,
+    chan: std::os::unix::net::UnixStream,
+) -> Result<Option<crate::supervisor::Running>, String> {
+    use crate::supervisor;
+    use std::io::Write;
+    let listener = match supervisor::receive_listener(&chan) {
+        Ok(l) => l,
+        Err(why) if sup.strict => {
+            drop(chan); // the child exits 2 without running anything
+            reap(child);
+            return Err(format!(
+                "refusing to run (--strict-launch): the seccomp supervisor cannot start: {why}"
+            ));
+        }
+        Err(why) => {
+            if let Some(msg) = &sup.unshimmable {
+                eprintln!(
+                    "chainsocks: warning: {msg} (the seccomp supervisor cannot start: {why})"
+                );
+            }
+            (&chan)
+                .write_all(b"g")
+                .map_err(|e| format!("starting the program: {e}"))?;
+            return Ok(None);
+        }
+    };
+    // A program's own DNS goes to the responder (remote DNS only; inside --isolate the
+    // nameserver has no route and the supervisor's duplicates live in the sandbox).
+    let dns = if cfg.proxy_dns && extras.sandbox.is_none() {
+        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        match supervisor::responder::start(cfg, shm_fd, supervisor::nameservers(&resolv), &hosts) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("chainsocks: warning: no DNS responder: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let ctx = supervisor::Ctx {
+        cfg: cfg.clone(),
+        log: supervisor::Log::new(cfg),
+        dns,
+        stats: Default::default(),
+    };
+    match supervisor::start(listener, ctx) {
+        Ok(r) => Ok(Some(r)),
+        Err(e) => {
+            // The child runs under the filter already: without us every connect would fail.
+            // SAFETY: killing and reaping our own child.
+            unsafe { libc::kill(child, libc::SIGKILL) };
+            reap(child);
+            Err(e)
+        }
+    }
 }
 
 /// execve with a $PATH search (like execvpe, without its allocation); never returns.
@@ -321,8 +506,13 @@ unsafe fn exec_child(
     }
 }
 
-/// Waits for the program, forwarding signals sent to us; returns how it ended.
-fn supervise(child: libc::pid_t, waitset: &libc::sigset_t) -> Result<Exit, String> {
+/// Waits for the program and then for every other process of the tree (reparented to us),
+/// forwarding signals sent to us; returns how the program ended.
+fn supervise(child: libc::pid_t, waitset: &libc::sigset_t, quiet: bool) -> Result<Exit, String> {
+    let mut exit: Option<Exit> = None;
+    // A termination signal sent to us (kill, a CI timeout) is for the whole tree: once the
+    // program has exited, it goes on to what remains (and to orphans adopted later).
+    let mut terminating: Option<libc::c_int> = None;
     loop {
         // SAFETY: zeroed siginfo is a valid out-parameter.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -332,29 +522,86 @@ fn supervise(child: libc::pid_t, waitset: &libc::sigset_t) -> Result<Exit, Strin
             continue; // EINTR
         }
         if sig == libc::SIGCHLD {
-            let mut status = 0;
-            // SAFETY: reaping our own child.
-            let r = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) };
-            if r == child {
-                if libc::WIFEXITED(status) {
-                    return Ok(Exit::Code(libc::WEXITSTATUS(status) as u8));
-                }
-                if libc::WIFSIGNALED(status) {
-                    return Ok(Exit::Signal(libc::WTERMSIG(status)));
+            // Signals merge: reap everything that is ready.
+            loop {
+                let mut status = 0;
+                // SAFETY: reaping our children (the program and adopted orphans).
+                let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+                if r == child {
+                    if libc::WIFEXITED(status) {
+                        exit = Some(Exit::Code(libc::WEXITSTATUS(status) as u8));
+                    } else if libc::WIFSIGNALED(status) {
+                        exit = Some(Exit::Signal(libc::WTERMSIG(status)));
+                    }
+                    if exit.is_some() && !quiet && unsafe { libc::isatty(2) } == 1 {
+                        let n = children().len();
+                        if n > 0 {
+                            eprintln!(
+                                "chainsocks: the program exited; staying until its {n} background process(es) exit (they use the launch's state)"
+                            );
+                        }
+                    }
+                } else if r > 0 {
+                    continue; // an adopted orphan
+                } else if r == 0 {
+                    if let (Some(_), Some(sig)) = (&exit, terminating) {
+                        for pid in children() {
+                            // SAFETY: signalling our own child.
+                            unsafe { libc::kill(pid, sig) };
+                        }
+                    }
+                    break; // children remain
+                } else {
+                    // ECHILD: nobody is left (an error other than EINTR means the same here).
+                    let e = std::io::Error::last_os_error();
+                    if e.raw_os_error() == Some(libc::EINTR) {
+                        continue;
+                    }
+                    return exit.ok_or_else(|| format!("lost the program's exit status ({e})"));
                 }
             }
             continue;
         }
         // Forward only what a process sent (kill/sigqueue); a terminal's ^C already reached
-        // the program, which is in our process group.
+        // the program, which is in our process group. After the program: to what remains.
         if info.si_code == libc::SI_USER
             || info.si_code == libc::SI_QUEUE
             || info.si_code == libc::SI_TKILL
         {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(child, sig) };
+            if matches!(
+                sig,
+                libc::SIGINT | libc::SIGTERM | libc::SIGHUP | libc::SIGQUIT
+            ) {
+                terminating = Some(sig);
+            }
+            let targets = if exit.is_none() {
+                vec![child]
+            } else {
+                children()
+            };
+            for pid in targets {
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(pid, sig) };
+            }
         }
     }
+}
+
+/// Our children now (every thread's, from /proc).
+fn children() -> Vec<libc::pid_t> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<libc::pid_t>().ok()),
+            );
+        }
+    }
+    out
 }
 
 /// Exits the way the program did: killed by `sig` (without a core file), else 128+sig.

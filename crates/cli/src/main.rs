@@ -12,6 +12,7 @@ mod launch;
 mod private;
 mod scrub;
 mod summary;
+mod supervisor;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -52,9 +53,14 @@ struct Cli {
     #[arg(short, long, global = true)]
     quiet: bool,
     /// Refuse to run a program LD_PRELOAD cannot apply to (static, setuid/setgid, file
-    /// capabilities) instead of warning.
+    /// capabilities) instead of warning, and refuse to run without the seccomp supervisor
+    /// when it is unavailable.
     #[arg(long)]
     strict_launch: bool,
+    /// Do not start the seccomp supervisor (which proxies static binaries, Go programs and raw
+    /// syscalls): LD_PRELOAD alone, no NO_NEW_PRIVS.
+    #[arg(long)]
+    no_supervisor: bool,
     /// Run the program in a network namespace where only the proxies are reachable (and the
     /// --allow-direct destinations); implies --deny-direct.
     #[arg(long)]
@@ -156,12 +162,23 @@ fn main() -> ExitCode {
                 eprintln!("chainsocks: no command given (see chainsocks --help)");
                 return ExitCode::from(2);
             }
-            if let Err(e) = elfcheck::check_launch(&cli.command, cli.strict_launch, cli.isolate) {
-                eprintln!("chainsocks: {e}");
-                return ExitCode::from(2);
-            }
+            let supervision = match launch::preflight(
+                cli.command.first().map(|c| c.as_os_str()),
+                cli.isolate,
+                cli.strict_launch,
+                !cli.no_supervisor,
+            ) {
+                Ok(s) => s,
+                Err(msg) => {
+                    eprintln!("chainsocks: {msg}");
+                    return ExitCode::from(2);
+                }
+            };
             let mut cfg = cfg;
-            let mut extras = launch::Extras::default();
+            let mut extras = launch::Extras {
+                supervisor: supervision,
+                ..Default::default()
+            };
             if cli.deny_direct {
                 cfg.policy = chainsocks_core::config::Policy::ProxyOnly;
             }

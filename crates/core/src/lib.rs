@@ -9,6 +9,7 @@
 //! - [`sys`]: the raw syscalls the dialer makes (never through a hooked libc symbol).
 //! - [`report`]: the egress report's JSON lines.
 //! - [`udp`]: UDP through a SOCKS5 association (route, setup, datagram header).
+//! - [`dns`]: sans-io DNS queries and answers for the launch's fake-DNS responder.
 //! - [`fakedns`]: the lock-free fake-DNS table shared by a launch, and the fake ranges.
 //! - [`rules`]: destination patterns, localnet, dnat.
 //! - [`hosts`]: /etc/hosts, parsed (local names answered without DNS).
@@ -23,6 +24,7 @@ pub mod chain;
 pub mod config;
 pub mod connect;
 pub mod dial;
+pub mod dns;
 pub mod error;
 pub mod fakedns;
 pub mod hosts;

@@ -70,8 +70,17 @@ impl Launch {
 
     /// `chainsocks -f CONFIG -- program`, logging to this launch's log file.
     pub fn cmd(&self, program: impl AsRef<OsStr>) -> Command {
+        self.cmd_with(&[], program)
+    }
+
+    /// `chainsocks -f CONFIG FLAGS... -- program`, logging to this launch's log file.
+    pub fn cmd_with(&self, flags: &[&str], program: impl AsRef<OsStr>) -> Command {
         let mut c = clean(Command::new(chainsocks_bin()));
-        c.arg("-f").arg(&self.config).arg("--").arg(program);
+        c.arg("-f")
+            .arg(&self.config)
+            .args(flags)
+            .arg("--")
+            .arg(program);
         c.env("CHAINSOCKS_LOG_FILE", self.log_path());
         c
     }

@@ -126,9 +126,10 @@ fn a_static_binary_goes_direct_without_isolate_and_nowhere_with_it() {
     };
     let l = Launch::chain(&[format!("socks5://127.0.0.1:{}", dante.port())]);
     let nc = format!("printf ping | busybox nc -w 3 127.0.0.1 {}", echo.port());
-    // Without --isolate: the LD_PRELOAD limit, shown — the launcher warns, and the static
-    // program (busybox sh + nc) connects straight to the server (peer 127.0.0.1, no proxy).
-    let mut c = l.cmd(&busybox);
+    // Without --isolate and without the supervisor: the LD_PRELOAD limit, shown — the launcher
+    // warns, and the static program (busybox sh + nc) connects straight to the server (peer
+    // 127.0.0.1, no proxy).
+    let mut c = l.cmd_with(&["--no-supervisor"], &busybox);
     c.args(["sh", "-c", &nc]);
     let o = run(&mut c, T);
     assert_eq!(stdout(&o), "ping", "{}", show(&o));

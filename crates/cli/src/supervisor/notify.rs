@@ -1,0 +1,682 @@
+//! The notification loop: receives every `connect` the filter reports, takes the program's
+//! socket, and answers for the kernel.
+//!
+//! Owns: SECCOMP_IOCTL_NOTIF_RECV / SEND / ID_VALID, reading the program's sockaddr
+//! (`process_vm_readv`), taking its socket (`pidfd_open(tid, PIDFD_THREAD)`, else the thread
+//! group id from /proc, then `pidfd_getfd`), the decision internet / not internet from the
+//! socket itself (SO_DOMAIN on the duplicate), and the workers that run handshakes.
+//! Must never: answer "continue" for an AF_INET/AF_INET6 socket (a second thread could rewrite
+//! the address after our check: the kernel would then connect wherever it points), connect an
+//! internet socket anywhere itself except the DNS responder or through
+//! [`super::proxy_connect`], or let one slow handshake delay another connect (one worker per
+//! pending connect, no fixed cap).
+//!
+//! Threads: one receiver (poll + RECV; it answers the quick cases itself: non-internet
+//! sockets, bad arguments, UDP to the DNS responder), and a growable set of workers for the
+//! rest; an idle worker waits for the next job and ends after [`IDLE`] without one.
+
+use std::collections::VecDeque;
+use std::mem::size_of;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use chainsocks_core::config::LogLevel;
+use libc::{c_int, seccomp_notif, seccomp_notif_resp};
+
+use super::{Ctx, Requester};
+
+/// How long an idle worker waits for a job before it ends.
+const IDLE: Duration = Duration::from_secs(10);
+/// Workers' stack: the handshake code needs little.
+const WORKER_STACK: usize = 256 * 1024;
+
+fn errno() -> c_int {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// What the supervisor answers for one notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Let the kernel run the syscall as the program made it (non-internet sockets only).
+    Continue,
+    /// The syscall's result: 0 or an errno.
+    Done(Result<(), c_int>),
+    /// The notification is gone (the thread died or was killed): nothing to answer.
+    Gone,
+}
+
+/// One received notification: its id and what the filter saw.
+#[derive(Clone, Copy)]
+pub struct Notif {
+    id: u64,
+    tid: u32,
+    fd: c_int,
+    addr_ptr: u64,
+    addr_len: u32,
+}
+
+/// The listener and the ioctls on it.
+pub struct Listener(OwnedFd);
+
+impl Listener {
+    pub fn new(fd: OwnedFd) -> Listener {
+        Listener(fd)
+    }
+
+    fn raw(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+
+    /// Asks the kernel to wake us on the CPU of the notifying thread (a notification round
+    /// trip: about 5 µs instead of about 20 µs here). Harmless when the kernel lacks it.
+    pub fn sync_wake_up(&self) -> bool {
+        const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
+        // SAFETY: an ioctl on our listener with a u64 by value.
+        unsafe {
+            libc::ioctl(
+                self.raw(),
+                libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+                SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+            ) == 0
+        }
+    }
+
+    /// Waits for the next notification. `Ok(None)`: nothing to handle this time (the notifying
+    /// thread died first, or a signal); `Err`: the listener is finished (no process left).
+    fn recv(&self) -> Result<Option<Notif>, c_int> {
+        let mut p = libc::pollfd {
+            fd: self.raw(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, -1) };
+        if r < 0 {
+            let e = errno();
+            return if e == libc::EINTR { Ok(None) } else { Err(e) };
+        }
+        if p.revents & libc::POLLIN == 0 {
+            // POLLHUP without POLLIN: every process under the filter is gone.
+            return Err(libc::ENOENT);
+        }
+        // The kernel wants a zeroed buffer; ours is at least as large as its struct (checked
+        // in `check_sizes`).
+        let mut buf = [0u64; 32];
+        // SAFETY: buf is 256 zeroed, aligned bytes, larger than the kernel's seccomp_notif.
+        let r =
+            unsafe { libc::ioctl(self.raw(), libc::SECCOMP_IOCTL_NOTIF_RECV, buf.as_mut_ptr()) };
+        if r < 0 {
+            return match errno() {
+                // ENOENT: the thread died (or its syscall was interrupted) before we got it.
+                libc::ENOENT | libc::EINTR => Ok(None),
+                e => Err(e),
+            };
+        }
+        // SAFETY: the kernel filled a seccomp_notif at the start of buf.
+        let n: seccomp_notif = unsafe { std::ptr::read(buf.as_ptr().cast()) };
+        Ok(Some(Notif {
+            id: n.id,
+            tid: n.pid,
+            fd: n.data.args[0] as c_int,
+            addr_ptr: n.data.args[1],
+            addr_len: n.data.args[2] as u32,
+        }))
+    }
+
+    /// Whether the notification is still waiting for our answer (its thread alive, in the
+    /// same syscall): what we read about it before this check was really its.
+    fn valid(&self, id: u64) -> bool {
+        // SAFETY: an ioctl on our listener with a pointer to a u64.
+        unsafe { libc::ioctl(self.raw(), libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0 }
+    }
+
+    fn send(&self, id: u64, answer: Answer) {
+        let mut resp = seccomp_notif_resp {
+            id,
+            val: 0,
+            error: 0,
+            flags: 0,
+        };
+        match answer {
+            Answer::Gone => return,
+            Answer::Continue => resp.flags = libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+            Answer::Done(Ok(())) => {}
+            Answer::Done(Err(e)) => resp.error = -e,
+        }
+        // SAFETY: an ioctl on our listener with a valid response. ENOENT (the thread is gone)
+        // needs nothing more.
+        unsafe { libc::ioctl(self.raw(), libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp) };
+    }
+}
+
+/// Whether the kernel's notification structs fit ours (they only grow with new fields).
+pub fn check_sizes() -> Result<(), String> {
+    let mut s = libc::seccomp_notif_sizes {
+        seccomp_notif: 0,
+        seccomp_notif_resp: 0,
+        seccomp_data: 0,
+    };
+    // SAFETY: seccomp(SECCOMP_GET_NOTIF_SIZES, 0, &sizes).
+    let r = unsafe { libc::syscall(libc::SYS_seccomp, 3, 0, &mut s) };
+    if r != 0 {
+        return Err(format!(
+            "SECCOMP_GET_NOTIF_SIZES: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if s.seccomp_notif as usize > 256
+        || (s.seccomp_notif_resp as usize) < size_of::<seccomp_notif_resp>()
+        || (s.seccomp_data as usize) < size_of::<libc::seccomp_data>()
+    {
+        return Err(format!(
+            "unexpected seccomp notification sizes {}/{}/{}",
+            s.seccomp_notif, s.seccomp_notif_resp, s.seccomp_data
+        ));
+    }
+    Ok(())
+}
+
+/// A pidfd for the notifying thread: with PIDFD_THREAD (Linux 6.9) the thread itself, else
+/// its thread group (read from /proc; a thread created without CLONE_FILES would then be
+/// looked at through its leader's fd table).
+fn pidfd_of(tid: u32) -> Result<OwnedFd, c_int> {
+    // SAFETY: pidfd_open(2) with integer arguments.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, libc::O_EXCL as libc::c_uint) };
+    if r >= 0 {
+        // SAFETY: a new fd we own.
+        return Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) });
+    }
+    let e = errno();
+    if e != libc::EINVAL {
+        return Err(e);
+    }
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).map_err(|_| libc::ESRCH)?;
+    let tgid: u32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or(libc::ESRCH)?;
+    // SAFETY: as above, for the thread group.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, tgid, 0) };
+    if r < 0 {
+        return Err(errno());
+    }
+    // SAFETY: a new fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+/// Our duplicate of the program's fd `fd` (the same open file description).
+fn take_fd(pidfd: &OwnedFd, fd: c_int) -> Result<OwnedFd, c_int> {
+    // SAFETY: pidfd_getfd(2) with integer arguments; the result is a new fd (close-on-exec).
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if r < 0 {
+        return Err(errno());
+    }
+    // SAFETY: a new fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+/// Reads `len` bytes at `ptr` in thread `tid`'s memory.
+fn read_mem(tid: u32, ptr: u64, buf: &mut [u8]) -> Result<(), c_int> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: ptr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: local points to our buffer; the remote range is only read by the kernel.
+    let n = unsafe { libc::process_vm_readv(tid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    match n {
+        n if n as usize == buf.len() => Ok(()),
+        n if n >= 0 => Err(libc::EFAULT),
+        _ => match errno() {
+            libc::ESRCH => Err(libc::ESRCH),
+            _ => Err(libc::EFAULT),
+        },
+    }
+}
+
+pub fn sockopt(fd: BorrowedFd, level: c_int, opt: c_int) -> Result<c_int, c_int> {
+    let mut v: c_int = 0;
+    let mut len = size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: an int option into valid storage.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            (&mut v as *mut c_int).cast(),
+            &mut len,
+        )
+    };
+    if r == 0 { Ok(v) } else { Err(errno()) }
+}
+
+/// The destination of a sockaddr as the kernel would read it for an internet socket: AF_INET
+/// from 16 bytes, AF_INET6 from 24 (the RFC 2133 size, without scope id) — anything else is
+/// not a destination (`None`: AF_UNSPEC disconnects, short or foreign addresses fail).
+pub fn parse_sockaddr(b: &[u8]) -> Option<SocketAddr> {
+    let family = u16::from_ne_bytes(b.get(..2)?.try_into().ok()?) as c_int;
+    let port = u16::from_be_bytes(b.get(2..4)?.try_into().ok()?);
+    match family {
+        libc::AF_INET if b.len() >= 16 => {
+            let ip: [u8; 4] = b.get(4..8)?.try_into().ok()?;
+            Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port)))
+        }
+        libc::AF_INET6 if b.len() >= 24 => {
+            let flow = u32::from_be_bytes(b.get(4..8)?.try_into().ok()?);
+            let ip: [u8; 16] = b.get(8..24)?.try_into().ok()?;
+            let scope = b
+                .get(24..28)
+                .and_then(|s| s.try_into().ok())
+                .map_or(0, u32::from_ne_bytes);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(ip),
+                port,
+                flow,
+                scope,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// The bytes of a sockaddr for `sa`.
+pub fn sockaddr_bytes(sa: &SocketAddr) -> ([u8; 28], usize) {
+    let mut b = [0u8; 28];
+    match sa {
+        SocketAddr::V4(v4) => {
+            b[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+            b[2..4].copy_from_slice(&v4.port().to_be_bytes());
+            b[4..8].copy_from_slice(&v4.ip().octets());
+            (b, 16)
+        }
+        SocketAddr::V6(v6) => {
+            b[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+            b[2..4].copy_from_slice(&v6.port().to_be_bytes());
+            b[4..8].copy_from_slice(&v6.flowinfo().to_be_bytes());
+            b[8..24].copy_from_slice(&v6.ip().octets());
+            b[24..28].copy_from_slice(&v6.scope_id().to_ne_bytes());
+            (b, 28)
+        }
+    }
+}
+
+/// connect(2) of our duplicate to raw sockaddr bytes, waiting (poll) for a non-blocking
+/// socket until `deadline`: 0 or the errno, as the program's own blocking connect would give.
+pub fn connect_bytes(fd: BorrowedFd, addr: &[u8], deadline: Instant) -> Result<(), c_int> {
+    // SAFETY: addr is a readable buffer of addr.len() bytes.
+    let r = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            addr.as_ptr().cast(),
+            addr.len() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    match errno() {
+        libc::EINPROGRESS | libc::EINTR | libc::EALREADY => {}
+        e => return Err(e),
+    }
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(libc::ETIMEDOUT);
+        }
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, left.as_millis().clamp(1, 60_000) as c_int) };
+        if r > 0 {
+            return match sockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR) {
+                Ok(0) => Ok(()),
+                Ok(e) | Err(e) => Err(e),
+            };
+        }
+        if r < 0 && errno() != libc::EINTR {
+            return Err(errno());
+        }
+    }
+}
+
+/// What one connect needs after the quick checks: handled by a worker.
+struct Job {
+    notif: Notif,
+    sock: OwnedFd,
+    work: Work,
+}
+
+enum Work {
+    Proxy(SocketAddr),
+    Responder(SocketAddr),
+}
+
+/// The receiver and its workers.
+pub struct Supervisor {
+    listener: Listener,
+    ctx: Ctx,
+    pool: Pool,
+}
+
+#[derive(Default)]
+struct Pool {
+    state: Mutex<PoolState>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct PoolState {
+    jobs: VecDeque<Job>,
+    /// Workers waiting for a job (or woken and about to look).
+    idle: usize,
+    /// Workers alive, for the statistics.
+    alive: usize,
+    most: usize,
+}
+
+impl Supervisor {
+    pub fn new(listener: Listener, ctx: Ctx) -> Arc<Supervisor> {
+        Arc::new(Supervisor {
+            listener,
+            ctx,
+            pool: Pool::default(),
+        })
+    }
+
+    pub fn ctx(&self) -> &Ctx {
+        &self.ctx
+    }
+
+    /// Most workers alive at once so far.
+    pub fn most_workers(&self) -> usize {
+        self.pool.state.lock().map_or(0, |s| s.most)
+    }
+
+    /// The receiver loop; returns when no process is left under the filter.
+    pub fn run(self: &Arc<Supervisor>) {
+        loop {
+            match self.listener.recv() {
+                Ok(Some(n)) => {
+                    self.ctx.stats.notifications.fetch_add(1, Ordering::Relaxed);
+                    self.handle(n);
+                }
+                Ok(None) => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn handle(self: &Arc<Supervisor>, n: Notif) {
+        match self.triage(n) {
+            Ok(job) => self.submit(job),
+            Err(answer) => {
+                if answer == Answer::Continue {
+                    self.ctx.stats.continued.fetch_add(1, Ordering::Relaxed);
+                }
+                self.listener.send(n.id, answer)
+            }
+        }
+    }
+
+    /// The quick part, in the receiver: everything but a handshake. `Err` is the answer.
+    fn triage(&self, n: Notif) -> Result<Job, Answer> {
+        let done = |r| Err(Answer::Done(r));
+        // A failure while the thread still waits is answered (never left hanging); a thread
+        // that is gone needs no answer.
+        let fail = |what: &str, e: c_int| {
+            if !self.listener.valid(n.id) {
+                return Err(Answer::Gone);
+            }
+            if e == libc::EBADF {
+                return done(Err(e)); // the program's own mistake, as the kernel reports it
+            }
+            self.ctx.log.line(
+                LogLevel::Error,
+                format_args!(
+                    "supervisor: refusing a connect of tid {}: {what}: {} (EACCES)",
+                    n.tid,
+                    std::io::Error::from_raw_os_error(e)
+                ),
+            );
+            done(Err(libc::EACCES))
+        };
+        let pidfd = match pidfd_of(n.tid) {
+            Ok(p) => p,
+            Err(e) => return fail("pidfd_open", e),
+        };
+        if !self.listener.valid(n.id) {
+            return Err(Answer::Gone); // the tid may have been reused: pidfd is not our thread
+        }
+        let sock = match take_fd(&pidfd, n.fd) {
+            Ok(s) => s,
+            Err(e) => return fail("pidfd_getfd", e),
+        };
+        let domain = match sockopt(sock.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN) {
+            Ok(d) => d,
+            Err(e) => return done(Err(e)), // ENOTSOCK: not a socket, as the kernel says
+        };
+        if domain != libc::AF_INET && domain != libc::AF_INET6 {
+            // unix, netlink, vsock…: the kernel connects them itself, from the program (a
+            // unix peer sees the program's credentials and path namespace, not ours).
+            return Err(Answer::Continue);
+        }
+        // An internet socket: from here on we answer ourselves, whatever the address.
+        if n.addr_len as i32 > 128 || (n.addr_len as i32) < 0 {
+            return done(Err(libc::EINVAL));
+        }
+        let mut raw = [0u8; 128];
+        let raw = &mut raw[..n.addr_len as usize];
+        if let Err(e) = read_mem(n.tid, n.addr_ptr, raw) {
+            return if self.listener.valid(n.id) {
+                done(Err(e))
+            } else {
+                Err(Answer::Gone)
+            };
+        }
+        if !self.listener.valid(n.id) {
+            return Err(Answer::Gone); // the bytes we read may not be that thread's any more
+        }
+        let ty = sockopt(sock.as_fd(), libc::SOL_SOCKET, libc::SO_TYPE).unwrap_or(0);
+        let dest = parse_sockaddr(raw);
+        let log = &self.ctx.log;
+        if log.enabled(LogLevel::Debug) {
+            log.line(
+                LogLevel::Debug,
+                format_args!(
+                    "supervisor: connect from tid {} fd {} ({}) to {}",
+                    n.tid,
+                    n.fd,
+                    kind_name(domain, ty),
+                    dest.map_or_else(|| format!("{} address bytes", raw.len()), |d| d.to_string())
+                ),
+            );
+        }
+        let Some(dest) = dest else {
+            // AF_UNSPEC (disconnect), a short address, another family: the kernel's own
+            // answer on our duplicate; none of these can open a connection.
+            let r = connect_bytes(sock.as_fd(), raw, Instant::now() + Duration::from_secs(1));
+            return done(r);
+        };
+        let family_ok = match dest {
+            SocketAddr::V4(_) => domain == libc::AF_INET || ty == libc::SOCK_DGRAM,
+            SocketAddr::V6(_) => domain == libc::AF_INET6,
+        };
+        if !family_ok {
+            // TCP refuses a foreign family (EAFNOSUPPORT/EINVAL): the kernel says which.
+            let r = connect_bytes(sock.as_fd(), raw, Instant::now() + Duration::from_secs(1));
+            return done(r);
+        }
+        if let Some(dns) = &self.ctx.dns
+            && let Some(to) = dns.redirect(sock.as_fd(), domain, ty, dest)
+        {
+            self.ctx.stats.dns.fetch_add(1, Ordering::Relaxed);
+            if ty == libc::SOCK_DGRAM {
+                let (b, len) = sockaddr_bytes(&to);
+                let r = connect_bytes(sock.as_fd(), &b[..len], Instant::now());
+                return done(r);
+            }
+            return Ok(Job {
+                notif: n,
+                sock,
+                work: Work::Responder(to),
+            });
+        }
+        Ok(Job {
+            notif: n,
+            sock,
+            work: Work::Proxy(dest),
+        })
+    }
+
+    /// Hands a job to an idle worker, or starts a new one for it.
+    fn submit(self: &Arc<Supervisor>, job: Job) {
+        let Ok(mut st) = self.pool.state.lock() else {
+            return; // a poisoned pool: the notification stays unanswered until exit
+        };
+        if st.jobs.len() < st.idle {
+            st.jobs.push_back(job);
+            drop(st);
+            self.pool.cv.notify_one();
+            return;
+        }
+        st.alive += 1;
+        st.most = st.most.max(st.alive);
+        drop(st);
+        let me = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("cs-supervisor".into())
+            .stack_size(WORKER_STACK)
+            .spawn(move || me.worker(job));
+        if let Err(e) = spawned {
+            // No thread: fail this connect (closed), never leave it direct or waiting.
+            if let Ok(mut st) = self.pool.state.lock() {
+                st.alive -= 1;
+            }
+            self.ctx.log.line(
+                LogLevel::Error,
+                format_args!("supervisor: cannot start a worker: {e}"),
+            );
+        }
+    }
+
+    fn worker(self: Arc<Supervisor>, first: Job) {
+        self.work(first);
+        let Ok(mut st) = self.pool.state.lock() else {
+            return;
+        };
+        st.idle += 1;
+        loop {
+            if let Some(job) = st.jobs.pop_front() {
+                st.idle -= 1;
+                drop(st);
+                self.work(job);
+                let Ok(g) = self.pool.state.lock() else {
+                    return;
+                };
+                st = g;
+                st.idle += 1;
+                continue;
+            }
+            let Ok((g, to)) = self.pool.cv.wait_timeout(st, IDLE) else {
+                return;
+            };
+            st = g;
+            if to.timed_out() && st.jobs.is_empty() {
+                st.idle -= 1;
+                st.alive -= 1;
+                return;
+            }
+        }
+    }
+
+    fn work(&self, job: Job) {
+        let n = job.notif;
+        let r = match job.work {
+            Work::Responder(to) => {
+                let (b, len) = sockaddr_bytes(&to);
+                connect_bytes(
+                    job.sock.as_fd(),
+                    &b[..len],
+                    Instant::now() + Duration::from_secs(5),
+                )
+            }
+            Work::Proxy(dest) => {
+                self.ctx.stats.proxied.fetch_add(1, Ordering::Relaxed);
+                let who = Requester { tid: n.tid };
+                super::proxy_connect(&self.ctx, job.sock.as_fd(), dest, &who)
+            }
+        };
+        self.listener.send(n.id, Answer::Done(r));
+    }
+}
+
+fn kind_name(domain: c_int, ty: c_int) -> &'static str {
+    match (domain, ty) {
+        (libc::AF_INET, libc::SOCK_STREAM) => "tcp",
+        (libc::AF_INET6, libc::SOCK_STREAM) => "tcp6",
+        (libc::AF_INET, libc::SOCK_DGRAM) => "udp",
+        (libc::AF_INET6, libc::SOCK_DGRAM) => "udp6",
+        (libc::AF_INET, _) => "inet",
+        _ => "inet6",
+    }
+}
+
+/// Whether `ip` is one of `list` (an IPv4 address also as its v4-mapped IPv6 form).
+pub fn ip_in(ip: IpAddr, list: &[IpAddr]) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    list.contains(&ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockaddrs_as_the_kernel_reads_them() {
+        let v4: SocketAddr = "1.2.3.4:80".parse().unwrap();
+        let (b, len) = sockaddr_bytes(&v4);
+        assert_eq!(len, 16);
+        assert_eq!(parse_sockaddr(&b[..16]), Some(v4));
+        assert_eq!(parse_sockaddr(&b[..15]), None);
+        let v6: SocketAddr = "[2001:db8::1]:443".parse().unwrap();
+        let (b, len) = sockaddr_bytes(&v6);
+        assert_eq!(len, 28);
+        assert_eq!(parse_sockaddr(&b[..28]), Some(v6));
+        // 24..27 bytes: accepted by the kernel without a scope id
+        assert_eq!(parse_sockaddr(&b[..24]), Some(v6));
+        assert_eq!(parse_sockaddr(&b[..23]), None);
+        let mut padded = [0u8; 113];
+        padded[..16].copy_from_slice(&sockaddr_bytes(&v4).0[..16]);
+        assert_eq!(parse_sockaddr(&padded), Some(v4));
+        assert_eq!(parse_sockaddr(&[0, 0]), None); // AF_UNSPEC
+        assert_eq!(parse_sockaddr(&[]), None);
+        let unix = (libc::AF_UNIX as u16).to_ne_bytes();
+        assert_eq!(parse_sockaddr(&[unix[0], unix[1], b'/', b'x']), None);
+    }
+
+    #[test]
+    fn mapped_addresses_match() {
+        let list = ["127.0.0.1".parse().unwrap()];
+        assert!(ip_in("127.0.0.1".parse().unwrap(), &list));
+        assert!(ip_in("::ffff:127.0.0.1".parse().unwrap(), &list));
+        assert!(!ip_in("127.0.0.2".parse().unwrap(), &list));
+    }
+}

@@ -1,0 +1,542 @@
+//! End-to-end tests of the seccomp supervisor (issue 11) and of the launcher's wait loop
+//! (issue 10, items 14 and 15). Each test runs in its own network namespace with only `lo`.
+//!
+//! Programs the preload cannot see are played by `csraw` (raw `syscall()`s: connect from the
+//! main thread, a second thread, a fork child, a vfork child, a double-forked daemon; io_uring;
+//! TCP Fast Open; an address flipped by a racing thread) and busybox-static. Until the core
+//! dialer is wired into the supervisor, every supervised internet connect is refused
+//! (ECONNREFUSED, "dialer not wired"): these tests prove that each such connect IS seen by the
+//! supervisor and that nothing reaches the origin directly; the control runs with
+//! `--no-supervisor` prove the same connect would otherwise go direct.
+
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use e2e::*;
+
+const T: Duration = Duration::from_secs(30);
+const REFUSED: &str = "errno=111"; // ECONNREFUSED
+
+fn csraw() -> &'static str {
+    env!("CARGO_BIN_EXE_csraw")
+}
+
+/// A launch whose only proxy is dante (never used by these supervised connects until the
+/// dialer is wired) with debug logging.
+fn launch(dante: &Dante) -> Launch {
+    Launch::chain(&[format!("socks5://127.0.0.1:{}", dante.port())])
+}
+
+fn debug(mut c: Command) -> Command {
+    c.env("CHAINSOCKS_LOG", "debug");
+    c
+}
+
+/// `chainsocks -f CONFIG --no-supervisor -- program`.
+fn unsupervised(l: &Launch, program: &str) -> Command {
+    l.cmd_with(&["--no-supervisor"], program)
+}
+
+/// The supervisor's closing debug line: (notifications, continued, proxied, dns).
+fn counts(log: &str) -> (u64, u64, u64, u64) {
+    let line = log
+        .lines()
+        .rfind(|l| l.contains("supervisor: ") && l.contains(" notifications ("))
+        .unwrap_or_else(|| panic!("no supervisor summary in the log:\n{log}"));
+    let nums: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    // chainsocks[PID]: supervisor: N notifications (C continued, P proxied, D to ...; W workers)
+    let n = nums.len();
+    (nums[n - 5], nums[n - 4], nums[n - 3], nums[n - 2])
+}
+
+#[test]
+fn raw_connects_from_every_kind_of_process_are_seen_and_none_goes_direct() {
+    netns();
+    let origin = HttpOrigin::start(vec![("/f".into(), b"origin".to_vec())]);
+    let Some(dante) = Dante::start(DanteOpts::default()) else {
+        return;
+    };
+    let l = launch(&dante);
+    let (ip, port) = ("127.0.0.1", origin.port().to_string());
+    for mode in ["", "--thread", "--fork", "--vfork"] {
+        let mut c = debug(l.cmd(csraw()));
+        c.args(["connect", ip, &port]);
+        if !mode.is_empty() {
+            c.arg(mode);
+        }
+        let o = run(&mut c, T);
+        let out = stdout(&o);
+        assert!(
+            !o.status.success() && out.contains(REFUSED),
+            "{mode}: {}",
+            show(&o)
+        );
+        if mode == "--thread" {
+            // The connect came from a non-leader thread, and the supervisor saw that thread.
+            let tid = out.split("tid=").nth(1).unwrap().split(' ').next().unwrap();
+            let main = out.split("main_tid=").nth(1).unwrap().trim();
+            assert_ne!(tid, main, "{out}");
+            assert!(
+                l.log().contains(&format!("connect from tid {tid} ")),
+                "{}",
+                l.log()
+            );
+        }
+    }
+    // fork + exec descendants, and a static binary.
+    let script = format!(
+        "sh -c '{csraw} connect {ip} {port}'; sh -c 'sh -c \"busybox wget -q -O- http://{ip}:{port}/f\"'; echo wget=$?",
+        csraw = csraw()
+    );
+    let mut c = debug(l.cmd("sh"));
+    c.args(["-c", &script]);
+    let o = run(&mut c, T);
+    let out = stdout(&o);
+    assert!(out.contains(REFUSED), "{}", show(&o));
+    if require("busybox").is_some() {
+        assert!(
+            out.contains("wget=1") && stderr(&o).contains("Connection refused"),
+            "{}",
+            show(&o)
+        );
+    }
+    assert!(origin.peers().is_empty(), "direct: {:?}", origin.peers());
+    let log = l.log();
+    assert!(log.contains("dialer not wired"), "{log}");
+    // Control: without the supervisor the same raw connect goes straight to the origin.
+    let mut c = unsupervised(&l, csraw());
+    c.args(["connect", ip, &port]);
+    let o = run(&mut c, T);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(origin.peers().len(), 1);
+}
+
+#[test]
+fn a_double_forking_daemon_keeps_the_launcher_and_is_still_supervised() {
+    netns();
+    let echo = Echo::start();
+    let Some(dante) = Dante::start(DanteOpts::default()) else {
+        return;
+    };
+    let l = launch(&dante);
+    let out = l.dir().join("daemon.out");
+    let script = format!(
+        "{} daemon 127.0.0.1 {} {} 1500; exit 7",
+        csraw(),
+        echo.port(),
+        out.display()
+    );
+    let mut c = debug(l.cmd("sh"));
+    c.args(["-c", &script]);
+    let started = Instant::now();
+    let child = c
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let launcher = child.id();
+    let o = child.wait_with_output().unwrap();
+    let took = started.elapsed();
+    assert_eq!(o.status.code(), Some(7), "COMMAND's status");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "the launcher left before the daemon ({took:?})"
+    );
+    let line = std::fs::read_to_string(&out).expect("the daemon ran");
+    assert!(line.contains(REFUSED), "{line}");
+    // The daemon was adopted by the launcher (subreaper), not by init.
+    assert!(line.contains(&format!("ppid={launcher}")), "{line}");
+    assert!(echo.peers().is_empty(), "direct: {:?}", echo.peers());
+    assert_eq!(counts(&l.log()).2, 1, "{}", l.log());
+}
+
+#[test]
+fn background_jobs_reach_the_launch_state_after_the_program_exits() {
+    netns();
+    let origin = HttpOrigin::start(vec![("/f".into(), b"later".to_vec())]);
+    let Some(dante) = Dante::start(DanteOpts::default()) else {
+        return;
+    };
+    let Some(curl) = require("curl") else { return };
+    let l = launch(&dante);
+    for supervisor in [true, false] {
+        let out = l.dir().join(format!("bg-{supervisor}.out"));
+        // The program exits at once with 3; its background job first uses the shim 1 s later.
+        let script = format!(
+            "(sleep 1; {} -sS --max-time 10 {} > {} 2>&1) & exit 3",
+            curl.display(),
+            origin.url("/f"),
+            out.display()
+        );
+        let mut c = if supervisor {
+            l.cmd("sh")
+        } else {
+            unsupervised(&l, "sh")
+        };
+        c.args(["-c", &script]);
+        let o = run(&mut c, T);
+        assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+        let got = std::fs::read_to_string(&out).unwrap_or_default();
+        assert_eq!(got, "later", "supervisor={supervisor}: {}", l.log());
+    }
+    assert_eq!(origin.requests().len(), 2);
+    assert!(
+        origin
+            .requests()
+            .iter()
+            .all(|(p, _)| p.ip().to_string() == "127.0.0.2"),
+        "through dante: {:?}",
+        origin.requests()
+    );
+}
+
+#[test]
+fn an_inherited_sigchld_ignore_does_not_hang_the_launcher() {
+    netns();
+    let l = Launch::chain(&["socks5://127.0.0.1:9".to_string()]);
+    for supervisor in [true, false] {
+        let mut c = if supervisor {
+            l.cmd("sh")
+        } else {
+            unsupervised(&l, "sh")
+        };
+        c.args(["-c", "sleep 0.2 & exit 5"]);
+        let ignore = |c: &mut Command| {
+            // SAFETY: only signal() between fork and exec.
+            unsafe {
+                c.pre_exec(|| {
+                    libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+        };
+        ignore(&mut c);
+        let started = Instant::now();
+        let o = run(&mut c, Duration::from_secs(20));
+        assert_eq!(o.status.code(), Some(5), "{}", show(&o));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // The program itself still inherits SIGCHLD ignored (bit 17 - 1 of the mask).
+        let mut c = if supervisor {
+            l.cmd("grep")
+        } else {
+            unsupervised(&l, "grep")
+        };
+        c.args(["SigIgn", "/proc/self/status"]);
+        ignore(&mut c);
+        let o = run(&mut c, T);
+        let mask = u64::from_str_radix(stdout(&o).split_whitespace().nth(1).unwrap(), 16).unwrap();
+        assert_ne!(mask & (1 << 16), 0, "{}", show(&o));
+    }
+}
+
+#[test]
+fn non_internet_sockets_are_connected_by_the_kernel_for_the_program() {
+    netns();
+    let l = Launch::chain(&["socks5://127.0.0.1:9".to_string()]);
+    let path = l.dir().join("unix.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        for mut s in listener.incoming().flatten() {
+            let mut cred = libc::ucred {
+                pid: 0,
+                uid: 0,
+                gid: 0,
+            };
+            let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+            // SAFETY: SO_PEERCRED into a ucred.
+            unsafe {
+                libc::getsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_PEERCRED,
+                    (&mut cred as *mut libc::ucred).cast(),
+                    &mut len,
+                )
+            };
+            let _ = write!(s, "{}", cred.pid);
+        }
+    });
+    let mut c = debug(l.cmd(csraw()));
+    c.args(["unix", path.to_str().unwrap()]);
+    let o = run(&mut c, T);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}", show(&o));
+    // The peer is the program itself (the kernel continued its own connect), not the launcher.
+    let pid = out.split("pid=").nth(1).unwrap().split(' ').next().unwrap();
+    assert!(out.contains(&format!("reply={pid}")), "{out}");
+    let (n, continued, proxied, _) = counts(&l.log());
+    assert_eq!((n, continued, proxied), (1, 1, 0), "{}", l.log());
+}
+
+#[test]
+fn io_uring_and_tcp_fast_open_are_refused_never_direct() {
+    netns();
+    let echo = Echo::start();
+    let l = Launch::chain(&["socks5://127.0.0.1:9".to_string()]);
+    let mut c = l.cmd(csraw());
+    c.arg("io_uring");
+    let o = run(&mut c, T);
+    assert!(
+        stdout(&o).contains("io_uring_setup errno=38"),
+        "{}",
+        show(&o)
+    ); // ENOSYS
+    let mut c = l.cmd(csraw());
+    c.args(["fastopen", "127.0.0.1", &echo.port().to_string()]);
+    let o = run(&mut c, T);
+    assert!(stdout(&o).contains("errno=95"), "{}", show(&o)); // EOPNOTSUPP
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(echo.peers().is_empty(), "direct: {:?}", echo.peers());
+    // Controls: without the supervisor both work (and fast open connects straight out).
+    let mut c = unsupervised(&l, csraw());
+    c.arg("io_uring");
+    assert!(stdout(&run(&mut c, T)).contains("io_uring_setup ok"));
+    let mut c = unsupervised(&l, csraw());
+    c.args(["fastopen", "127.0.0.1", &echo.port().to_string()]);
+    let o = run(&mut c, T);
+    assert!(stdout(&o).contains("ok 8"), "{}", show(&o));
+    assert!(wait_until(T, || echo.peers().len() == 1));
+}
+
+#[test]
+fn an_address_flipped_during_connect_never_goes_direct() {
+    netns();
+    let a = Echo::start();
+    let b = Echo::start_on("127.0.0.2".parse().unwrap());
+    let l = Launch::chain(&["socks5://127.0.0.1:9".to_string()]);
+    let mut c = l.cmd(csraw());
+    c.args([
+        "flip",
+        "127.0.0.1",
+        &a.port().to_string(),
+        "127.0.0.2",
+        &b.port().to_string(),
+        "2000",
+    ]);
+    c.env("CHAINSOCKS_LOG", "error");
+    let o = run(&mut c, Duration::from_secs(120));
+    assert!(
+        stdout(&o).contains("connects=2000 ok=0 errnos=111:2000"),
+        "{}",
+        show(&o)
+    );
+    assert!(a.peers().is_empty() && b.peers().is_empty());
+}
+
+#[test]
+fn connects_fail_closed_once_the_supervisor_is_gone() {
+    netns();
+    let echo = Echo::start();
+    let l = Launch::chain(&["socks5://127.0.0.1:9".to_string()]);
+    let (ready, go, out) = (
+        l.dir().join("ready"),
+        l.dir().join("go"),
+        l.dir().join("out"),
+    );
+    let script = format!(
+        "touch {ready}; while [ ! -e {go} ]; do sleep 0.05; done; {csraw} connect 127.0.0.1 {port} > {out} 2>&1",
+        ready = ready.display(),
+        go = go.display(),
+        out = out.display(),
+        csraw = csraw(),
+        port = echo.port()
+    );
+    let mut c = l.cmd("sh");
+    c.args(["-c", &script])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut launcher = c.spawn().unwrap();
+    assert!(wait_until(T, || ready.exists()));
+    launcher.kill().unwrap(); // SIGKILL: the supervisor dies with the launcher
+    launcher.wait().unwrap();
+    std::fs::write(&go, "").unwrap();
+    assert!(wait_until(T, || std::fs::read_to_string(&out)
+        .is_ok_and(|s| s.contains("errno="))));
+    let got = std::fs::read_to_string(&out).unwrap();
+    assert!(got.contains("errno=38"), "{got}"); // ENOSYS
+    assert!(echo.peers().is_empty(), "direct: {:?}", echo.peers());
+}
+
+#[test]
+fn dynamic_programs_pay_no_notification_and_are_proxied_once() {
+    netns();
+    let origin = HttpOrigin::start(vec![("/f".into(), b"once".to_vec())]);
+    let Some(dante) = Dante::start(DanteOpts::default()) else {
+        return;
+    };
+    let Some(curl) = require("curl") else { return };
+    let l = launch(&dante);
+    let mut c = debug(l.cmd(&curl));
+    c.args(["-sS", "--max-time", "10", &origin.url("/f")]);
+    let o = run(&mut c, T);
+    assert_eq!(stdout(&o), "once", "{}\n{}", show(&o), l.log());
+    let log = l.log();
+    assert!(!log.contains("supervisor: connect from"), "{log}");
+    assert_eq!(counts(&log).2, 0, "{log}");
+    let reqs = origin.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].0.ip().to_string(), "127.0.0.2", "through dante");
+}
+
+/// The fake IPv4 address a line of output names, if any (198.18.0.0/15).
+fn fake_v4(text: &str) -> Option<String> {
+    text.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .find(|w| w.starts_with("198.18.") || w.starts_with("198.19."))
+        .map(String::from)
+}
+
+#[test]
+fn programs_doing_their_own_dns_get_the_launchs_fake_addresses() {
+    netns();
+    let trap = DnsTrap::start();
+    let l = Launch::chain(&["socks5://127.0.0.1:9".to_string()]);
+    let Some(busybox) = require("busybox") else {
+        return;
+    };
+    // busybox nslookup (static, UDP), then the preload's getaddrinfo (getent) for the same
+    // name in the same launch: one entry of the shared table.
+    let script = format!(
+        "{} nslookup own.example; getent hosts own.example",
+        busybox.display()
+    );
+    let mut c = debug(l.cmd("sh"));
+    c.args(["-c", &script]);
+    trap.apply(&mut c);
+    let o = run(&mut c, T);
+    let out = stdout(&o);
+    let from_dns = fake_v4(out.split("own.example").nth(1).unwrap_or(""))
+        .unwrap_or_else(|| panic!("no fake address from nslookup: {}", show(&o)));
+    let from_getent = out
+        .lines()
+        .rfind(|l| l.contains("own.example"))
+        .and_then(fake_v4)
+        .unwrap_or_else(|| panic!("no fake address from getent: {}", show(&o)));
+    assert_eq!(from_dns, from_getent, "{}", show(&o));
+    assert!(counts(&l.log()).3 >= 1, "{}", l.log());
+    // Raw queries over UDP and over TCP.
+    for tcp in [false, true] {
+        let mut c = l.cmd(csraw());
+        c.args(["dns", "127.0.0.1", "53", "own.example"]);
+        if tcp {
+            c.arg("--tcp");
+        }
+        trap.apply(&mut c);
+        let o = run(&mut c, T);
+        assert_eq!(
+            stdout(&o).trim(),
+            format!("dns rcode=0 answers=1 a={from_dns}"),
+            "tcp={tcp}: {}",
+            show(&o)
+        );
+    }
+    // dig (its UDP socket is connected with connect(2), unmarked: the supervisor sees it).
+    if let Some(dig) = require("dig") {
+        let mut c = l.cmd(&dig);
+        c.args(["+short", "+tries=1", "+timeout=2", "own.example", "A"]);
+        trap.apply(&mut c);
+        let o = run(&mut c, T);
+        assert_eq!(stdout(&o).trim(), from_dns, "{}", show(&o));
+        let mut c = l.cmd(&dig);
+        c.args(["+short", "+tries=1", "+timeout=2", "own.example", "MX"]);
+        trap.apply(&mut c);
+        let o = run(&mut c, T);
+        assert!(
+            o.status.success() && stdout(&o).trim().is_empty(),
+            "{}",
+            show(&o)
+        );
+    }
+    // Go's own resolver (hey): the name resolves to a fake address, whose connect the
+    // supervisor then sees (refused until the dialer is wired).
+    if let Some(hey) = require("hey") {
+        let mut c = debug(l.cmd(&hey));
+        c.args(["-n", "1", "-c", "1", "http://go.example:8080/"]);
+        c.env("GODEBUG", "netdns=go");
+        trap.apply(&mut c);
+        let o = run(&mut c, T);
+        let log = l.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("dialer not wired") && l.contains(":8080"))
+            .unwrap_or_else(|| panic!("{}\n{log}", show(&o)));
+        assert!(
+            fake_v4(line).is_some() || line.contains("[fd63:6873:6f63:6b73::"),
+            "{line}"
+        );
+    }
+    trap.assert_no_leak("own DNS under the supervisor");
+}
+
+#[test]
+fn a_nested_launch_falls_back_to_the_preload_and_says_so() {
+    netns();
+    let echo = Echo::start();
+    let Some(busybox) = require("busybox") else {
+        return;
+    };
+    let l = Launch::chain(&["socks5://127.0.0.1:9".to_string()]);
+    let nc = format!("printf x | busybox nc -w 2 127.0.0.1 {}", echo.port());
+    let inner = |strict: bool| {
+        let mut c = l.cmd(chainsocks_bin());
+        c.arg("-f").arg(&l.config);
+        if strict {
+            c.arg("--strict-launch");
+        }
+        c.arg(&busybox).args(["sh", "-c", &nc]);
+        run(&mut c, T)
+    };
+    // The inner launcher cannot install a second listener: one line, then the preload alone;
+    // the outer supervisor still sees the static program's connect.
+    let o = inner(false);
+    let err = stderr(&o);
+    assert!(
+        err.contains("statically linked") && err.contains("supervisors cannot nest"),
+        "{}",
+        show(&o)
+    );
+    assert!(err.contains("Connection refused"), "{}", show(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let o = inner(true);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(
+        stderr(&o)
+            .contains("refusing to run (--strict-launch): the seccomp supervisor cannot start"),
+        "{}",
+        show(&o)
+    );
+    assert!(echo.peers().is_empty(), "direct: {:?}", echo.peers());
+}
+
+#[test]
+fn without_the_supervisor_a_static_program_is_warned_about_or_refused() {
+    netns();
+    let Some(busybox) = require("busybox") else {
+        return;
+    };
+    let l = Launch::chain(&["socks5://127.0.0.1:9".to_string()]);
+    let mut c = unsupervised(&l, busybox.to_str().unwrap());
+    c.arg("true");
+    let o = run(&mut c, T);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(
+        stderr(&o).contains("LD_PRELOAD will not apply"),
+        "{}",
+        show(&o)
+    );
+    let mut c = l.cmd_with(&["--no-supervisor", "--strict-launch"], &busybox);
+    c.arg("true");
+    let o = run(&mut c, T);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    // With the supervisor: no warning, the static program is covered.
+    let mut c = l.cmd(&busybox);
+    c.arg("true");
+    let o = run(&mut c, T);
+    assert!(o.status.success() && stderr(&o).is_empty(), "{}", show(&o));
+}

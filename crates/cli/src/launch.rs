@@ -247,8 +247,41 @@ fn cstring(s: &OsStr) -> Result<CString, String> {
 
 fn try_run(cfg: &Config, command: &[OsString], extras: &Extras) -> Result<Exit, String> {
     let lib = find_library()?;
+    // A program's own DNS (to port 53 of a resolv.conf nameserver) goes to the launch's
+    // responder: bound now, so its addresses are in the config every process reads (remote DNS
+    // only; inside --isolate the nameserver has no route).
+    let mut cfg = cfg.clone();
+    let responder = if cfg.proxy_dns && extras.sandbox.is_none() {
+        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        match crate::supervisor::responder::bind(crate::supervisor::nameservers(&resolv)) {
+            Ok(b) => {
+                cfg.dns_redirect = Some(b.redirect.clone());
+                Some(b)
+            }
+            Err(e) => {
+                eprintln!("chainsocks: warning: no DNS responder: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let cfg = &cfg;
     let state_file = extras.sandbox.as_ref().map(|p| p.state_file());
     let (shm_fd, shm_path) = create_shm(cfg, state_file)?;
+    let dns = match responder {
+        Some(b) => {
+            let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+            match b.serve(cfg, shm_fd, &hosts) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    eprintln!("chainsocks: warning: no DNS responder: {e}");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     // An inherited SIGCHLD = SIG_IGN would reap the program behind our back (waitpid would
     // never report it): default for us, the program gets its inherited disposition back.
     // SAFETY: sigaction on our own process, zeroed structs as out-parameters.
@@ -367,7 +400,7 @@ fn try_run(cfg: &Config, command: &[OsString], extras: &Extras) -> Result<Exit, 
         }
     }
     let running = match (&extras.supervisor, chan) {
-        (Some(sup), Some(ours)) => start_supervisor(cfg, shm_fd, extras, sup, child, ours)?,
+        (Some(sup), Some(ours)) => start_supervisor(cfg, shm_fd, dns, sup, child, ours)?,
         _ => None,
     };
     let exit = supervise(child, &waitset, cfg.quiet);
@@ -390,7 +423,7 @@ fn reap(child: libc::pid_t) {
 fn start_supervisor(
     cfg: &Config,
     shm_fd: libc::c_int,
-    extras: &Extras,
+    dns: Option<crate::supervisor::responder::Redirect>,
     sup: &Supervision,
     child: libc::pid_t,
     chan: std::os::unix::net::UnixStream,
@@ -418,26 +451,19 @@ fn start_supervisor(
             return Ok(None);
         }
     };
-    // A program's own DNS goes to the responder (remote DNS only; inside --isolate the
-    // nameserver has no route and the supervisor's duplicates live in the sandbox).
-    let dns = if cfg.proxy_dns && extras.sandbox.is_none() {
-        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-        match supervisor::responder::start(cfg, shm_fd, supervisor::nameservers(&resolv), &hosts) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                eprintln!("chainsocks: warning: no DNS responder: {e}");
-                None
-            }
+    let shared = match supervisor::shared::Launch::map(cfg, shm_fd) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("chainsocks: warning: the supervisor cannot map the shared state: {e}");
+            None
         }
-    } else {
-        None
     };
     let ctx = supervisor::Ctx {
         cfg: cfg.clone(),
         log: supervisor::Log::new(cfg),
         dns,
         stats: Default::default(),
+        shared,
     };
     match supervisor::start(listener, ctx) {
         Ok(r) => Ok(Some(r)),

@@ -108,6 +108,65 @@ pub struct Config {
     /// datagrams to (set by the launcher).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub udp_via: Option<String>,
+    /// Set by the launcher: a program's own DNS (port 53 of these nameservers) goes to the
+    /// launch's fake-DNS responder instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_redirect: Option<DnsRedirect>,
+}
+
+/// Where a program's own DNS goes instead of its nameservers: the launch's responder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsRedirect {
+    /// The resolv.conf nameservers whose port 53 is redirected.
+    pub nameservers: Vec<IpAddr>,
+    /// The responder's UDP address on 127.0.0.1, and on ::1 when there is one.
+    pub udp4: SocketAddr,
+    pub udp6: Option<SocketAddr>,
+    /// The responder's TCP address on 127.0.0.1, and on ::1 when there is one.
+    pub tcp4: SocketAddr,
+    pub tcp6: Option<SocketAddr>,
+}
+
+impl DnsRedirect {
+    /// The responder address a socket of `domain` and type `ty` (SOCK_DGRAM / SOCK_STREAM)
+    /// connects or sends to instead of `dest`, if `dest` is port 53 of a nameserver. An
+    /// AF_INET6 socket gets the IPv6 responder when its destination is IPv6 and it is
+    /// V6ONLY, else the IPv4 one (v4-mapped when the destination is IPv6).
+    pub fn target(
+        &self,
+        dest: SocketAddr,
+        domain: i32,
+        ty: i32,
+        v6only: bool,
+    ) -> Option<SocketAddr> {
+        let ip = match dest.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(dest.ip(), IpAddr::V4),
+            v4 => v4,
+        };
+        if dest.port() != 53 || !self.nameservers.contains(&ip) {
+            return None;
+        }
+        let (v4, v6) = match ty {
+            libc::SOCK_DGRAM => (self.udp4, self.udp6),
+            libc::SOCK_STREAM => (self.tcp4, self.tcp6),
+            _ => return None,
+        };
+        if domain == libc::AF_INET {
+            return Some(v4);
+        }
+        match (dest, v6only) {
+            (SocketAddr::V6(d), true) if d.ip().to_ipv4_mapped().is_none() => v6.or(Some(v4)),
+            (SocketAddr::V4(_), _) => Some(v4),
+            _ => {
+                let ip = match v4.ip() {
+                    IpAddr::V4(a) => a.to_ipv6_mapped(),
+                    IpAddr::V6(a) => a,
+                };
+                Some(SocketAddr::new(IpAddr::V6(ip), v4.port()))
+            }
+        }
+    }
 }
 
 /// See [`Config::policy`].
@@ -293,6 +352,7 @@ impl Default for Config {
             via: BTreeMap::new(),
             udp_proxy: None,
             udp_via: None,
+            dns_redirect: None,
         }
     }
 }

@@ -134,6 +134,23 @@ pub fn connect<H: Host>(h: &H, fd: c_int, dest: SocketAddr) -> Outcome {
         }
     };
 
+    // A program's own DNS over TCP (port 53 of a nameserver): the launch's responder.
+    if let Some(to) = cfg.dns_redirect.as_ref().and_then(|r| {
+        let v6only = family == libc::AF_INET6
+            && sys::getsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) == Ok(1);
+        r.target(dest, family, libc::SOCK_STREAM, v6only)
+    }) {
+        h.log(
+            LogLevel::Debug,
+            format_args!("{dest}: DNS over TCP to the launch's responder ({to})"),
+        );
+        let r = sys::connect(fd, &to, true).map_err(Error::Os);
+        if matches!(r, Ok(()) | Err(Error::Os(libc::EINPROGRESS))) {
+            h.set_peer(fd, dest, to);
+        }
+        return Outcome::Done(r.map(|()| 0));
+    }
+
     // The destination: dnat first, then the name behind a fake address.
     let asked = unmap(dest);
     let addr = cfg

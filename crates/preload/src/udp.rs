@@ -154,14 +154,18 @@ struct Assoc {
     recent_next: AtomicUsize,
     sent: AtomicU64,
     received: AtomicU64,
-    /// The proxy the association goes through (its first address).
+    /// The proxy the association goes through (its first address; none for a plain one).
     proxy: AddrWords,
+    /// A plain redirect (a program's own DNS to the launch's responder): datagrams go to the
+    /// relay as they are, no header; only the source a receive reports is rewritten.
+    plain: AtomicBool,
 }
 
 /// A stable copy of an association's fixed part.
 #[derive(Debug, Clone, Copy)]
 pub struct View {
     pub ctl: c_int,
+    pub plain: bool,
     pub relay: SocketAddr,
     pub connected: Option<SocketAddr>,
     ptr: usize,
@@ -238,6 +242,7 @@ pub fn lookup(fd: c_int) -> Option<View> {
         }
         let v = View {
             ctl: a.ctl.load(Ordering::Relaxed) as c_int,
+            plain: a.plain.load(Ordering::Relaxed),
             relay: a.relay.load()?,
             connected: a.connected.load(),
             ptr: (w & PTR_MASK) as usize,
@@ -492,6 +497,24 @@ pub fn prepare_send(fd: c_int, dest: SocketAddr, what: &str) -> Send {
         Ok(c) => c,
         Err(_) => return Send::Real,
     };
+    // A program's own DNS (port 53 of a nameserver): to the launch's responder, as it is.
+    if let Some(r) = &cfg.dns_redirect {
+        let domain = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).unwrap_or(0);
+        let v6only = domain == libc::AF_INET6
+            && sys::getsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) == Ok(1);
+        if let Some(to) = r.target(dest, domain, libc::SOCK_DGRAM, v6only) {
+            let view = match lookup(fd) {
+                Some(v) if v.plain && v.relay == to => v,
+                Some(_) => return Send::Fail(Error::Os(libc::ENETUNREACH)),
+                None => match publish(fd, st, None, to, None, true) {
+                    Ok(v) => v,
+                    Err(e) => return Send::Fail(e),
+                },
+            };
+            view.cache(dest, &[], None);
+            return Send::Framed { view, hdr, len: 0 };
+        }
+    }
     let plan = match udp::plan(st, cfg, dest) {
         Ok(p) => p,
         Err(e) => {
@@ -589,9 +612,6 @@ fn create(
     target: &Dest,
     chain: &str,
 ) -> Result<View, Error> {
-    let Some(sock_ino) = inode(fd) else {
-        return Err(Error::Os(libc::EBADF));
-    };
     // Datagrams will come from the socket's own address (bound now if it is not yet, as the
     // kernel would on the first send).
     let local = match sys::local(fd) {
@@ -635,47 +655,7 @@ fn create(
         None => assoc.relay,
     };
     let relay = present(relay, matches!(local, SocketAddr::V6(_)));
-    let a = take_from_pool();
-    let g = a.era.load(Ordering::Relaxed) | 1;
-    a.era.store(g, Ordering::Release);
-    a.sock_ino.store(sock_ino, Ordering::Relaxed);
-    a.ctl.store(assoc.ctl as u64, Ordering::Relaxed);
-    a.ctl_ino
-        .store(inode(assoc.ctl).unwrap_or(0), Ordering::Relaxed);
-    a.relay.store(Some(relay));
-    a.connected.store(None);
-    a.connected_hdr.store(&[]);
-    a.last.store(None);
-    for r in &a.recent {
-        r.store(None);
-    }
-    a.sent.store(0, Ordering::Relaxed);
-    a.received.store(0, Ordering::Relaxed);
-    a.proxy.store(proxy.socket_addr());
-    a.busy.store(false, Ordering::Relaxed);
-    let era = g + 1;
-    a.era.store(era, Ordering::Release);
-    let w = ((era & 0xffff) << PTR_BITS) | (a as *const Assoc as u64);
-    let Some(s) = slot(fd) else {
-        sys::close(assoc.ctl);
-        give_to_pool(a);
-        return Err(Error::Os(libc::EMFILE));
-    };
-    ANY.store(true, Ordering::Release);
-    if s.compare_exchange(0, w, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
-        // Another thread associated this socket first: use theirs.
-        sys::close(assoc.ctl);
-        give_to_pool(a);
-        return lookup(fd).ok_or(Error::Os(libc::EAGAIN));
-    }
-    if let Some(o) = usize::try_from(assoc.ctl)
-        .ok()
-        .and_then(|i| CTL_OWNER.get(i))
-    {
-        o.store(fd as u32 + 1, Ordering::Release);
-    }
+    let v = publish(fd, st, Some(assoc.ctl), relay, proxy.socket_addr(), false)?;
     if st.sink.enabled(LogLevel::Info) {
         st.log(
             LogLevel::Info,
@@ -686,6 +666,73 @@ fn create(
         );
     }
     report_assoc(st, target, proxy, chain, Ok(()), start);
+    Ok(v)
+}
+
+/// Publishes an association of `fd` (through `ctl`, or a plain redirect) in the table.
+fn publish(
+    fd: c_int,
+    st: &state::State,
+    ctl: Option<c_int>,
+    relay: SocketAddr,
+    proxy: Option<SocketAddr>,
+    plain: bool,
+) -> Result<View, Error> {
+    let _ = st;
+    let Some(sock_ino) = inode(fd) else {
+        if let Some(c) = ctl {
+            sys::close(c);
+        }
+        return Err(Error::Os(libc::EBADF));
+    };
+    let a = take_from_pool();
+    let g = a.era.load(Ordering::Relaxed) | 1;
+    a.era.store(g, Ordering::Release);
+    a.sock_ino.store(sock_ino, Ordering::Relaxed);
+    a.ctl
+        .store(ctl.map_or(u64::MAX, |c| c as u64), Ordering::Relaxed);
+    a.ctl_ino
+        .store(ctl.and_then(inode).unwrap_or(0), Ordering::Relaxed);
+    a.plain.store(plain, Ordering::Relaxed);
+    a.relay.store(Some(relay));
+    a.connected.store(None);
+    a.connected_hdr.store(&[]);
+    a.last.store(None);
+    for r in &a.recent {
+        r.store(None);
+    }
+    a.sent.store(0, Ordering::Relaxed);
+    a.received.store(0, Ordering::Relaxed);
+    a.proxy.store(proxy);
+    a.busy.store(false, Ordering::Relaxed);
+    let era = g + 1;
+    a.era.store(era, Ordering::Release);
+    let w = ((era & 0xffff) << PTR_BITS) | (a as *const Assoc as u64);
+    let close_ctl = || {
+        if let Some(c) = ctl {
+            sys::close(c);
+        }
+    };
+    let Some(s) = slot(fd) else {
+        close_ctl();
+        give_to_pool(a);
+        return Err(Error::Os(libc::EMFILE));
+    };
+    ANY.store(true, Ordering::Release);
+    if s.compare_exchange(0, w, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        // Another thread associated this socket first: use theirs.
+        close_ctl();
+        give_to_pool(a);
+        return lookup(fd).ok_or(Error::Os(libc::EAGAIN));
+    }
+    if let Some(o) = ctl
+        .and_then(|c| usize::try_from(c).ok())
+        .and_then(|i| CTL_OWNER.get(i))
+    {
+        o.store(fd as u32 + 1, Ordering::Release);
+    }
     lookup(fd).ok_or(Error::Os(libc::EAGAIN))
 }
 
@@ -890,6 +937,10 @@ pub unsafe fn recv_framed(
         return Err(libc::EMSGSIZE);
     }
     let v6 = matches!(view.relay, SocketAddr::V6(_));
+    if view.plain {
+        // SAFETY: the program's buffers (contract).
+        return unsafe { recv_plain(fd, view, iov, iovlen, control, flags) };
+    }
     let guess = match view.connected {
         Some(SocketAddr::V6(a)) if a.ip().to_ipv4_mapped().is_none() => 22,
         _ => 10,
@@ -1032,6 +1083,63 @@ pub unsafe fn recv_framed(
             controllen: m.msg_controllen,
         });
     }
+}
+
+/// A receive on a plain redirect: the datagram as it came, its source reported as the
+/// destination the program used (its nameserver) when it came from the relay.
+///
+/// # Safety
+/// As [`recv_framed`].
+unsafe fn recv_plain(
+    fd: c_int,
+    view: &View,
+    iov: *const libc::iovec,
+    iovlen: usize,
+    control: (*mut libc::c_void, usize),
+    flags: c_int,
+) -> Result<Received, c_int> {
+    // SAFETY: zeroed storage; all-zero msghdr.
+    let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+    m.msg_name = &mut name as *mut libc::sockaddr_storage as *mut libc::c_void;
+    m.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    m.msg_iov = iov as *mut libc::iovec;
+    m.msg_iovlen = iovlen;
+    m.msg_control = control.0;
+    m.msg_controllen = control.1;
+    // SAFETY: the program's buffers; raw recvmsg.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_recvmsg,
+            fd as libc::c_long,
+            &mut m as *mut libc::msghdr,
+            flags as libc::c_long,
+        )
+    };
+    if n < 0 {
+        return Err(sys::errno());
+    }
+    // SAFETY: the kernel wrote msg_namelen bytes of an address.
+    let src = unsafe {
+        sys::read_sockaddr(
+            (&name as *const libc::sockaddr_storage).cast(),
+            m.msg_namelen,
+        )
+    };
+    let from = match src {
+        Some(s) if unmap(s) == unmap(view.relay) => view
+            .connected
+            .or_else(|| view.assoc().last.load())
+            .unwrap_or(s),
+        Some(s) => s,
+        None => SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0),
+    };
+    Ok(Received {
+        len: n as usize,
+        from,
+        flags: m.msg_flags,
+        controllen: m.msg_controllen,
+    })
 }
 
 /// Copies `data` into the iovecs (as much as fits); the bytes written.

@@ -15,8 +15,10 @@
 //! their own DNS).
 
 pub mod filter;
+mod host;
 mod notify;
 pub mod responder;
+pub mod shared;
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -99,6 +101,27 @@ pub struct Requester {
     pub tid: u32,
 }
 
+impl Requester {
+    /// The process (thread group) id of the thread.
+    pub fn pid(&self) -> i32 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.tid))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Tgid:"))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(self.tid as i32)
+    }
+
+    /// The program's executable.
+    pub fn program(&self) -> String {
+        std::fs::read_link(format!("/proc/{}/exe", self.tid))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
 /// Everything the supervisor's decisions read.
 pub struct Ctx {
     pub cfg: Config,
@@ -106,31 +129,31 @@ pub struct Ctx {
     /// Where a program's own DNS goes instead (None: remote DNS off, or no responder).
     pub dns: Option<responder::Redirect>,
     pub stats: Stats,
+    /// The launch's shared state (fake-DNS table, proxy health), as every process maps it.
+    pub shared: Option<shared::Launch>,
 }
 
 /// Routes one supervised AF_INET/AF_INET6 connect: `fd` is our duplicate of the program's
-/// socket (same open file description: connecting it connects the program's socket; its
-/// O_NONBLOCK is the program's — wait with poll, never change flags), `dest` the address the
-/// program asked for, read once. Returns what the program's connect returns. The socket's
-/// type and protocol are on `fd` (SO_TYPE, SO_PROTOCOL): TCP, UDP and anything else arrive
-/// here; on failure the socket must be left unconnected (AF_UNSPEC), as the preload does.
-///
-/// Until the core dialer is wired in, this fails closed for every destination.
+/// socket (same open file description: connecting it connects the program's socket), `dest`
+/// the address the program asked for, read once. Returns what the program's connect returns.
+/// The decision and the dial are the shared dialer's ([`chainsocks_core::connect`]), the
+/// same as the library's; a destination that goes direct is connected here on the duplicate
+/// with the kernel's own semantics (EINPROGRESS for a non-blocking socket) — never "continue".
 pub fn proxy_connect(
     ctx: &Ctx,
     fd: BorrowedFd,
     dest: SocketAddr,
     who: &Requester,
 ) -> Result<(), i32> {
-    let _ = (fd.as_raw_fd(), &ctx.cfg);
-    ctx.log.line(
-        LogLevel::Error,
-        format_args!(
-            "supervisor: dialer not wired: refusing {dest} from tid {} (ECONNREFUSED)",
-            who.tid
-        ),
-    );
-    Err(libc::ECONNREFUSED)
+    let host = host::SupHost::new(ctx, who);
+    match chainsocks_core::connect::connect(&host, fd.as_raw_fd(), dest) {
+        chainsocks_core::connect::Outcome::Done(r) => r.map(|_| ()).map_err(|e| e.errno()),
+        chainsocks_core::connect::Outcome::Real(_) => {
+            // Direct (a rule, localnet, a UDP destination the policy allows): the kernel's
+            // connect, on our duplicate, with the program's flags.
+            chainsocks_core::sys::connect(fd.as_raw_fd(), &dest, false)
+        }
+    }
 }
 
 /// A running supervisor: the receiver thread and its context.

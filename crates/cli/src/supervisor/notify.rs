@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 use std::mem::size_of;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
@@ -266,29 +266,8 @@ pub fn sockopt(fd: BorrowedFd, level: c_int, opt: c_int) -> Result<c_int, c_int>
 /// from 16 bytes, AF_INET6 from 24 (the RFC 2133 size, without scope id) — anything else is
 /// not a destination (`None`: AF_UNSPEC disconnects, short or foreign addresses fail).
 pub fn parse_sockaddr(b: &[u8]) -> Option<SocketAddr> {
-    let family = u16::from_ne_bytes(b.get(..2)?.try_into().ok()?) as c_int;
-    let port = u16::from_be_bytes(b.get(2..4)?.try_into().ok()?);
-    match family {
-        libc::AF_INET if b.len() >= 16 => {
-            let ip: [u8; 4] = b.get(4..8)?.try_into().ok()?;
-            Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port)))
-        }
-        libc::AF_INET6 if b.len() >= 24 => {
-            let flow = u32::from_be_bytes(b.get(4..8)?.try_into().ok()?);
-            let ip: [u8; 16] = b.get(8..24)?.try_into().ok()?;
-            let scope = b
-                .get(24..28)
-                .and_then(|s| s.try_into().ok())
-                .map_or(0, u32::from_ne_bytes);
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(ip),
-                port,
-                flow,
-                scope,
-            )))
-        }
-        _ => None,
-    }
+    // SAFETY: `b` is readable for its length.
+    unsafe { chainsocks_core::sys::read_sockaddr(b.as_ptr().cast(), b.len() as libc::socklen_t) }
 }
 
 /// The bytes of a sockaddr for `sa`.
@@ -636,15 +615,6 @@ fn kind_name(domain: c_int, ty: c_int) -> &'static str {
     }
 }
 
-/// Whether `ip` is one of `list` (an IPv4 address also as its v4-mapped IPv6 form).
-pub fn ip_in(ip: IpAddr, list: &[IpAddr]) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    list.contains(&ip)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -670,13 +640,5 @@ mod tests {
         assert_eq!(parse_sockaddr(&[]), None);
         let unix = (libc::AF_UNIX as u16).to_ne_bytes();
         assert_eq!(parse_sockaddr(&[unix[0], unix[1], b'/', b'x']), None);
-    }
-
-    #[test]
-    fn mapped_addresses_match() {
-        let list = ["127.0.0.1".parse().unwrap()];
-        assert!(ip_in("127.0.0.1".parse().unwrap(), &list));
-        assert!(ip_in("::ffff:127.0.0.1".parse().unwrap(), &list));
-        assert!(!ip_in("127.0.0.2".parse().unwrap(), &list));
     }
 }

@@ -18,29 +18,24 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use chainsocks_core::config::{Config, LogLevel};
+use chainsocks_core::config::{Config, DnsRedirect, LogLevel};
 use chainsocks_core::dns::{self, DnsError, Query, Rdata};
 use chainsocks_core::fakedns::{FakeRanges, FakeTable, normalize};
 use chainsocks_core::proto::Decoded;
 use chainsocks_core::shm;
 
 use super::Log;
-use super::notify::{ip_in, sockopt};
+use super::notify::sockopt;
 
 const TTL: u32 = 60;
 
-/// Where the supervisor sends a program's DNS instead of its nameserver.
-pub struct Redirect {
-    nameservers: Vec<IpAddr>,
-    udp4: SocketAddr,
-    tcp4: SocketAddr,
-    udp6: Option<SocketAddr>,
-    tcp6: Option<SocketAddr>,
-}
+/// Where the supervisor sends a program's DNS instead of its nameserver: the launch's
+/// [`DnsRedirect`] (the same the library reads from the config).
+pub struct Redirect(pub DnsRedirect);
 
 impl Redirect {
     /// The responder address for a connect of a socket (`domain`, `ty`) to `dest`, if `dest`
@@ -52,30 +47,9 @@ impl Redirect {
         ty: libc::c_int,
         dest: SocketAddr,
     ) -> Option<SocketAddr> {
-        if dest.port() != 53 || !ip_in(dest.ip(), &self.nameservers) {
-            return None;
-        }
-        let (v4, v6) = match ty {
-            libc::SOCK_DGRAM => (self.udp4, self.udp6),
-            libc::SOCK_STREAM => (self.tcp4, self.tcp6),
-            _ => return None,
-        };
-        if domain == libc::AF_INET {
-            return Some(v4);
-        }
-        let v6only = sockopt(sock, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) == Ok(1);
-        match (dest, v6only) {
-            // An AF_INET6 UDP socket may connect to an AF_INET address: keep its family.
-            (SocketAddr::V4(_), _) => Some(v4),
-            (SocketAddr::V6(_), true) => v6.or(Some(v4)),
-            (SocketAddr::V6(_), false) => {
-                let ip = match v4.ip() {
-                    IpAddr::V4(a) => a.to_ipv6_mapped(),
-                    IpAddr::V6(a) => a,
-                };
-                Some(SocketAddr::new(IpAddr::V6(ip), v4.port()))
-            }
-        }
+        let v6only = domain == libc::AF_INET6
+            && sockopt(sock, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) == Ok(1);
+        self.0.target(dest, domain, ty, v6only)
     }
 }
 
@@ -294,19 +268,15 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), String> {
         .map_err(|e| format!("starting the DNS responder: {e}"))
 }
 
-/// Starts the responder on this namespace's loopback (127.0.0.1, and ::1 when it exists) and
-/// returns where the supervisor sends `nameservers`' port 53.
-pub fn start(
-    cfg: &Config,
-    shm_fd: RawFd,
-    nameservers: Vec<IpAddr>,
-    hosts_text: &str,
-) -> Result<Redirect, String> {
-    let r: &'static Responder = Box::leak(Box::new(Responder {
-        table: map_table(cfg, shm_fd)?,
-        local: Local::new(hosts_text),
-        log: Log::new(cfg),
-    }));
+/// The responder's sockets, bound on this namespace's loopback (127.0.0.1, and ::1 when it
+/// exists) before the launch's state is written (their addresses go into the config).
+pub struct Bound {
+    socks: Vec<(UdpSocket, TcpListener)>,
+    pub redirect: DnsRedirect,
+}
+
+/// Binds the responder for `nameservers`.
+pub fn bind(nameservers: Vec<IpAddr>) -> Result<Bound, String> {
     let bind = |ip: IpAddr| -> std::io::Result<(UdpSocket, TcpListener)> {
         Ok((UdpSocket::bind((ip, 0))?, TcpListener::bind((ip, 0))?))
     };
@@ -315,7 +285,7 @@ pub fn start(
     let v6 = bind(IpAddr::V6(Ipv6Addr::LOCALHOST)).ok();
     let addr = |s: &UdpSocket| s.local_addr().map_err(|e| e.to_string());
     let taddr = |s: &TcpListener| s.local_addr().map_err(|e| e.to_string());
-    let redirect = Redirect {
+    let redirect = DnsRedirect {
         nameservers,
         udp4: addr(&u4)?,
         tcp4: taddr(&t4)?,
@@ -324,16 +294,27 @@ pub fn start(
     };
     let mut socks = vec![(u4, t4)];
     socks.extend(v6);
-    for (u, t) in socks {
-        let _ = u.as_raw_fd();
-        spawn("cs-dns-udp", move || r.serve_udp(&u))?;
-        spawn("cs-dns-tcp", move || {
-            for c in t.incoming().flatten() {
-                let _ = spawn("cs-dns-tcp", move || r.serve_tcp(c));
-            }
-        })?;
+    Ok(Bound { socks, redirect })
+}
+
+impl Bound {
+    /// Starts answering, from the launch's state file (`shm_fd`) and the hosts file.
+    pub fn serve(self, cfg: &Config, shm_fd: RawFd, hosts_text: &str) -> Result<Redirect, String> {
+        let r: &'static Responder = Box::leak(Box::new(Responder {
+            table: map_table(cfg, shm_fd)?,
+            local: Local::new(hosts_text),
+            log: Log::new(cfg),
+        }));
+        for (u, t) in self.socks {
+            spawn("cs-dns-udp", move || r.serve_udp(&u))?;
+            spawn("cs-dns-tcp", move || {
+                for c in t.incoming().flatten() {
+                    let _ = spawn("cs-dns-tcp", move || r.serve_tcp(c));
+                }
+            })?;
+        }
+        Ok(Redirect(self.redirect))
     }
-    Ok(redirect)
 }
 
 #[cfg(test)]

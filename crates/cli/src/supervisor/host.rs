@@ -1,0 +1,105 @@
+//! The [`Host`] the shared dialer runs with in the supervisor: the launch's config and shared
+//! state, the supervisor's log, report records in the name of the program that connected, the
+//! launcher's own resolver for names a rule sends direct, and plain poll waits.
+//!
+//! Must never: answer for a socket it did not connect (no getpeername bookkeeping: the
+//! supervisor does not see getpeername).
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::time::Instant;
+
+use chainsocks_core::Error;
+use chainsocks_core::chain::Health;
+use chainsocks_core::config::{Config, LogLevel};
+use chainsocks_core::connect::{Host, poll_wait};
+use chainsocks_core::report::{Event, Who, append_line, line};
+use libc::c_int;
+
+use super::{Ctx, Requester};
+
+pub struct SupHost<'a> {
+    ctx: &'a Ctx,
+    who: &'a Requester,
+}
+
+impl<'a> SupHost<'a> {
+    pub fn new(ctx: &'a Ctx, who: &'a Requester) -> SupHost<'a> {
+        SupHost { ctx, who }
+    }
+}
+
+/// No health counters (the state could not be mapped): nothing is ever marked dead.
+const NO_HEALTH: Health<'static> = Health {
+    dead_until: &[],
+    rr: &[],
+};
+
+impl Host for SupHost<'_> {
+    type DialScope = ();
+
+    fn config(&self) -> Result<&Config, &str> {
+        Ok(&self.ctx.cfg)
+    }
+
+    fn health(&self) -> Health<'_> {
+        self.ctx.shared.as_ref().map_or(NO_HEALTH, |s| s.health())
+    }
+
+    fn fake_name(&self, ip: IpAddr) -> Option<Result<String, Error>> {
+        if !self.ctx.cfg.proxy_dns {
+            return None;
+        }
+        let s = self.ctx.shared.as_ref()?;
+        if !s.ranges.contains(ip) {
+            return None;
+        }
+        let name = s.ranges.id_of(ip).and_then(|id| s.table.name_of(id));
+        Some(name.ok_or(Error::UnknownFakeIp(ip)))
+    }
+
+    fn log_enabled(&self, level: LogLevel) -> bool {
+        self.ctx.log.enabled(level)
+    }
+
+    fn log(&self, level: LogLevel, msg: std::fmt::Arguments) {
+        self.ctx
+            .log
+            .line(level, format_args!("[pid {}] {msg}", self.who.pid()))
+    }
+
+    fn report_enabled(&self) -> bool {
+        self.ctx.cfg.report_file.is_some()
+    }
+
+    fn report(&self, e: &Event) {
+        let Some(path) = &self.ctx.cfg.report_file else {
+            return;
+        };
+        let Ok(path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+            return;
+        };
+        let program = self.who.program();
+        let who = Who {
+            pid: self.who.pid(),
+            program: &program,
+        };
+        append_line(&path, line(e, &who).as_bytes());
+    }
+
+    fn resolve_real(&self, name: &str, family: c_int) -> Result<IpAddr, String> {
+        (name, 0)
+            .to_socket_addrs()
+            .map_err(|e| e.to_string())?
+            .map(|a| a.ip())
+            .find(|ip| family != libc::AF_INET || ip.is_ipv4())
+            .ok_or_else(|| "no address".to_string())
+    }
+
+    fn set_peer(&self, _fd: c_int, _asked: SocketAddr, _actual: SocketAddr) {}
+
+    fn begin_dial(&self) {}
+
+    fn wait(&self, fd: c_int, events: i16, deadline: Instant) -> Result<(), Error> {
+        poll_wait(fd, events, deadline)
+    }
+}

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, MapAccess, Visitor};
 
 use crate::fakedns::{FakeRanges, Net};
-use crate::rules::{Dnat, Pattern};
+use crate::rules::{Allow, Dnat, Pattern};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 
@@ -84,6 +84,11 @@ pub struct Config {
     /// --allow-direct`: the in-namespace forwarders).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_direct: Vec<Pattern>,
+    /// The egress allowlist (`None`: none). When set, a destination no entry matches is
+    /// refused (EACCES), except a direct connection to a loopback address; see
+    /// [`crate::chain::decide`] for where it sits among the other decisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<Allow>>,
     /// The chain, in order: first entry is the proxy we connect to.
     #[serde(default, rename = "proxy", skip_serializing_if = "Vec::is_empty")]
     pub proxies: Vec<Proxy>,
@@ -282,6 +287,7 @@ impl Default for Config {
             policy: Policy::Open,
             report_file: None,
             allowed_direct: Vec::new(),
+            allow: None,
             via: BTreeMap::new(),
         }
     }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use libc::c_int;
 
 use crate::Error;
-use crate::chain::{self, By, Health, Route as Way};
+use crate::chain::{self, Allowed, By, Health, Route as Way};
 use crate::config::{
     ChainMode, ChainView, Config, LogLevel, Policy, Proxy, ProxyKind, Socks4Resolve,
 };
@@ -186,8 +186,11 @@ pub fn connect<H: Host>(h: &H, fd: c_int, dest: SocketAddr) -> Outcome {
             );
             Outcome::Done(Err(e))
         }
+        // An allowlist entry marked direct is allowed direct also under proxy-only (as
+        // `--allow-direct` is); under `--isolate` the launcher gives it a forwarder.
         Way::Direct
             if cfg.policy == Policy::ProxyOnly
+                && !matches!(by, By::Allow(_))
                 && !cfg.allowed_direct.iter().any(|p| p.matches(&d)) =>
         {
             h.log(
@@ -267,13 +270,52 @@ pub fn connect<H: Host>(h: &H, fd: c_int, dest: SocketAddr) -> Outcome {
     }
 }
 
-/// A UDP `connect` or `sendto`/`sendmsg`/`sendmmsg` with an address: untouched, except that a
-/// fake address is refused (ENETUNREACH: UDP is not carried through the proxy, and the address
-/// means nothing anywhere else) and `policy = "proxy-only"` refuses every non-loopback
-/// destination (EACCES).
+/// A UDP `connect` or `sendto`/`sendmsg`/`sendmmsg` with an address: untouched, except that
+/// a destination the allowlist does not name is refused (EACCES; loopback addresses are exempt,
+/// as for a direct TCP connection), a fake address is refused (ENETUNREACH: UDP is not carried
+/// through the proxy, and the address means nothing anywhere else) and `policy = "proxy-only"`
+/// refuses every non-loopback destination (EACCES) but those of allowlist entries marked
+/// `direct`. Datagrams let through are recorded once per destination by the host.
 pub fn udp<H: Host>(h: &H, dest: SocketAddr, what: &str) -> Outcome {
     let d = unmap(dest);
-    if let Some(fake) = h.fake_name(d.ip()) {
+    let fake = h.fake_name(d.ip());
+    let cfg = h.config().ok();
+    let loopback = chain::is_loopback(d.ip());
+    let name = fake.as_ref().and_then(|f| f.as_ref().ok());
+    let allowed = match cfg {
+        Some(cfg) if !loopback => chain::allowlist(
+            cfg,
+            &Destination {
+                ip: if fake.is_some() { None } else { Some(d.ip()) },
+                name: name.map(String::as_str),
+                port: d.port(),
+            },
+        ),
+        _ => Allowed::NoList,
+    };
+    if allowed == Allowed::NotListed {
+        let shown = Shown {
+            name: name.map(String::as_str),
+            addr: d,
+        };
+        h.log(
+            LogLevel::Info,
+            format_args!("UDP {what} to {shown} blocked (not in the allowlist)"),
+        );
+        let e = Error::Os(libc::EACCES);
+        report(
+            h,
+            Kind::Udp,
+            name.map(String::as_str),
+            Some(d),
+            Some(&By::Allowlist),
+            None,
+            &Err(e.clone()),
+            None,
+        );
+        return Outcome::Done(Err(e));
+    }
+    if let Some(fake) = fake {
         let name = fake.ok();
         h.log(
             LogLevel::Info,
@@ -297,11 +339,11 @@ pub fn udp<H: Host>(h: &H, dest: SocketAddr, what: &str) -> Outcome {
         );
         return Outcome::Done(Err(e));
     }
-    let Ok(cfg) = h.config() else {
+    let Some(cfg) = cfg else {
         return Outcome::Real(Bypass::NotStream);
     };
-    let loopback = d.ip().is_loopback();
-    if cfg.policy == Policy::ProxyOnly && !loopback {
+    let direct_entry = matches!(allowed, Allowed::Entry { direct: true, .. });
+    if cfg.policy == Policy::ProxyOnly && !loopback && !direct_entry {
         h.log(
             LogLevel::Info,
             format_args!("UDP {what} to {dest} blocked (policy proxy-only)"),
@@ -319,8 +361,21 @@ pub fn udp<H: Host>(h: &H, dest: SocketAddr, what: &str) -> Outcome {
         );
         return Outcome::Done(Err(e));
     }
-    if what == "connect" && !loopback {
-        report(h, Kind::Udp, None, Some(d), None, None, &Ok(()), None);
+    if !loopback {
+        let rule = match allowed {
+            Allowed::Entry { index, .. } => Some(By::Allow(index)),
+            _ => None,
+        };
+        report(
+            h,
+            Kind::Udp,
+            None,
+            Some(d),
+            rule.as_ref().map(|r| r as &dyn std::fmt::Display),
+            Some("direct"),
+            &Ok(()),
+            None,
+        );
     }
     Outcome::Real(Bypass::NotStream)
 }

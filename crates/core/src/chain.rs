@@ -422,34 +422,90 @@ chain = "tor"
             };
             assert_eq!((got.as_str(), r.by), (want, by));
         };
-        is(decide(&c, &v, &d(None, Some("pypi.org"), 443)), By::Default, "default");
-        is(decide(&c, &v, &d(None, Some("pypi.org"), 80)), By::Allowlist, "block");
+        is(
+            decide(&c, &v, &d(None, Some("pypi.org"), 443)),
+            By::Default,
+            "default",
+        );
+        is(
+            decide(&c, &v, &d(None, Some("pypi.org"), 80)),
+            By::Allowlist,
+            "block",
+        );
         is(
             decide(&c, &v, &d(None, Some("files.pythonhosted.org"), 443)),
             By::Default,
             "default",
         );
-        is(decide(&c, &v, &d(None, Some("github.com"), 22)), By::Rule(1), "tor");
+        is(
+            decide(&c, &v, &d(None, Some("github.com"), 22)),
+            By::Rule(1),
+            "tor",
+        );
         // Listed, but a block rule still blocks.
-        is(decide(&c, &v, &d(None, Some("blocked.test"), 1)), By::Rule(0), "block");
+        is(
+            decide(&c, &v, &d(None, Some("blocked.test"), 1)),
+            By::Rule(0),
+            "block",
+        );
         // Listed by address, routed by localnet.
-        is(decide(&c, &v, &d(Some("10.1.2.3"), None, 5432)), By::Localnet, "direct");
-        is(decide(&c, &v, &d(Some("10.1.2.3"), None, 22)), By::Allowlist, "block");
+        is(
+            decide(&c, &v, &d(Some("10.1.2.3"), None, 5432)),
+            By::Localnet,
+            "direct",
+        );
+        is(
+            decide(&c, &v, &d(Some("10.1.2.3"), None, 22)),
+            By::Allowlist,
+            "block",
+        );
         // Marked direct: direct whatever the rules say.
-        is(decide(&c, &v, &d(None, Some("db.internal"), 5432)), By::Allow(4), "direct");
+        is(
+            decide(&c, &v, &d(None, Some("db.internal"), 5432)),
+            By::Allow(4),
+            "direct",
+        );
         // Unlisted: refused, names and addresses alike …
-        is(decide(&c, &v, &d(None, Some("evil.test"), 443)), By::Allowlist, "block");
-        is(decide(&c, &v, &d(Some("192.0.2.1"), None, 443)), By::Allowlist, "block");
+        is(
+            decide(&c, &v, &d(None, Some("evil.test"), 443)),
+            By::Allowlist,
+            "block",
+        );
+        is(
+            decide(&c, &v, &d(Some("192.0.2.1"), None, 443)),
+            By::Allowlist,
+            "block",
+        );
         // … except direct to loopback (localnet 127.0.0.0/8), which never leaves the machine;
         // loopback through a chain is not exempt.
-        is(decide(&c, &v, &d(Some("127.0.0.1"), None, 5432)), By::Localnet, "direct");
-        is(decide(&c, &v, &d(Some("::ffff:127.0.0.9"), None, 80)), By::Localnet, "direct");
-        is(decide(&c, &v, &d(Some("::1"), None, 80)), By::Allowlist, "block");
-        is(decide(&c, &v, &d(Some("::1"), None, 9)), By::Default, "default");
+        is(
+            decide(&c, &v, &d(Some("127.0.0.1"), None, 5432)),
+            By::Localnet,
+            "direct",
+        );
+        is(
+            decide(&c, &v, &d(Some("::ffff:127.0.0.9"), None, 80)),
+            By::Localnet,
+            "direct",
+        );
+        is(
+            decide(&c, &v, &d(Some("::1"), None, 80)),
+            By::Allowlist,
+            "block",
+        );
+        is(
+            decide(&c, &v, &d(Some("::1"), None, 9)),
+            By::Default,
+            "default",
+        );
         // An empty list refuses everything that would leave.
         let c = cfg("proxy = [\"socks5://127.0.0.1:1\"]\nallow = []\n");
         let v = c.chain_views();
-        is(decide(&c, &v, &d(None, Some("pypi.org"), 443)), By::Allowlist, "block");
+        is(
+            decide(&c, &v, &d(None, Some("pypi.org"), 443)),
+            By::Allowlist,
+            "block",
+        );
         assert_eq!(
             allowlist(&c, &d(Some("10.0.0.1"), None, 1)),
             Allowed::NotListed
@@ -466,8 +522,15 @@ chain = "tor"
         let list = c.allow.as_ref().unwrap();
         assert_eq!(list.len(), 2);
         assert!(!list[0].direct && list[1].direct);
-        assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c, "{}", c.to_toml());
-        let only_direct = cfg("proxy = [\"socks5://127.0.0.1:1\"]\nallow = [{ dest = \"10.0.0.1:5432\", direct = true }]\n");
+        assert_eq!(
+            Config::from_toml(&c.to_toml()).unwrap(),
+            c,
+            "{}",
+            c.to_toml()
+        );
+        let only_direct = cfg(
+            "proxy = [\"socks5://127.0.0.1:1\"]\nallow = [{ dest = \"10.0.0.1:5432\", direct = true }]\n",
+        );
         assert_eq!(
             Config::from_toml(&only_direct.to_toml()).unwrap(),
             only_direct,

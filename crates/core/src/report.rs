@@ -72,10 +72,7 @@ const CMDLINE_READ: usize = 4096;
 /// `***`, cut at [`CMDLINE_MAX`] bytes on a character boundary with `…` appended.
 pub fn cmdline(raw: &[u8]) -> String {
     let raw = raw.strip_suffix(b"\0").unwrap_or(raw);
-    let joined: Vec<u8> = raw
-        .iter()
-        .map(|&b| if b == 0 { b' ' } else { b })
-        .collect();
+    let joined: Vec<u8> = raw.iter().map(|&b| if b == 0 { b' ' } else { b }).collect();
     let text = crate::config::redact_urls(&String::from_utf8_lossy(&joined));
     if text.len() <= CMDLINE_MAX {
         return text;
@@ -241,7 +238,10 @@ mod tests {
 
     #[test]
     fn command_lines() {
-        assert_eq!(cmdline(b"pip\0install\0-r\0req.txt\0"), "pip install -r req.txt");
+        assert_eq!(
+            cmdline(b"pip\0install\0-r\0req.txt\0"),
+            "pip install -r req.txt"
+        );
         assert_eq!(cmdline(b""), "");
         assert_eq!(
             cmdline(b"git\0clone\0https://bot:t0ken@git.example/r.git\0"),
@@ -249,7 +249,10 @@ mod tests {
         );
         let long: Vec<u8> = std::iter::repeat_n("é".bytes(), 200).flatten().collect();
         let c = cmdline(&long);
-        assert!(c.ends_with('…') && c.len() <= CMDLINE_MAX + '…'.len_utf8(), "{c}");
+        assert!(
+            c.ends_with('…') && c.len() <= CMDLINE_MAX + '…'.len_utf8(),
+            "{c}"
+        );
         // A password past the cut is hidden before cutting, never shown in part.
         let mut raw = vec![b'x'; CMDLINE_MAX - 20];
         raw.extend_from_slice(b"\0https://u:supersecretpassword@h/");

@@ -407,7 +407,13 @@ mod tests {
         assert_eq!(p("db.internal:5432"), Some(("db.internal".into(), 5432)));
         assert_eq!(p("10.1.2.3:5432"), Some(("10.1.2.3".into(), 5432)));
         assert_eq!(p("[::1]:22"), Some(("::1".into(), 22)));
-        for none in ["db.internal", "*.x.test:443", "10.0.0.0/8:5432", "*", "10.1.2.3"] {
+        for none in [
+            "db.internal",
+            "*.x.test:443",
+            "10.0.0.0/8:5432",
+            "*",
+            "10.1.2.3",
+        ] {
             assert_eq!(p(none), None, "{none}");
         }
     }

@@ -51,15 +51,36 @@ impl Record {
         self.result == "ok"
     }
 
-    /// Who made it: the command line when the record has one, else the program's file name.
+    /// Who made it: the command line when the record has one (the program and, after an
+    /// interpreter, its script shown by file name: `python3 fetch.py URL`), else the
+    /// program's file name.
     pub fn who(&self) -> String {
         match self.cmdline.as_deref().filter(|c| !c.is_empty()) {
-            Some(c) => c.to_string(),
-            None => Path::new(&self.program).file_name().map_or_else(
-                || self.program.clone(),
-                |f| f.to_string_lossy().into_owned(),
-            ),
+            Some(c) => {
+                let mut words = c.splitn(3, ' ');
+                let shown: Vec<&str> = words
+                    .next()
+                    .into_iter()
+                    .chain(words.next())
+                    .map(base_name)
+                    .chain(words)
+                    .collect();
+                shown.join(" ")
+            }
+            None => base_name(&self.program).to_string(),
         }
+    }
+}
+
+/// The file name of an absolute path (other words as they are).
+fn base_name(word: &str) -> &str {
+    match word.starts_with('/') {
+        true => word
+            .rsplit('/')
+            .next()
+            .filter(|b| !b.is_empty())
+            .unwrap_or(word),
+        false => word,
     }
 }
 
@@ -170,6 +191,11 @@ not json
         assert_eq!(r[0].dest(), "a.test:80");
         assert_eq!(r[0].who(), "curl -sS http://a.test/");
         assert_eq!(r[1].who(), "python3.11", "old records: the program");
+        let script = Record {
+            cmdline: Some("/usr/bin/python3 /tmp/x/fetch.py /a/b http://x/".into()),
+            ..Record::default()
+        };
+        assert_eq!(script.who(), "python3 fetch.py /a/b http://x/");
         assert_eq!(r[2].dest(), "[fd00::1]:53");
         assert!(r[1].blocked() && r[2].blocked() && !r[0].blocked());
         let s = Summary::of(&r);

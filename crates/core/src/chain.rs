@@ -414,98 +414,44 @@ chain = "tor"
             name,
             port,
         };
-        let is = |r: Decision, by: By, want: &str| {
-            let got = match r.route {
-                Route::Direct => "direct".to_string(),
-                Route::Block => "block".to_string(),
-                Route::Chain(ch) => ch.name.to_string(),
-            };
-            assert_eq!((got.as_str(), r.by), (want, by));
+        let name = |n: &'static str, port| d(None, Some(n), port);
+        let addr = |a: &str, port| d(Some(a), None, port);
+        let cases = [
+            (name("pypi.org", 443), By::Default, "default"),
+            (name("pypi.org", 80), By::Allowlist, "block"),
+            (name("files.pythonhosted.org", 443), By::Default, "default"),
+            (name("github.com", 22), By::Rule(1), "tor"),
+            // Listed, but a block rule still blocks.
+            (name("blocked.test", 1), By::Rule(0), "block"),
+            // Listed by address, routed by localnet.
+            (addr("10.1.2.3", 5432), By::Localnet, "direct"),
+            (addr("10.1.2.3", 22), By::Allowlist, "block"),
+            // Marked direct: direct whatever the rules say.
+            (name("db.internal", 5432), By::Allow(4), "direct"),
+            // Unlisted: refused, names and addresses alike …
+            (name("evil.test", 443), By::Allowlist, "block"),
+            (addr("192.0.2.1", 443), By::Allowlist, "block"),
+            // … except direct to loopback (localnet 127.0.0.0/8), which never leaves the
+            // machine; loopback through a chain is not exempt.
+            (addr("127.0.0.1", 5432), By::Localnet, "direct"),
+            (addr("::ffff:127.0.0.9", 80), By::Localnet, "direct"),
+            (addr("::1", 80), By::Allowlist, "block"),
+            (addr("::1", 9), By::Default, "default"),
+        ];
+        let route = |r: Decision| match r.route {
+            Route::Direct => "direct".to_string(),
+            Route::Block => "block".to_string(),
+            Route::Chain(ch) => ch.name.to_string(),
         };
-        is(
-            decide(&c, &v, &d(None, Some("pypi.org"), 443)),
-            By::Default,
-            "default",
-        );
-        is(
-            decide(&c, &v, &d(None, Some("pypi.org"), 80)),
-            By::Allowlist,
-            "block",
-        );
-        is(
-            decide(&c, &v, &d(None, Some("files.pythonhosted.org"), 443)),
-            By::Default,
-            "default",
-        );
-        is(
-            decide(&c, &v, &d(None, Some("github.com"), 22)),
-            By::Rule(1),
-            "tor",
-        );
-        // Listed, but a block rule still blocks.
-        is(
-            decide(&c, &v, &d(None, Some("blocked.test"), 1)),
-            By::Rule(0),
-            "block",
-        );
-        // Listed by address, routed by localnet.
-        is(
-            decide(&c, &v, &d(Some("10.1.2.3"), None, 5432)),
-            By::Localnet,
-            "direct",
-        );
-        is(
-            decide(&c, &v, &d(Some("10.1.2.3"), None, 22)),
-            By::Allowlist,
-            "block",
-        );
-        // Marked direct: direct whatever the rules say.
-        is(
-            decide(&c, &v, &d(None, Some("db.internal"), 5432)),
-            By::Allow(4),
-            "direct",
-        );
-        // Unlisted: refused, names and addresses alike …
-        is(
-            decide(&c, &v, &d(None, Some("evil.test"), 443)),
-            By::Allowlist,
-            "block",
-        );
-        is(
-            decide(&c, &v, &d(Some("192.0.2.1"), None, 443)),
-            By::Allowlist,
-            "block",
-        );
-        // … except direct to loopback (localnet 127.0.0.0/8), which never leaves the machine;
-        // loopback through a chain is not exempt.
-        is(
-            decide(&c, &v, &d(Some("127.0.0.1"), None, 5432)),
-            By::Localnet,
-            "direct",
-        );
-        is(
-            decide(&c, &v, &d(Some("::ffff:127.0.0.9"), None, 80)),
-            By::Localnet,
-            "direct",
-        );
-        is(
-            decide(&c, &v, &d(Some("::1"), None, 80)),
-            By::Allowlist,
-            "block",
-        );
-        is(
-            decide(&c, &v, &d(Some("::1"), None, 9)),
-            By::Default,
-            "default",
-        );
+        for (dest, by, want) in cases {
+            let r = decide(&c, &v, &dest);
+            assert_eq!((route(r).as_str(), r.by), (want, by), "{dest:?}");
+        }
         // An empty list refuses everything that would leave.
         let c = cfg("proxy = [\"socks5://127.0.0.1:1\"]\nallow = []\n");
         let v = c.chain_views();
-        is(
-            decide(&c, &v, &d(None, Some("pypi.org"), 443)),
-            By::Allowlist,
-            "block",
-        );
+        let r = decide(&c, &v, &name("pypi.org", 443));
+        assert_eq!((route(r).as_str(), r.by), ("block", By::Allowlist));
         assert_eq!(
             allowlist(&c, &d(Some("10.0.0.1"), None, 1)),
             Allowed::NotListed

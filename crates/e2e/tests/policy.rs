@@ -56,6 +56,32 @@ fn fetch_script(dir: &Path) -> PathBuf {
     p
 }
 
+/// What most tests here use: dante (resolving `hosts`, which only it knows), python3, a
+/// launch through dante and the fetch client. `None`: a program is missing (test skipped).
+struct Job {
+    /// Kept alive for the test (bound as `_dante`).
+    _dante: Dante,
+    py: PathBuf,
+    l: Launch,
+    fetch: PathBuf,
+}
+
+fn job(hosts: &[(&str, &str)]) -> Option<Job> {
+    let dante = Dante::start(DanteOpts {
+        hosts: hosts.iter().map(|(n, a)| (n.to_string(), ip(a))).collect(),
+        ..Default::default()
+    })?;
+    let py = require("python3")?;
+    let l = Launch::chain(&[format!("socks5://127.0.0.1:{}", dante.port())]);
+    let fetch = fetch_script(l.dir());
+    Some(Job {
+        _dante: dante,
+        py,
+        l,
+        fetch,
+    })
+}
+
 /// `chainsocks -f CONFIG ARGS…`, logging to the launch's log file.
 fn cs(l: &Launch, args: &[&str]) -> Command {
     let mut c = clean(Command::new(chainsocks_bin()));
@@ -66,6 +92,15 @@ fn cs(l: &Launch, args: &[&str]) -> Command {
 
 fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// `chainsocks policy learn REPORT ARGS…`: the allowlist it prints.
+fn learn(report: &Path, args: &[&str]) -> String {
+    let mut cmd = clean(Command::new(chainsocks_bin()));
+    cmd.args(["policy", "learn"]).arg(report).args(args);
+    let o = run(&mut cmd, T);
+    assert!(o.status.success(), "{}", show(&o));
+    stdout(&o)
 }
 
 /// The entries of an allowlist file: the quoted patterns of its `allow` lines.
@@ -88,21 +123,20 @@ fn an_audit_learned_allowlist_lets_exactly_the_four_destinations_through() {
     let by_ip = origin("127.0.0.6", "ip");
     let fifth_name = origin("127.0.0.7", "d");
     let fifth_addr = origin("127.0.0.8", "e");
-    let hosts = vec![
-        ("a.test".to_string(), ip("127.0.0.3")),
-        ("b.test".to_string(), ip("127.0.0.4")),
-        ("c.test".to_string(), ip("127.0.0.5")),
-        ("d.test".to_string(), ip("127.0.0.7")),
-    ];
-    let Some(dante) = Dante::start(DanteOpts {
-        hosts,
-        ..Default::default()
-    }) else {
+    let Some(Job {
+        _dante,
+        py,
+        l,
+        fetch,
+    }) = job(&[
+        ("a.test", "127.0.0.3"),
+        ("b.test", "127.0.0.4"),
+        ("c.test", "127.0.0.5"),
+        ("d.test", "127.0.0.7"),
+    ])
+    else {
         return;
     };
-    let Some(py) = require("python3") else { return };
-    let l = Launch::chain(&[format!("socks5://127.0.0.1:{}", dante.port())]);
-    let fetch = fetch_script(l.dir());
     let four = [
         a.url_with_host("a.test", "/f"),
         b.url_with_host("b.test", "/f"),
@@ -138,12 +172,7 @@ fn an_audit_learned_allowlist_lets_exactly_the_four_destinations_through() {
         "records name the command line and the parent: {records}"
     );
 
-    // Learn.
-    let mut cmd = clean(Command::new(chainsocks_bin()));
-    cmd.args(["policy", "learn"]).arg(&audit);
-    let o = run(&mut cmd, T);
-    assert!(o.status.success(), "{}", show(&o));
-    let policy_text = stdout(&o);
+    let policy_text = learn(&audit, &[]);
     let mut got = entries(&policy_text);
     got.sort();
     let mut want = vec![
@@ -216,21 +245,20 @@ fn collapse_two_subdomains_gives_a_wildcard_that_enforces() {
     netns();
     let example = origin("127.0.0.3", "example");
     let other = origin("127.0.0.4", "other");
-    let hosts = vec![
-        ("a.example.test".to_string(), ip("127.0.0.3")),
-        ("b.example.test".to_string(), ip("127.0.0.3")),
-        ("c.example.test".to_string(), ip("127.0.0.3")),
-        ("x.other.test".to_string(), ip("127.0.0.4")),
-    ];
-    let Some(dante) = Dante::start(DanteOpts {
-        hosts,
-        ..Default::default()
-    }) else {
+    let Some(Job {
+        _dante,
+        py,
+        l,
+        fetch,
+    }) = job(&[
+        ("a.example.test", "127.0.0.3"),
+        ("b.example.test", "127.0.0.3"),
+        ("c.example.test", "127.0.0.3"),
+        ("x.other.test", "127.0.0.4"),
+    ])
+    else {
         return;
     };
-    let Some(py) = require("python3") else { return };
-    let l = Launch::chain(&[format!("socks5://127.0.0.1:{}", dante.port())]);
-    let fetch = fetch_script(l.dir());
     let url = |h: &str| example.url_with_host(h, "/f");
     let audit = l.dir().join("audit.jsonl");
     let mut cmd = cs(&l, &["--report", path_str(&audit), "--"]);
@@ -240,17 +268,7 @@ fn collapse_two_subdomains_gives_a_wildcard_that_enforces() {
     let o = run(&mut cmd, T);
     assert!(o.status.success(), "{}", show(&o));
 
-    let learn = |collapse: Option<&str>| {
-        let mut cmd = clean(Command::new(chainsocks_bin()));
-        cmd.args(["policy", "learn"]).arg(&audit);
-        if let Some(n) = collapse {
-            cmd.args(["--collapse", n]);
-        }
-        let o = run(&mut cmd, T);
-        assert!(o.status.success(), "{}", show(&o));
-        stdout(&o)
-    };
-    let plain = learn(None);
+    let plain = learn(&audit, &[]);
     let mut got = entries(&plain);
     got.sort();
     assert_eq!(
@@ -261,7 +279,7 @@ fn collapse_two_subdomains_gives_a_wildcard_that_enforces() {
         ],
         "never a wildcard by itself: {plain}"
     );
-    let collapsed = learn(Some("2"));
+    let collapsed = learn(&audit, &["--collapse", "2"]);
     assert_eq!(
         entries(&collapsed),
         [format!("*.example.test:{}", example.port())],
@@ -298,12 +316,15 @@ fn fail_on_block_exit_statuses() {
     netns();
     let allowed = origin("127.0.0.3", "yes");
     let refused = origin("127.0.0.4", "no");
-    let Some(dante) = Dante::start(DanteOpts::default()) else {
+    let Some(Job {
+        _dante,
+        py,
+        l,
+        fetch,
+    }) = job(&[])
+    else {
         return;
     };
-    let Some(py) = require("python3") else { return };
-    let l = Launch::chain(&[format!("socks5://127.0.0.1:{}", dante.port())]);
-    let fetch = fetch_script(l.dir());
     let allow = format!("127.0.0.3:{}", allowed.port());
     let script = |urls: &[String], status: u8| {
         format!(
@@ -397,15 +418,15 @@ fn github_step_summary_gets_a_markdown_table() {
     netns();
     let allowed = origin("127.0.0.3", "yes");
     let refused = origin("127.0.0.4", "no");
-    let Some(dante) = Dante::start(DanteOpts {
-        hosts: vec![("a.test".to_string(), ip("127.0.0.3"))],
-        ..Default::default()
-    }) else {
+    let Some(Job {
+        _dante,
+        py,
+        l,
+        fetch,
+    }) = job(&[("a.test", "127.0.0.3")])
+    else {
         return;
     };
-    let Some(py) = require("python3") else { return };
-    let l = Launch::chain(&[format!("socks5://127.0.0.1:{}", dante.port())]);
-    let fetch = fetch_script(l.dir());
     let summary = l.dir().join("step_summary.md");
     std::fs::write(&summary, "## an earlier step\n\n").unwrap();
     let a = allowed.url_with_host("a.test", "/f");

@@ -32,7 +32,7 @@ use clap::{Parser, Subcommand};
     name = "chainsocks",
     version,
     about = "Run a program with every TCP connection sent through a chain of SOCKS4/4a/5 or HTTP proxies.",
-    after_help = "Examples:\n  chainsocks -x socks5h://127.0.0.1:9050 curl https://example.com/\n  chainsocks -f chain.toml -- ssh host\n  chainsocks -f /etc/proxychains4.conf git fetch\n  chainsocks -f chain.toml check --target example.com:443\n\nConfig search order without -f/-x: $CHAINSOCKS_CONFIG, $PROXYCHAINS_CONF_FILE, ./chainsocks.toml,\n$XDG_CONFIG_HOME/chainsocks/config.toml (~/.config/…), /etc/chainsocks.toml, then proxychains'\n./proxychains.conf, ~/.proxychains/proxychains.conf, /etc/proxychains.conf, /etc/proxychains4.conf.\n$CHAINSOCKS_PROXY=\"URL,URL…\" works like -x."
+    after_help = "Examples:\n  chainsocks -x socks5h://127.0.0.1:9050 curl https://example.com/\n  chainsocks -f chain.toml -- ssh host\n  chainsocks -f /etc/proxychains4.conf git fetch\n  chainsocks -f chain.toml check --target example.com:443\n  chainsocks policy learn egress.jsonl > egress-policy.toml\n\nConfig search order without -f/-x: $CHAINSOCKS_CONFIG, $PROXYCHAINS_CONF_FILE, ./chainsocks.toml,\n$XDG_CONFIG_HOME/chainsocks/config.toml (~/.config/…), /etc/chainsocks.toml, then proxychains'\n./proxychains.conf, ~/.proxychains/proxychains.conf, /etc/proxychains.conf, /etc/proxychains4.conf.\n$CHAINSOCKS_PROXY=\"URL,URL…\" works like -x."
 )]
 struct Cli {
     /// Configuration file: chainsocks TOML, or a proxychains.conf (read as-is).

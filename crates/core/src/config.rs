@@ -1431,4 +1431,24 @@ mod shipped_files {
             Config::from_file(&f).unwrap_or_else(|e| panic!("{e}"));
         }
     }
+
+    /// The commented `allow` example of the shipped config parses once uncommented.
+    #[test]
+    fn conf_allow_example_parses() {
+        let top = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let text = std::fs::read_to_string(top.join("conf/chainsocks.toml")).unwrap();
+        let mut lines = text.lines().skip_while(|l| !l.starts_with("# allow = ["));
+        let mut block = String::from("proxy = [\"socks5://127.0.0.1:1\"]\n");
+        for l in lines.by_ref() {
+            block.push_str(l.strip_prefix("# ").unwrap());
+            block.push('\n');
+            if l == "# ]" {
+                break;
+            }
+        }
+        let c = Config::from_toml(&block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        let allow = c.allow.unwrap();
+        assert_eq!(allow.len(), 5);
+        assert!(allow[4].direct && !allow[0].direct);
+    }
 }

@@ -149,6 +149,8 @@ pub struct Extras {
     pub temp_report: Option<crate::private::TempReport>,
     /// The seccomp supervisor, when it is wanted and the kernel has it ([`preflight`]).
     pub supervisor: Option<Supervision>,
+    /// `--fail-on-block`: the report to look for blocked attempts in at exit.
+    pub fail_on_block: Option<std::path::PathBuf>,
 }
 
 /// How the supervisor is to run.
@@ -220,10 +222,13 @@ pub fn preflight(
 /// Runs `command` under the shim and returns its exit status as ours. Every private file
 /// (`extras`) is removed before the launcher exits or dies of the program's signal.
 pub fn run(cfg: &Config, command: &[OsString], extras: Extras) -> ExitCode {
-    let result = try_run(cfg, command, &extras);
-    if let (Ok(_), Some(report)) = (&result, &extras.summary) {
-        eprint!("{}", crate::summary::summarize(report));
-    }
+    let result = try_run(cfg, command, &extras).map(|exit| {
+        crate::summary::at_exit(
+            extras.summary.as_deref(),
+            extras.fail_on_block.as_deref(),
+            exit,
+        )
+    });
     drop(extras);
     match result {
         Ok(Exit::Code(c)) => ExitCode::from(c),

@@ -7,9 +7,12 @@
 
 mod check;
 mod elfcheck;
+mod ghsummary;
 mod isolate;
 mod launch;
+mod policy;
 mod private;
+mod records;
 mod scrub;
 mod summary;
 mod supervisor;
@@ -30,7 +33,7 @@ use clap::{Parser, Subcommand};
     name = "chainsocks",
     version,
     about = "Run a program with every TCP connection sent through a chain of SOCKS4/4a/5 or HTTP proxies.",
-    after_help = "Examples:\n  chainsocks -x socks5h://127.0.0.1:9050 curl https://example.com/\n  chainsocks -f chain.toml -- ssh host\n  chainsocks -f /etc/proxychains4.conf git fetch\n  chainsocks -f chain.toml check --target example.com:443\n\nConfig search order without -f/-x: $CHAINSOCKS_CONFIG, $PROXYCHAINS_CONF_FILE, ./chainsocks.toml,\n$XDG_CONFIG_HOME/chainsocks/config.toml (~/.config/…), /etc/chainsocks.toml, then proxychains'\n./proxychains.conf, ~/.proxychains/proxychains.conf, /etc/proxychains.conf, /etc/proxychains4.conf.\n$CHAINSOCKS_PROXY=\"URL,URL…\" works like -x."
+    after_help = "Examples:\n  chainsocks -x socks5h://127.0.0.1:9050 curl https://example.com/\n  chainsocks -f chain.toml -- ssh host\n  chainsocks -f /etc/proxychains4.conf git fetch\n  chainsocks -f chain.toml check --target example.com:443\n  chainsocks policy learn egress.jsonl > egress-policy.toml\n\nConfig search order without -f/-x: $CHAINSOCKS_CONFIG, $PROXYCHAINS_CONF_FILE, ./chainsocks.toml,\n$XDG_CONFIG_HOME/chainsocks/config.toml (~/.config/…), /etc/chainsocks.toml, then proxychains'\n./proxychains.conf, ~/.proxychains/proxychains.conf, /etc/proxychains.conf, /etc/proxychains4.conf.\n$CHAINSOCKS_PROXY=\"URL,URL…\" works like -x."
 )]
 struct Cli {
     /// Configuration file: chainsocks TOML, or a proxychains.conf (read as-is).
@@ -49,6 +52,14 @@ struct Cli {
     /// Refuse this destination (CIDR[:port], IP[:port] or domain glob; repeatable).
     #[arg(long, value_name = "DEST", global = true)]
     block: Vec<String>,
+    /// Allowlist mode: let this destination out (CIDR[:port], IP[:port] or domain glob;
+    /// repeatable); every destination no entry names is refused (EACCES).
+    #[arg(long, value_name = "DEST", global = true)]
+    allow: Vec<String>,
+    /// Allowlist mode with the `allow = [...]` of FILE (as `chainsocks policy learn` writes
+    /// it; repeatable).
+    #[arg(long, value_name = "FILE", global = true)]
+    allowlist: Vec<PathBuf>,
     /// No per-connection log lines.
     #[arg(short, long, global = true)]
     quiet: bool,
@@ -65,7 +76,8 @@ struct Cli {
     /// --allow-direct destinations); implies --deny-direct.
     #[arg(long)]
     isolate: bool,
-    /// With --isolate: also forward this exact destination (repeatable).
+    /// With --isolate: also forward this exact destination (repeatable). With an allowlist:
+    /// allow it, direct.
     #[arg(long, value_name = "HOST:PORT")]
     allow_direct: Vec<String>,
     /// policy = "proxy-only": refuse direct connections and UDP to non-loopback addresses.
@@ -74,9 +86,14 @@ struct Cli {
     /// Append one JSON line per connection, lookup and block to FILE (every process).
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
-    /// At exit, print connection counts, top destinations and blocked attempts on stderr.
+    /// At exit, print connection counts, top destinations and blocked attempts on stderr (and
+    /// append a Markdown summary to $GITHUB_STEP_SUMMARY when it is set).
     #[arg(long)]
     summary: bool,
+    /// Exit 3 when COMMAND exited 0 but a connection or datagram was blocked (COMMAND's own
+    /// non-zero status is kept), after printing the blocked destinations.
+    #[arg(long)]
+    fail_on_block: bool,
     #[command(subcommand)]
     sub: Option<Sub>,
     /// The program to run, and its arguments.
@@ -108,6 +125,29 @@ enum Sub {
         #[command(subcommand)]
         action: Option<ConfigCmd>,
     },
+    /// The egress allowlist: learn one from --report files.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCmd {
+    /// Print a commented TOML allowlist of the destinations in egress reports (--report FILE):
+    /// one entry per destination with its count and the programs that used it.
+    Learn {
+        /// The JSON-lines reports to read.
+        #[arg(required = true, value_name = "REPORT")]
+        reports: Vec<PathBuf>,
+        /// Merge with this allowlist file: its entries are kept, destinations it allows
+        /// already are not added again.
+        #[arg(long, value_name = "FILE")]
+        merge: Option<PathBuf>,
+        /// N or more subdomains of one registrable domain (same port) become `*.domain`.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(2..))]
+        collapse: Option<u16>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -133,6 +173,21 @@ fn main() -> ExitCode {
     {
         return convert(file);
     }
+    if let Some(Sub::Policy {
+        action:
+            PolicyCmd::Learn {
+                reports,
+                merge,
+                collapse,
+            },
+    }) = &cli.sub
+    {
+        return policy::learn(&policy::Learn {
+            reports,
+            merge: merge.as_deref(),
+            collapse: collapse.map(usize::from),
+        });
+    }
     let cfg = match load(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -157,6 +212,7 @@ fn main() -> ExitCode {
             json,
             no_probe,
         }) => run_check(&cfg, &target, json, !no_probe),
+        Some(Sub::Policy { .. }) => ExitCode::SUCCESS,
         None => {
             if cli.command.is_empty() {
                 eprintln!("chainsocks: no command given (see chainsocks --help)");
@@ -182,12 +238,23 @@ fn main() -> ExitCode {
             if cli.deny_direct {
                 cfg.policy = chainsocks_core::config::Policy::ProxyOnly;
             }
-            if !cli.allow_direct.is_empty() && !cli.isolate {
-                eprintln!("chainsocks: --allow-direct needs --isolate");
-                return ExitCode::from(2);
-            }
+            // Allowlist entries marked direct: forwarders under --isolate, entries without.
+            let direct = match cli.isolate {
+                true => {
+                    policy::isolate_direct(&cfg).map(|d| [cli.allow_direct.clone(), d].concat())
+                }
+                false if cli.allow_direct.is_empty() => Ok(Vec::new()),
+                false => policy::allow_direct(&mut cfg, &cli.allow_direct).map(|()| Vec::new()),
+            };
+            let direct = match direct {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("chainsocks: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             if cli.isolate {
-                match isolate::plan(&mut cfg, &cli.allow_direct) {
+                match isolate::plan(&mut cfg, &direct) {
                     Ok(p) => extras.sandbox = Some(p),
                     Err(e) => {
                         eprintln!("chainsocks: --isolate: {e}");
@@ -197,7 +264,7 @@ fn main() -> ExitCode {
             }
             // Records go to the user's --report FILE, or for --summary alone to a private
             // temporary (see private.rs), which `extras` owns and removes on every way out.
-            let report = match (&cli.report, cli.summary) {
+            let report = match (&cli.report, cli.summary || cli.fail_on_block) {
                 (Some(r), _) => private::user_report(r).map(Some),
                 (None, true) => {
                     private::TempReport::create(extras.sandbox.as_ref().map(|p| &p.dir)).map(|t| {
@@ -213,6 +280,9 @@ fn main() -> ExitCode {
                 Ok(Some(r)) => {
                     if cli.summary {
                         extras.summary = Some(r.clone());
+                    }
+                    if cli.fail_on_block {
+                        extras.fail_on_block = Some(r.clone());
                     }
                     cfg.report_file = Some(r);
                 }
@@ -396,6 +466,7 @@ fn load(cli: &Cli) -> Result<Config, ConfigError> {
     }
     flag_rules.append(&mut cfg.rules);
     cfg.rules = flag_rules;
+    policy::apply(&mut cfg, &cli.allow, &cli.allowlist)?;
     if cli.quiet {
         cfg.quiet = true;
     }

@@ -1,11 +1,13 @@
 //! Chain planning and routing: for one connection, which route (direct, block, a chain) and
 //! which proxies of the chain, in which order.
 //!
-//! Owns: the order of decisions (dnat → localnet → rules, first match → default chain), the
-//! chain modes (strict, dynamic, random, round_robin) and the proxies' health: "dead until"
-//! marks and round-robin counters kept in atomics the caller provides (the launch's shared
-//! memory, so every process of a tree agrees; or process memory).
-//! Must never: pick a proxy marked dead while a live one is available, block, or do I/O.
+//! Owns: the order of decisions (dnat → allowlist → localnet → rules, first match → default
+//! chain; see [`decide`]), the allowlist check both TCP and UDP use ([`allowlist`]), the chain
+//! modes (strict, dynamic, random, round_robin) and the proxies' health: "dead until" marks and
+//! round-robin counters kept in atomics the caller provides (the launch's shared memory, so
+//! every process of a tree agrees; or process memory).
+//! Must never: pick a proxy marked dead while a live one is available, let a destination the
+//! allowlist does not name out of the machine, block, or do I/O.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,9 +18,9 @@ use crate::rules::Destination;
 /// Where one connection goes.
 #[derive(Debug, Clone, Copy)]
 pub enum Route<'a> {
-    /// No proxy (localnet or a `direct` rule).
+    /// No proxy (localnet, a `direct` rule, an allowlist entry marked `direct`).
     Direct,
-    /// Refused (a `block` rule).
+    /// Refused (a `block` rule, or not in the allowlist).
     Block,
     /// Through this chain.
     Chain(ChainView<'a>),
@@ -28,15 +30,18 @@ pub enum Route<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct Decision<'a> {
     pub route: Route<'a>,
-    /// `localnet`, `rule N` (1-based), or `default`.
     pub by: By,
 }
 
+/// What decided a route: `localnet`, `rule N` (1-based), `default`, `allow N` (an allowlist
+/// entry marked direct, 1-based), `allowlist` (refused: no entry matches).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum By {
     Localnet,
     Rule(usize),
     Default,
+    Allow(usize),
+    Allowlist,
 }
 
 impl std::fmt::Display for By {
@@ -45,12 +50,87 @@ impl std::fmt::Display for By {
             By::Localnet => write!(f, "localnet"),
             By::Rule(i) => write!(f, "rule {}", i + 1),
             By::Default => write!(f, "default"),
+            By::Allow(i) => write!(f, "allow {}", i + 1),
+            By::Allowlist => write!(f, "allowlist"),
         }
     }
 }
 
+/// What the allowlist says about a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allowed {
+    /// No allowlist configured: everything may go out.
+    NoList,
+    /// The first entry that matches (0-based) and whether it is marked `direct`.
+    Entry { index: usize, direct: bool },
+    /// An allowlist is configured and no entry matches.
+    NotListed,
+}
+
+/// The allowlist's verdict on `d` (after dnat): a function of the destination alone, so that
+/// TCP connects ([`decide`]) and UDP datagrams (`connect::udp`) apply the same list.
+pub fn allowlist(cfg: &Config, d: &Destination) -> Allowed {
+    let Some(list) = &cfg.allow else {
+        return Allowed::NoList;
+    };
+    list.iter()
+        .position(|a| a.dest.matches(d))
+        .map_or(Allowed::NotListed, |index| Allowed::Entry {
+            index,
+            direct: list.get(index).is_some_and(|a| a.direct),
+        })
+}
+
+/// Whether a destination the allowlist does not name may still go out by `route`: only a
+/// direct connection to a loopback address (it never leaves the machine).
+pub fn exempt_from_allowlist(route: &Route, d: &Destination) -> bool {
+    matches!(route, Route::Direct) && d.ip.is_some_and(is_loopback)
+}
+
+/// A loopback address, IPv4-mapped ones included.
+pub fn is_loopback(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+        v4 => v4.is_loopback(),
+    }
+}
+
 /// Decides the route of a destination (after dnat). `views` is `cfg.chain_views()`.
+///
+/// The order: an allowlist entry marked `direct` sends its destinations direct; localnet
+/// sends direct; the first matching rule decides (direct, block, a chain); else the default
+/// chain. When an allowlist is configured and no entry matches, the result is refused
+/// (`By::Allowlist`) unless it is a `block` already or a direct connection to a loopback
+/// address. (The proxy-only policy then refuses direct routes; the caller applies it.)
 pub fn decide<'a>(cfg: &'a Config, views: &[ChainView<'a>], d: &Destination) -> Decision<'a> {
+    let allowed = allowlist(cfg, d);
+    if let Allowed::Entry {
+        index,
+        direct: true,
+    } = allowed
+    {
+        return Decision {
+            route: Route::Direct,
+            by: By::Allow(index),
+        };
+    }
+    let decision = route(cfg, views, d);
+    if allowed == Allowed::NotListed
+        && !matches!(decision.route, Route::Block)
+        && !exempt_from_allowlist(&decision.route, d)
+    {
+        return Decision {
+            route: Route::Block,
+            by: By::Allowlist,
+        };
+    }
+    decision
+}
+
+/// localnet → rules → default chain.
+fn route<'a>(cfg: &'a Config, views: &[ChainView<'a>], d: &Destination) -> Decision<'a> {
     let chain = |name: &str| views.iter().find(|v| v.name == name).copied();
     let default = views.first().copied();
     if cfg.localnet.iter().any(|p| p.matches(d)) {
@@ -310,6 +390,111 @@ chain = "tor"
         assert!(matches!(r.route, Route::Chain(ch) if ch.name == "default") && r.by == By::Default);
         let r = decide(&c, &v, &d(None, Some("abc.onion"), 80));
         assert!(matches!(r.route, Route::Chain(ch) if ch.name == "tor" && ch.first_proxy == 1));
+    }
+
+    #[test]
+    fn allowlist_order() {
+        let c = cfg(r#"
+localnet = ["127.0.0.0/8", "10.0.0.0/8"]
+proxy = ["socks5://127.0.0.1:1"]
+allow = ["pypi.org:443", "*.pythonhosted.org:443", "github.com", "10.0.0.0/8:5432",
+         { dest = "db.internal:5432", direct = true }, "blocked.test", "[::1]:9"]
+[chains.tor]
+proxy = ["socks5h://127.0.0.1:9050"]
+[[rule]]
+dest = "blocked.test"
+action = "block"
+[[rule]]
+dest = "github.com"
+chain = "tor"
+"#);
+        let v = c.chain_views();
+        let d = |ip: Option<&str>, name: Option<&'static str>, port| Destination {
+            ip: ip.map(|s| s.parse().unwrap()),
+            name,
+            port,
+        };
+        let name = |n: &'static str, port| d(None, Some(n), port);
+        let addr = |a: &str, port| d(Some(a), None, port);
+        let cases = [
+            (name("pypi.org", 443), By::Default, "default"),
+            (name("pypi.org", 80), By::Allowlist, "block"),
+            (name("files.pythonhosted.org", 443), By::Default, "default"),
+            (name("github.com", 22), By::Rule(1), "tor"),
+            // Listed, but a block rule still blocks.
+            (name("blocked.test", 1), By::Rule(0), "block"),
+            // Listed by address, routed by localnet.
+            (addr("10.1.2.3", 5432), By::Localnet, "direct"),
+            (addr("10.1.2.3", 22), By::Allowlist, "block"),
+            // Marked direct: direct whatever the rules say.
+            (name("db.internal", 5432), By::Allow(4), "direct"),
+            // Unlisted: refused, names and addresses alike …
+            (name("evil.test", 443), By::Allowlist, "block"),
+            (addr("192.0.2.1", 443), By::Allowlist, "block"),
+            // … except direct to loopback (localnet 127.0.0.0/8), which never leaves the
+            // machine; loopback through a chain is not exempt.
+            (addr("127.0.0.1", 5432), By::Localnet, "direct"),
+            (addr("::ffff:127.0.0.9", 80), By::Localnet, "direct"),
+            (addr("::1", 80), By::Allowlist, "block"),
+            (addr("::1", 9), By::Default, "default"),
+        ];
+        let route = |r: Decision| match r.route {
+            Route::Direct => "direct".to_string(),
+            Route::Block => "block".to_string(),
+            Route::Chain(ch) => ch.name.to_string(),
+        };
+        for (dest, by, want) in cases {
+            let r = decide(&c, &v, &dest);
+            assert_eq!((route(r).as_str(), r.by), (want, by), "{dest:?}");
+        }
+        // An empty list refuses everything that would leave.
+        let c = cfg("proxy = [\"socks5://127.0.0.1:1\"]\nallow = []\n");
+        let v = c.chain_views();
+        let r = decide(&c, &v, &name("pypi.org", 443));
+        assert_eq!((route(r).as_str(), r.by), ("block", By::Allowlist));
+        assert_eq!(
+            allowlist(&c, &d(Some("10.0.0.1"), None, 1)),
+            Allowed::NotListed
+        );
+        // No list: nothing changes.
+        let c = cfg("proxy = [\"socks5://127.0.0.1:1\"]\n");
+        assert_eq!(allowlist(&c, &d(None, Some("x.test"), 1)), Allowed::NoList);
+    }
+
+    #[test]
+    fn allowlist_round_trips_and_errors_are_located() {
+        let text = "proxy = [\"socks5://127.0.0.1:1\"]\nallow = [\"a.test:443\", { dest = \"10.0.0.1:5432\", direct = true }]\n";
+        let c = cfg(text);
+        let list = c.allow.as_ref().unwrap();
+        assert_eq!(list.len(), 2);
+        assert!(!list[0].direct && list[1].direct);
+        assert_eq!(
+            Config::from_toml(&c.to_toml()).unwrap(),
+            c,
+            "{}",
+            c.to_toml()
+        );
+        let only_direct = cfg(
+            "proxy = [\"socks5://127.0.0.1:1\"]\nallow = [{ dest = \"10.0.0.1:5432\", direct = true }]\n",
+        );
+        assert_eq!(
+            Config::from_toml(&only_direct.to_toml()).unwrap(),
+            only_direct,
+            "{}",
+            only_direct.to_toml()
+        );
+        let e = Config::from_toml(
+            "proxy = [\"socks5://h:1\"]\nallow = [\"ok.test\",\n  \"10.0.0.0/33\"]\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.msg.contains("10.0.0.0/33"), "{e}");
+        let e = Config::from_toml(
+            "proxy = [\"socks5://h:1\"]\nallow = [{ dest = \"a.test\", direkt = true }]\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.msg.contains("direkt"), "{e}");
     }
 
     #[test]

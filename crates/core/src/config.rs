@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, MapAccess, Visitor};
 
 use crate::fakedns::{FakeRanges, Net};
-use crate::rules::{Dnat, Pattern};
+use crate::rules::{Allow, Dnat, Pattern};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 
@@ -84,6 +84,11 @@ pub struct Config {
     /// --allow-direct`: the in-namespace forwarders).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_direct: Vec<Pattern>,
+    /// The egress allowlist (`None`: none). When set, a destination no entry matches is
+    /// refused (EACCES), except a direct connection to a loopback address; see
+    /// [`crate::chain::decide`] for where it sits among the other decisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<Allow>>,
     /// The chain, in order: first entry is the proxy we connect to.
     #[serde(default, rename = "proxy", skip_serializing_if = "Vec::is_empty")]
     pub proxies: Vec<Proxy>,
@@ -349,6 +354,7 @@ impl Default for Config {
             policy: Policy::Open,
             report_file: None,
             allowed_direct: Vec::new(),
+            allow: None,
             via: BTreeMap::new(),
             udp_proxy: None,
             udp_via: None,
@@ -1506,5 +1512,25 @@ mod shipped_files {
         for f in files {
             Config::from_file(&f).unwrap_or_else(|e| panic!("{e}"));
         }
+    }
+
+    /// The commented `allow` example of the shipped config parses once uncommented.
+    #[test]
+    fn conf_allow_example_parses() {
+        let top = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let text = std::fs::read_to_string(top.join("conf/chainsocks.toml")).unwrap();
+        let mut lines = text.lines().skip_while(|l| !l.starts_with("# allow = ["));
+        let mut block = String::from("proxy = [\"socks5://127.0.0.1:1\"]\n");
+        for l in lines.by_ref() {
+            block.push_str(l.strip_prefix("# ").unwrap());
+            block.push('\n');
+            if l == "# ]" {
+                break;
+            }
+        }
+        let c = Config::from_toml(&block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        let allow = c.allow.unwrap();
+        assert_eq!(allow.len(), 5);
+        assert!(allow[4].direct && !allow[0].direct);
     }
 }

@@ -212,8 +212,11 @@ pub fn connect<H: Host>(h: &H, fd: c_int, dest: SocketAddr) -> Outcome {
             );
             Outcome::Done(Err(e))
         }
+        // An allowlist entry marked direct is allowed direct also under proxy-only (as
+        // `--allow-direct` is); under `--isolate` the launcher gives it a forwarder.
         Way::Direct
             if cfg.policy == Policy::ProxyOnly
+                && !matches!(by, By::Allow(_))
                 && !cfg.allowed_direct.iter().any(|p| p.matches(&d)) =>
         {
             h.log(

@@ -2,11 +2,12 @@
 //! block, udp), written by every process of a launch (the preloaded library) and by the
 //! launcher's supervisor for the programs it proxies.
 //!
-//! Owns: the fields and their JSON (documented in the README), and appending a line to the
-//! report file with ONE `write` on an `O_APPEND` fd opened and closed each time (lines of
-//! concurrent processes never interleave).
+//! Owns: the fields and their JSON (documented in the README), the process's command line as
+//! a record shows it ([`cmdline`], [`read_cmdline`]: argv joined, URL passwords hidden,
+//! truncated), and appending a line to the report file with ONE `write` on an `O_APPEND` fd
+//! opened and closed each time (lines of concurrent processes never interleave).
 //! Must never: keep an fd open, write through a libc symbol the library hooks (see [`crate::sys`]),
-//! or change errno.
+//! change errno, or show a URL's password from a command line.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -51,8 +52,59 @@ pub struct Event<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct Who<'a> {
     pub pid: i32,
+    /// Its parent (so a reader can follow a tree: `sh` → `pip` → `python3`).
+    pub ppid: i32,
     /// `/proc/PID/exe`.
     pub program: &'a str,
+    /// Its command line as [`cmdline`] shows it.
+    pub cmdline: &'a str,
+}
+
+/// The most bytes of a command line a record keeps (then `…`).
+pub const CMDLINE_MAX: usize = 256;
+
+/// How much of `/proc/PID/cmdline` [`read_cmdline`] reads (passwords are hidden in this much
+/// before it is cut to [`CMDLINE_MAX`]).
+const CMDLINE_READ: usize = 4096;
+
+/// A command line for a record, from the NUL-separated bytes of `/proc/PID/cmdline`: the
+/// arguments joined with spaces (invalid UTF-8 replaced), the password of every URL in them
+/// `***`, cut at [`CMDLINE_MAX`] bytes on a character boundary with `…` appended.
+pub fn cmdline(raw: &[u8]) -> String {
+    let raw = raw.strip_suffix(b"\0").unwrap_or(raw);
+    let joined: Vec<u8> = raw.iter().map(|&b| if b == 0 { b' ' } else { b }).collect();
+    let text = crate::config::redact_urls(&String::from_utf8_lossy(&joined));
+    if text.len() <= CMDLINE_MAX {
+        return text;
+    }
+    let mut end = CMDLINE_MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = text.get(..end).unwrap_or("").to_string();
+    out.push('…');
+    out
+}
+
+/// The command line of a process as [`cmdline`] shows it, read from `path`
+/// (`/proc/self/cmdline`, `/proc/PID/cmdline`) with raw syscalls; empty if it cannot be read
+/// (a zombie, a kernel thread). errno is left as it was.
+pub fn read_cmdline(path: &std::ffi::CStr) -> String {
+    let saved = crate::sys::errno();
+    let mut buf = vec![0u8; CMDLINE_READ];
+    let mut len = 0;
+    if let Ok(fd) = crate::sys::open(path, libc::O_RDONLY | libc::O_CLOEXEC, 0) {
+        while len < buf.len() {
+            match crate::sys::read(fd, buf.get_mut(len..).unwrap_or(&mut [])) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => len += n,
+            }
+        }
+        crate::sys::close(fd);
+    }
+    crate::sys::set_errno(saved);
+    buf.truncate(len);
+    cmdline(&buf)
 }
 
 fn json_str(out: &mut String, s: &str) {
@@ -100,8 +152,14 @@ pub fn line(e: &Event, who: &Who) -> String {
     let mut line = String::with_capacity(256);
     line.push_str("{\"time\":");
     json_str(&mut line, &utc_now());
-    let _ = write!(line, ",\"pid\":{},\"program\":", who.pid);
+    let _ = write!(
+        line,
+        ",\"pid\":{},\"ppid\":{},\"program\":",
+        who.pid, who.ppid
+    );
     json_str(&mut line, who.program);
+    line.push_str(",\"cmdline\":");
+    json_str(&mut line, who.cmdline);
     line.push_str(",\"kind\":");
     json_str(&mut line, e.kind.name());
     let opt = |line: &mut String, key: &str, v: Option<&str>| {
@@ -168,11 +226,39 @@ mod tests {
             &e,
             &Who {
                 pid: 7,
+                ppid: 1,
                 program: "/usr/bin/curl",
+                cmdline: "curl -sS \"http://x/\"",
             },
         );
         assert!(l.ends_with("}\n"));
-        assert!(l.contains(r#""pid":7,"program":"/usr/bin/curl","kind":"connect","name":"a\"b.test","ip":null,"port":443,"rule":"default","chain":"default","result":"ok","ms":1.500}"#), "{l}");
+        assert!(l.contains(r#""pid":7,"ppid":1,"program":"/usr/bin/curl","cmdline":"curl -sS \"http://x/\"","kind":"connect","name":"a\"b.test","ip":null,"port":443,"rule":"default","chain":"default","result":"ok","ms":1.500}"#), "{l}");
         assert_eq!(utc_now().len(), 24);
+    }
+
+    #[test]
+    fn command_lines() {
+        assert_eq!(
+            cmdline(b"pip\0install\0-r\0req.txt\0"),
+            "pip install -r req.txt"
+        );
+        assert_eq!(cmdline(b""), "");
+        assert_eq!(
+            cmdline(b"git\0clone\0https://bot:t0ken@git.example/r.git\0"),
+            "git clone https://bot:***@git.example/r.git"
+        );
+        let long: Vec<u8> = std::iter::repeat_n("é".bytes(), 200).flatten().collect();
+        let c = cmdline(&long);
+        assert!(
+            c.ends_with('…') && c.len() <= CMDLINE_MAX + '…'.len_utf8(),
+            "{c}"
+        );
+        // A password past the cut is hidden before cutting, never shown in part.
+        let mut raw = vec![b'x'; CMDLINE_MAX - 20];
+        raw.extend_from_slice(b"\0https://u:supersecretpassword@h/");
+        let c = cmdline(&raw);
+        assert!(!c.contains("supersec"), "{c}");
+        assert!(read_cmdline(c"/proc/self/cmdline").contains("chainsocks_core"));
+        assert_eq!(read_cmdline(c"/nonexistent"), "");
     }
 }

@@ -2,7 +2,8 @@
 //! refused (`block`), which chain carries the rest, and destination rewriting (`dnat`).
 //!
 //! Owns: destination patterns (`*`, domain globs, IPs and CIDRs with optional ports), their
-//! parsing (with errors serde places at the file's line and column) and matching.
+//! parsing (with errors serde places at the file's line and column) and matching; the egress
+//! allowlist's entries ([`Allow`]: a pattern, through the chain or marked `direct`).
 //! Must never: match an IP pattern against a destination whose address is unknown (a name
 //! behind a fake IP is matched by domain patterns only), or do any I/O.
 
@@ -142,6 +143,17 @@ impl Pattern {
         &self.text
     }
 
+    /// The one destination this pattern names, as `HOST:PORT` parts: an address or a name
+    /// without wildcards, with a port (what `--isolate` can forward direct).
+    pub fn exact_host_port(&self) -> Option<(String, u16)> {
+        let port = self.port?;
+        match &self.kind {
+            Kind::Net(_) => self.single_ip().map(|(ip, _)| (ip.to_string(), port)),
+            Kind::Glob(g) if !g.contains(['*', '?']) => Some((g.clone(), port)),
+            _ => None,
+        }
+    }
+
     /// For `dnat`: the single address this pattern names (port optional).
     pub fn single_ip(&self) -> Option<(IpAddr, Option<u16>)> {
         match &self.kind {
@@ -211,6 +223,65 @@ impl<'de> Deserialize<'de> for Pattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Pattern, D::Error> {
         let s = String::deserialize(d)?;
         Pattern::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One entry of the egress allowlist (`allow = [...]`): destinations matching `dest` may go
+/// out — through the chain localnet and the rules pick, or direct when `direct` is set.
+/// Written as a pattern string, or `{ dest = "PATTERN", direct = true }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allow {
+    pub dest: Pattern,
+    pub direct: bool,
+}
+
+impl Serialize for Allow {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if !self.direct {
+            return self.dest.serialize(s);
+        }
+        use serde::ser::SerializeStruct;
+        let mut t = s.serialize_struct("Allow", 2)?;
+        t.serialize_field("dest", &self.dest)?;
+        t.serialize_field("direct", &true)?;
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Allow {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Allow, D::Error> {
+        use serde::de::{self, MapAccess, Visitor};
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            dest: Pattern,
+            #[serde(default)]
+            direct: bool,
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Allow;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(
+                    f,
+                    "a destination (\"pypi.org:443\", \"*.example.com\", \"10.0.0.0/8:5432\") or a table {{ dest = \"…\", direct = true }}"
+                )
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Allow, E> {
+                Ok(Allow {
+                    dest: Pattern::parse(s).map_err(E::custom)?,
+                    direct: false,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Allow, A::Error> {
+                let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(Allow {
+                    dest: t.dest,
+                    direct: t.direct,
+                })
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -327,6 +398,23 @@ mod tests {
             "foo/8",
         ] {
             assert!(Pattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn exact_host_port() {
+        let p = |s| Pattern::parse(s).unwrap().exact_host_port();
+        assert_eq!(p("db.internal:5432"), Some(("db.internal".into(), 5432)));
+        assert_eq!(p("10.1.2.3:5432"), Some(("10.1.2.3".into(), 5432)));
+        assert_eq!(p("[::1]:22"), Some(("::1".into(), 22)));
+        for none in [
+            "db.internal",
+            "*.x.test:443",
+            "10.0.0.0/8:5432",
+            "*",
+            "10.1.2.3",
+        ] {
+            assert_eq!(p(none), None, "{none}");
         }
     }
 

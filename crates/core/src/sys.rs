@@ -241,6 +241,12 @@ pub fn socket(family: c_int, ty: c_int, min_fd: c_int) -> Result<c_int, c_int> {
     Ok(high as c_int)
 }
 
+/// read(2) into `buf`; the count read (0 at the end).
+pub fn read(fd: c_int, buf: &mut [u8]) -> Result<usize, c_int> {
+    // SAFETY: buf is writable for its length.
+    check(unsafe { libc::syscall(libc::SYS_read, fd as c_long, buf.as_mut_ptr(), buf.len()) })
+}
+
 /// close(2).
 pub fn close(fd: c_int) {
     // SAFETY: closing an fd the caller owns.

@@ -71,10 +71,12 @@ pub fn plan<'a, H: Host>(h: &H, cfg: &'a Config, dest: SocketAddr) -> Result<Udp
     let views = cfg.chain_views();
     let decision = chain::decide(cfg, &views, &d);
     match decision.route {
+        Way::Block if decision.by == chain::By::Allowlist => Err(Error::Os(libc::EACCES)),
         Way::Block => Err(Error::Os(cfg.block_errno.errno())),
         Way::Direct => {
             let allowed = cfg.policy != Policy::ProxyOnly
                 || addr.ip().is_loopback()
+                || matches!(decision.by, chain::By::Allow(_))
                 || cfg.allowed_direct.iter().any(|p| p.matches(&d));
             match (allowed, name) {
                 (false, _) => Err(Error::Os(libc::EACCES)),

@@ -522,6 +522,28 @@ pub fn prepare_send(fd: c_int, dest: SocketAddr, what: &str) -> Send {
             return Send::Fail(e);
         }
     };
+    // The report gets each destination once (the report deduplicates).
+    if st.report_enabled() && !unmap(dest).ip().is_loopback() {
+        let name = st.fake_name(unmap(dest).ip()).and_then(Result::ok);
+        let chain = match &plan {
+            UdpPlan::Proxy { chain, .. } => *chain,
+            _ => "direct",
+        };
+        st.report(&Event {
+            kind: Kind::Udp,
+            name: name.as_deref(),
+            ip: if name.is_some() {
+                None
+            } else {
+                Some(unmap(dest).ip())
+            },
+            port: Some(dest.port()),
+            rule: None,
+            chain: Some(chain),
+            result: "ok",
+            ms: None,
+        });
+    }
     let (proxy, target, chain) = match plan {
         UdpPlan::Direct => return Send::Real,
         UdpPlan::DirectTo(a) => return Send::RealTo(a),

@@ -79,9 +79,15 @@ impl Host for SupHost<'_> {
             return;
         };
         let program = self.who.program();
+        let pid = self.who.pid();
+        let cmdline = std::ffi::CString::new(format!("/proc/{pid}/cmdline"))
+            .map(|p| chainsocks_core::report::read_cmdline(&p))
+            .unwrap_or_default();
         let who = Who {
-            pid: self.who.pid(),
+            pid,
+            ppid: self.who.ppid(),
             program: &program,
+            cmdline: &cmdline,
         };
         append_line(&path, line(e, &who).as_bytes());
     }

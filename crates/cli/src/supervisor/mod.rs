@@ -102,16 +102,23 @@ pub struct Requester {
 }
 
 impl Requester {
+    /// A numeric field of the thread's /proc status.
+    fn status(&self, field: &str) -> Option<i32> {
+        std::fs::read_to_string(format!("/proc/{}/status", self.tid))
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
     /// The process (thread group) id of the thread.
     pub fn pid(&self) -> i32 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.tid))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("Tgid:"))
-                    .and_then(|v| v.trim().parse().ok())
-            })
-            .unwrap_or(self.tid as i32)
+        self.status("Tgid:").unwrap_or(self.tid as i32)
+    }
+
+    /// Its parent process.
+    pub fn ppid(&self) -> i32 {
+        self.status("PPid:").unwrap_or(0)
     }
 
     /// The program's executable.

@@ -26,6 +26,13 @@ pub enum Route<'a> {
     Chain(ChainView<'a>),
 }
 
+impl Decision<'_> {
+    /// Whether the destination may be reached (directly or through a chain).
+    pub fn route_is_open(&self) -> bool {
+        !matches!(self.route, Route::Block)
+    }
+}
+
 /// A route and what chose it, for logs and reports.
 #[derive(Debug, Clone, Copy)]
 pub struct Decision<'a> {

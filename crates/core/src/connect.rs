@@ -304,16 +304,17 @@ pub fn udp<H: Host>(h: &H, dest: SocketAddr, what: &str) -> Outcome {
     let Ok(cfg) = h.config() else {
         return Outcome::Real(Bypass::NotStream);
     };
-    let e = match crate::udp::plan(h, cfg, dest) {
+    let (plan, by) = crate::udp::plan(h, cfg, dest);
+    let e = match plan {
         Ok(crate::udp::UdpPlan::Direct) => {
-            if what == "connect" && !unmap(dest).ip().is_loopback() {
+            if !unmap(dest).ip().is_loopback() {
                 report(
                     h,
                     Kind::Udp,
                     None,
                     Some(unmap(dest)),
-                    None,
-                    None,
+                    by.as_ref().map(|b| b as &dyn std::fmt::Display),
+                    Some("direct"),
                     &Ok(()),
                     None,
                 );
@@ -341,7 +342,7 @@ pub fn udp<H: Host>(h: &H, dest: SocketAddr, what: &str) -> Outcome {
         Kind::Udp,
         name.as_deref(),
         Some(d),
-        None,
+        by.as_ref().map(|b| b as &dyn std::fmt::Display),
         None,
         &Err(e.clone()),
         None,

@@ -44,10 +44,26 @@ pub enum UdpPlan<'a> {
     },
 }
 
-/// Decides where a datagram to `dest` goes. `Err` refuses it: a `block` rule (`block_errno`),
-/// the proxy-only policy (EACCES), a fake address never handed out or a chain that cannot
-/// carry UDP and no `udp_proxy` (ENETUNREACH).
-pub fn plan<'a, H: Host>(h: &H, cfg: &'a Config, dest: SocketAddr) -> Result<UdpPlan<'a>, Error> {
+/// Decides where a datagram to `dest` goes, and what decided (for logs and reports). `Err`
+/// refuses it: a `block` rule (`block_errno`), the allowlist or the proxy-only policy (EACCES),
+/// a fake address never handed out or a chain that cannot carry UDP and no `udp_proxy`
+/// (ENETUNREACH).
+pub fn plan<'a, H: Host>(
+    h: &H,
+    cfg: &'a Config,
+    dest: SocketAddr,
+) -> (Result<UdpPlan<'a>, Error>, Option<String>) {
+    let mut by = None;
+    let r = plan_by(h, cfg, dest, &mut by);
+    (r, by)
+}
+
+fn plan_by<'a, H: Host>(
+    h: &H,
+    cfg: &'a Config,
+    dest: SocketAddr,
+    by: &mut Option<String>,
+) -> Result<UdpPlan<'a>, Error> {
     let asked = unmap(dest);
     let addr = cfg
         .dnat
@@ -57,7 +73,10 @@ pub fn plan<'a, H: Host>(h: &H, cfg: &'a Config, dest: SocketAddr) -> Result<Udp
     let name = match h.fake_name(addr.ip()) {
         None => None,
         Some(Ok(n)) => Some(n),
-        Some(Err(_)) => return Err(Error::Os(libc::ENETUNREACH)),
+        Some(Err(_)) => {
+            *by = Some("fake-ip".into());
+            return Err(Error::Os(libc::ENETUNREACH));
+        }
     };
     let d = Destination {
         ip: if name.is_some() {
@@ -70,6 +89,13 @@ pub fn plan<'a, H: Host>(h: &H, cfg: &'a Config, dest: SocketAddr) -> Result<Udp
     };
     let views = cfg.chain_views();
     let decision = chain::decide(cfg, &views, &d);
+    *by = Some(match chain::allowlist(cfg, &d) {
+        // Let through by an allowlist entry: that is what a reader wants to see.
+        chain::Allowed::Entry { index, .. } if decision.route_is_open() => {
+            chain::By::Allow(index).to_string()
+        }
+        _ => decision.by.to_string(),
+    });
     match decision.route {
         Way::Block if decision.by == chain::By::Allowlist => Err(Error::Os(libc::EACCES)),
         Way::Block => Err(Error::Os(cfg.block_errno.errno())),
@@ -79,7 +105,10 @@ pub fn plan<'a, H: Host>(h: &H, cfg: &'a Config, dest: SocketAddr) -> Result<Udp
                 || matches!(decision.by, chain::By::Allow(_))
                 || cfg.allowed_direct.iter().any(|p| p.matches(&d));
             match (allowed, name) {
-                (false, _) => Err(Error::Os(libc::EACCES)),
+                (false, _) => {
+                    *by = Some("policy".into());
+                    Err(Error::Os(libc::EACCES))
+                }
                 (true, Some(n)) => {
                     let family = if dest.is_ipv4() {
                         libc::AF_INET

@@ -515,10 +515,11 @@ pub fn prepare_send(fd: c_int, dest: SocketAddr, what: &str) -> Send {
             return Send::Framed { view, hdr, len: 0 };
         }
     }
-    let plan = match udp::plan(st, cfg, dest) {
+    let (plan, by) = udp::plan(st, cfg, dest);
+    let plan = match plan {
         Ok(p) => p,
         Err(e) => {
-            refused(st, what, dest, &e);
+            refused(st, what, dest, &e, by.as_deref());
             return Send::Fail(e);
         }
     };
@@ -538,7 +539,7 @@ pub fn prepare_send(fd: c_int, dest: SocketAddr, what: &str) -> Send {
                 Some(unmap(dest).ip())
             },
             port: Some(dest.port()),
-            rule: None,
+            rule: by.as_deref(),
             chain: Some(chain),
             result: "ok",
             ms: None,
@@ -589,7 +590,7 @@ pub fn prepare_send(fd: c_int, dest: SocketAddr, what: &str) -> Send {
 }
 
 /// Logs a refused datagram (at most once a second per process) and records it.
-fn refused(st: &state::State, what: &str, dest: SocketAddr, e: &Error) {
+fn refused(st: &state::State, what: &str, dest: SocketAddr, e: &Error, by: Option<&str>) {
     static LAST: AtomicU64 = AtomicU64::new(0);
     let now = chainsocks_core::connect::now_ms();
     let prev = LAST.load(Ordering::Relaxed);
@@ -617,7 +618,7 @@ fn refused(st: &state::State, what: &str, dest: SocketAddr, e: &Error) {
                 Some(unmap(dest).ip())
             },
             port: Some(dest.port()),
-            rule: None,
+            rule: by,
             chain: None,
             result: chainsocks_core::error::errno_name(e.errno()),
             ms: None,

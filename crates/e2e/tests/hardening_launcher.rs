@@ -50,7 +50,22 @@ fn go_programs_get_the_static_warning_and_strict_launch_refuses_them() {
     // Debian's hey: a dynamically linked Go program (raw syscalls, its own resolver).
     let Some(hey) = require("hey") else { return };
     let l = Launch::chain(&[format!("socks5://127.0.0.1:{}", dante.port())]);
+    let peers = || {
+        origin
+            .peers()
+            .iter()
+            .map(|p| p.ip().to_string())
+            .collect::<Vec<_>>()
+    };
+    // With the seccomp supervisor (the default) the Go program is proxied: no warning.
     let mut c = l.cmd(&hey);
+    c.args(["-n", "1", "-c", "1", &origin.url("/f")]);
+    let o = run(&mut c, T);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(!stderr(&o).contains("warning"), "{}", show(&o));
+    assert_eq!(peers(), ["127.0.0.2"], "through dante");
+    // Without it, the launcher warns, and the request goes straight to the origin.
+    let mut c = l.cmd_with(&["--no-supervisor"], &hey);
     c.args(["-n", "1", "-c", "1", &origin.url("/f")]);
     let o = run(&mut c, T);
     assert!(o.status.success(), "{}", show(&o));
@@ -62,18 +77,12 @@ fn go_programs_get_the_static_warning_and_strict_launch_refuses_them() {
         "{}",
         show(&o)
     );
-    // What the warning is about: the request went straight to the origin (peer 127.0.0.1,
-    // not dante's 127.0.0.2). (Until the seccomp supervisor of issue 11 proxies it.)
-    assert_eq!(
-        origin
-            .peers()
-            .iter()
-            .map(|p| p.ip().to_string())
-            .collect::<Vec<_>>(),
-        ["127.0.0.1"]
-    );
+    assert_eq!(peers(), ["127.0.0.2", "127.0.0.1"]);
     let mut c = clean(Command::new(chainsocks_bin()));
-    c.arg("-f").arg(&l.config).arg("--strict-launch").arg(&hey);
+    c.arg("-f")
+        .arg(&l.config)
+        .args(["--strict-launch", "--no-supervisor"])
+        .arg(&hey);
     c.args(["-n", "1", "-c", "1", &origin.url("/f")]);
     let o = run(&mut c, T);
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
@@ -83,7 +92,7 @@ fn go_programs_get_the_static_warning_and_strict_launch_refuses_them() {
         "{}",
         show(&o)
     );
-    assert_eq!(origin.requests().len(), 1, "the refused program never ran");
+    assert_eq!(origin.requests().len(), 2, "the refused program never ran");
     // A C program is not a Go program: no warning.
     let Some(curl) = require("curl") else { return };
     let mut c = l.cmd(&curl);

@@ -145,11 +145,12 @@ fn a_static_binary_goes_direct_without_isolate_and_nowhere_with_it() {
             .collect::<Vec<_>>(),
         ["127.0.0.1"]
     );
-    // With --isolate: it cannot reach anything; the server receives nothing.
+    // With --isolate and without the supervisor: it cannot reach anything; the server
+    // receives nothing.
     let mut c = clean(Command::new(chainsocks_bin()));
     c.arg("-f")
         .arg(&l.config)
-        .arg("--isolate")
+        .args(["--isolate", "--no-supervisor"])
         .arg(&busybox)
         .args(["sh", "-c", &format!("{nc}; echo rc=$?")]);
     let o = run(&mut c, T);
@@ -160,6 +161,21 @@ fn a_static_binary_goes_direct_without_isolate_and_nowhere_with_it() {
     );
     assert!(stderr(&o).contains("Connection refused"), "{}", show(&o));
     assert_eq!(echo.peers().len(), 1, "nothing new reached the server");
+    // With --isolate and the supervisor: the static program reaches the server through the
+    // in-namespace forwarder and dante (peer 127.0.0.2).
+    let mut c = clean(Command::new(chainsocks_bin()));
+    c.arg("-f")
+        .arg(&l.config)
+        .arg("--isolate")
+        .arg(&busybox)
+        .args(["sh", "-c", &nc]);
+    let o = run(&mut c, T);
+    assert_eq!(stdout(&o), "ping", "{}", show(&o));
+    assert_eq!(
+        echo.peers().last().map(|p| p.ip().to_string()).as_deref(),
+        Some("127.0.0.2"),
+        "through dante"
+    );
 }
 
 #[test]

@@ -35,6 +35,11 @@ pub struct Forward {
 /// Everything the sandbox needs, decided before fork.
 pub struct Plan {
     pub forwards: Vec<Forward>,
+    /// The in-namespace UDP hub (datagrams to SOCKS5 relays outside the sandbox).
+    pub hub: SocketAddr,
+    /// The in-namespace DNS responder (UDP and TCP), when remote DNS is on: the sandbox's
+    /// resolv.conf names it.
+    pub responder: Option<SocketAddr>,
     pub resolv_conf: CString,
     pub hosts: CString,
     pub root: bool,
@@ -43,6 +48,9 @@ pub struct Plan {
     /// The private directory (random name, 0700), removed with its files when the plan drops.
     pub dir: PrivateDir,
 }
+
+/// The in-namespace UDP hub's port.
+const HUB_PORT: u16 = 19_999;
 
 /// First port of the proxy forwarders inside the namespace (a fresh namespace has every port
 /// free, so the plan can name them before the namespace exists).
@@ -114,14 +122,31 @@ pub fn plan(cfg: &mut Config, allow_direct: &[String]) -> Result<Plan, String> {
     // SAFETY: getuid cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     let dir = PrivateDir::create("chainsocks-isolate")?;
-    // A nameserver with no route inside the namespace: a program that sends its own DNS
-    // packets gets ENETUNREACH, never an answer.
+    // The sandbox's nameserver is the launch's fake-DNS responder on its own loopback: a
+    // program that sends its own DNS packets gets fake addresses (names then reach the proxy),
+    // never a real query. Without remote DNS: a nameserver with no route (ENETUNREACH).
     // (Bind-mount sources are paths in the private directory: a file opened before the
     // child's unshare(CLONE_NEWNS) belongs to the old namespace's mount and cannot be bound.)
-    dir.create_file(
-        "resolv.conf",
-        b"# chainsocks --isolate: names resolve through the proxy\nnameserver 192.0.2.53\n",
-    )?;
+    let responder = cfg
+        .proxy_dns
+        .then(|| SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 53));
+    let resolv: &[u8] = if responder.is_some() {
+        b"# chainsocks --isolate: names resolve through the proxy\nnameserver 127.0.0.1\n"
+    } else {
+        b"# chainsocks --isolate: names resolve through the proxy\nnameserver 192.0.2.53\n"
+    };
+    dir.create_file("resolv.conf", resolv)?;
+    if let Some(r) = responder {
+        cfg.dns_redirect = Some(chainsocks_core::config::DnsRedirect {
+            nameservers: vec![r.ip()],
+            udp4: r,
+            udp6: None,
+            tcp4: r,
+            tcp6: None,
+        });
+    }
+    let hub = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), HUB_PORT);
+    cfg.udp_via = Some(hub.to_string());
     let mut hosts =
         std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| "127.0.0.1 localhost\n".into());
     hosts.push_str(&hosts_extra);
@@ -132,6 +157,8 @@ pub fn plan(cfg: &mut Config, allow_direct: &[String]) -> Result<Plan, String> {
     };
     Ok(Plan {
         forwards,
+        hub,
+        responder,
         resolv_conf: c("resolv.conf")?,
         hosts: c("hosts")?,
         root,
@@ -212,6 +239,12 @@ pub fn enter(plan: &Plan, chan: &UnixStream) -> Result<(), String> {
     for f in &plan.forwards {
         fds.push(listen(f.inside)?);
     }
+    // The UDP hub, then the DNS responder's UDP and TCP sockets (the launcher serves them).
+    fds.push(udp_socket(plan.hub)?);
+    if let Some(r) = plan.responder {
+        fds.push(udp_socket(r)?);
+        fds.push(listen(r)?);
+    }
     send_fds(chan, &fds)?;
     for fd in fds {
         // SAFETY: ours; the launcher holds its own copies now.
@@ -243,6 +276,45 @@ fn lo_up() -> Result<(), String> {
         libc::close(s);
         if ok { Ok(()) } else { Err(e) }
     }
+}
+
+fn udp_socket(at: SocketAddr) -> Result<RawFd, String> {
+    let s = std::net::UdpSocket::bind(at).map_err(|e| format!("binding udp {at} inside: {e}"))?;
+    Ok(std::os::fd::IntoRawFd::into_raw_fd(s))
+}
+
+impl Plan {
+    /// How many fds the child sends: the forwarders' listeners, the hub, the responder's two.
+    pub fn fd_count(&self) -> usize {
+        self.forwards.len() + 1 + if self.responder.is_some() { 2 } else { 0 }
+    }
+}
+
+/// The fds the child sent, sorted out.
+pub struct Received {
+    pub listeners: Vec<OwnedFd>,
+    pub hub: std::net::UdpSocket,
+    pub responder: Option<(std::net::UdpSocket, std::net::TcpListener)>,
+}
+
+/// Sorts the child's fds ([`Plan::fd_count`] of them, in the order [`enter`] sent them).
+pub fn sort_received(plan: &Plan, mut fds: Vec<OwnedFd>) -> Result<Received, String> {
+    let rest = fds.split_off(plan.forwards.len().min(fds.len()));
+    let mut rest = rest.into_iter();
+    let hub = rest.next().ok_or("no UDP hub from the sandbox")?;
+    let responder = match plan.responder {
+        Some(_) => {
+            let u = rest.next().ok_or("no DNS responder from the sandbox")?;
+            let t = rest.next().ok_or("no DNS responder from the sandbox")?;
+            Some((std::net::UdpSocket::from(u), std::net::TcpListener::from(t)))
+        }
+        None => None,
+    };
+    Ok(Received {
+        listeners: fds,
+        hub: std::net::UdpSocket::from(hub),
+        responder,
+    })
 }
 
 fn listen(at: SocketAddr) -> Result<RawFd, String> {

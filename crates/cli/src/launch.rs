@@ -389,10 +389,22 @@ fn try_run(cfg: &Config, command: &[OsString], extras: &Extras) -> Result<Exit, 
         }
     }
     let chan = chan.map(|(ours, _theirs)| ours);
+    let mut dns = dns;
+    let mut hub = None;
     if let (Some(plan), Some(ours)) = (&extras.sandbox, &chan) {
-        match crate::isolate::receive(ours, plan.forwards.len()) {
-            Ok(listeners) => {
-                crate::isolate::forward(listeners, &plan.forwards);
+        let got = crate::isolate::receive(ours, plan.fd_count())
+            .and_then(|fds| crate::isolate::sort_received(plan, fds));
+        match got {
+            Ok(r) => {
+                crate::isolate::forward(r.listeners, &plan.forwards);
+                hub = Some(crate::udphub::Hub::start(r.hub)?);
+                if let (Some((u, t)), Some(redirect)) = (r.responder, &cfg.dns_redirect) {
+                    let hosts =
+                        std::fs::read_to_string(plan.dir.path().join("hosts")).unwrap_or_default();
+                    let bound =
+                        crate::supervisor::responder::Bound::from_sockets(u, t, redirect.clone());
+                    dns = Some(bound.serve(cfg, shm_fd, &hosts)?);
+                }
                 use std::io::Write;
                 (&*ours)
                     .write_all(b"g")
@@ -403,9 +415,14 @@ fn try_run(cfg: &Config, command: &[OsString], extras: &Extras) -> Result<Exit, 
                 return Err(format!("--isolate: {why}"));
             }
         }
+    } else if extras.supervisor.is_some() {
+        // The hub for supervised programs' UDP associations, on our (their) loopback.
+        let sock =
+            std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("the UDP hub: {e}"))?;
+        hub = Some(crate::udphub::Hub::start(sock)?);
     }
     let running = match (&extras.supervisor, chan) {
-        (Some(sup), Some(ours)) => start_supervisor(cfg, shm_fd, dns, sup, child, ours)?,
+        (Some(sup), Some(ours)) => start_supervisor(cfg, shm_fd, dns, hub, sup, child, ours)?,
         _ => None,
     };
     let exit = supervise(child, &waitset, cfg.quiet);
@@ -429,6 +446,7 @@ fn start_supervisor(
     cfg: &Config,
     shm_fd: libc::c_int,
     dns: Option<crate::supervisor::responder::Redirect>,
+    hub: Option<crate::udphub::Hub>,
     sup: &Supervision,
     child: libc::pid_t,
     chan: std::os::unix::net::UnixStream,
@@ -469,6 +487,7 @@ fn start_supervisor(
         dns,
         stats: Default::default(),
         shared,
+        hub,
     };
     match supervisor::start(listener, ctx) {
         Ok(r) => Ok(Some(r)),

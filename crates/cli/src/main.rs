@@ -16,6 +16,7 @@ mod records;
 mod scrub;
 mod summary;
 mod supervisor;
+mod udphub;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

@@ -92,6 +92,10 @@ pub fn total_size(bytes: &[u8]) -> Option<usize> {
 pub const RR_WORDS: std::ops::Range<usize> = 0..32;
 /// Words of the health page: dead-until marks per proxy.
 pub const DEAD_WORDS: std::ops::Range<usize> = 64..320;
+/// Words of the health page: thread ids (+1) of the library's own real lookups in progress (a
+/// `direct` rule's name, `socks4_resolve = "local"`): the supervisor lets their DNS packets
+/// reach the real nameserver instead of the launch's responder.
+pub const REAL_LOOKUP_WORDS: std::ops::Range<usize> = 320..352;
 /// Words in the health page.
 pub const COUNTER_WORDS: usize = HEADER_SIZE / 8;
 

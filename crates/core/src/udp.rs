@@ -178,6 +178,7 @@ pub fn associate<H: Host>(
     proxy: &Proxy,
     client: SocketAddr,
     min_fd: c_int,
+    use_via: bool,
 ) -> Result<Association, DialError> {
     let at_connect = |error| DialError {
         hop: 0,
@@ -198,12 +199,16 @@ pub fn associate<H: Host>(
     };
     let mut last = at_connect(Error::Config(format!("proxy {proxy} was not resolved")));
     for real in proxy.socket_addrs() {
-        // Under --isolate the proxy is reached through the launcher's forwarder.
-        let addr = cfg
-            .via
-            .get(&real.to_string())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(real);
+        // Under --isolate the library reaches the proxy through the launcher's forwarder (the
+        // launcher itself, outside the sandbox, does not).
+        let addr = if use_via {
+            cfg.via
+                .get(&real.to_string())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(real)
+        } else {
+            real
+        };
         let ctl = match sys::socket(sys::family_of(addr.ip()), libc::SOCK_STREAM, min_fd) {
             Ok(fd) => fd,
             Err(e) => return Err(at_connect(Error::Os(e))),
@@ -258,25 +263,40 @@ pub fn associate<H: Host>(
 /// Writes the request header for `target` into `buf`; its length (`None`: a name longer than
 /// 255 bytes, or `buf` too small).
 pub fn encode_header(target: &Dest, buf: &mut [u8]) -> Option<usize> {
-    let (atyp, addr_len) = match target {
-        Dest::Ip(SocketAddr::V4(_)) => (1u8, 4),
-        Dest::Ip(SocketAddr::V6(_)) => (4u8, 16),
-        Dest::Name(n, _) if !n.is_empty() && n.len() <= 255 => (3u8, 1 + n.len()),
-        Dest::Name(..) => return None,
-    };
-    let len = 4 + addr_len + 2;
-    let out = buf.get_mut(..len)?;
-    out[..4].copy_from_slice(&[0, 0, 0, atyp]);
+    let mut w = Writer { buf, at: 0 };
     match target {
-        Dest::Ip(SocketAddr::V4(a)) => out[4..8].copy_from_slice(&a.ip().octets()),
-        Dest::Ip(SocketAddr::V6(a)) => out[4..20].copy_from_slice(&a.ip().octets()),
+        Dest::Ip(SocketAddr::V4(a)) => {
+            w.put(&[0, 0, 0, 1])?;
+            w.put(&a.ip().octets())?;
+        }
+        Dest::Ip(SocketAddr::V6(a)) => {
+            w.put(&[0, 0, 0, 4])?;
+            w.put(&a.ip().octets())?;
+        }
         Dest::Name(n, _) => {
-            out[4] = n.len() as u8;
-            out[5..5 + n.len()].copy_from_slice(n.as_bytes());
+            let len = u8::try_from(n.len()).ok().filter(|&l| l > 0)?;
+            w.put(&[0, 0, 0, 3, len])?;
+            w.put(n.as_bytes())?;
         }
     }
-    out[len - 2..].copy_from_slice(&target.port().to_be_bytes());
-    Some(len)
+    w.put(&target.port().to_be_bytes())?;
+    Some(w.at)
+}
+
+/// Appends to a fixed buffer, failing when it is full.
+struct Writer<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, b: &[u8]) -> Option<()> {
+        self.buf
+            .get_mut(self.at..self.at + b.len())?
+            .copy_from_slice(b);
+        self.at += b.len();
+        Some(())
+    }
 }
 
 /// A datagram from the relay: where it comes from (as the proxy says) and where its payload
@@ -284,6 +304,42 @@ pub fn encode_header(target: &Dest, buf: &mut [u8]) -> Option<usize> {
 pub fn parse_header(datagram: &[u8]) -> Option<(WireAddr, usize)> {
     match socks5::decode_udp_header(datagram) {
         Ok(Decoded::Done((0, from), used)) => Some((from, used)),
+        _ => None,
+    }
+}
+
+/// The longest envelope: family(1) port(2) IPv6 address(16).
+pub const MAX_ENVELOPE: usize = 19;
+
+/// The envelope the library puts before a framed datagram it sends through the launcher's UDP
+/// hub (under `--isolate`, where the relay is outside the sandbox): the relay's address.
+pub fn envelope(relay: SocketAddr, out: &mut [u8; MAX_ENVELOPE]) -> usize {
+    let mut w = Writer { buf: out, at: 0 };
+    let _ = match relay {
+        SocketAddr::V4(a) => w
+            .put(&[4])
+            .and_then(|()| w.put(&a.port().to_be_bytes()))
+            .and_then(|()| w.put(&a.ip().octets())),
+        SocketAddr::V6(a) => w
+            .put(&[6])
+            .and_then(|()| w.put(&a.port().to_be_bytes()))
+            .and_then(|()| w.put(&a.ip().octets())),
+    };
+    w.at
+}
+
+/// The relay and the framed datagram of an enveloped datagram.
+pub fn parse_envelope(d: &[u8]) -> Option<(SocketAddr, &[u8])> {
+    let port = u16::from_be_bytes(d.get(1..3)?.try_into().ok()?);
+    match d.first()? {
+        4 => {
+            let ip: [u8; 4] = d.get(3..7)?.try_into().ok()?;
+            Some((SocketAddr::new(IpAddr::from(ip), port), d.get(7..)?))
+        }
+        6 => {
+            let ip: [u8; 16] = d.get(3..19)?.try_into().ok()?;
+            Some((SocketAddr::new(IpAddr::from(ip), port), d.get(19..)?))
+        }
         _ => None,
     }
 }
@@ -329,5 +385,15 @@ mod tests {
         assert_eq!(parse_header(&frag), None, "fragments are dropped");
         assert_eq!(parse_header(&[0, 0, 0, 9, 1, 2]), None);
         assert_eq!(likely_header_len("1.2.3.4".parse().unwrap()), 10);
+        let mut b = [0u8; MAX_ENVELOPE];
+        for a in ["127.0.0.1:9999", "[::1]:53"] {
+            let a: SocketAddr = a.parse().unwrap();
+            let n = envelope(a, &mut b);
+            let mut d = b[..n].to_vec();
+            d.extend_from_slice(b"framed");
+            assert_eq!(parse_envelope(&d), Some((a, &b"framed"[..])));
+        }
+        assert_eq!(parse_envelope(&[9, 0, 1]), None);
+        assert_eq!(parse_envelope(&[4, 0]), None);
     }
 }

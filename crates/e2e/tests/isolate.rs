@@ -179,8 +179,9 @@ fn a_static_binary_goes_direct_without_isolate_and_nowhere_with_it() {
 }
 
 #[test]
-fn dns_packets_from_the_program_fail_closed() {
+fn dns_packets_from_the_program_get_fake_answers_inside_and_never_leave() {
     netns();
+    // A DNS server in the outer namespace that would see any query that left the sandbox.
     let sink = UdpSink::start_on("127.0.0.1:53".parse().unwrap());
     let Some(dante) = Dante::start(DanteOpts::default()) else {
         return;
@@ -190,7 +191,8 @@ fn dns_packets_from_the_program_fail_closed() {
     };
     let Some(py) = require("python3") else { return };
     let l = Launch::chain(&[format!("socks5://127.0.0.1:{}", dante.port())]);
-    // A static resolver (busybox nslookup reads the sandbox's resolv.conf: no route to it).
+    // A static resolver: busybox nslookup asks the sandbox's nameserver, the launch's
+    // responder, and gets a fake address.
     let mut c = clean(Command::new(chainsocks_bin()));
     c.arg("-f")
         .arg(&l.config)
@@ -198,25 +200,19 @@ fn dns_packets_from_the_program_fail_closed() {
         .arg(&busybox)
         .args(["nslookup", "example.com"]);
     let o = run(&mut c, T);
-    assert!(!o.status.success(), "{}", show(&o));
-    // A dynamically linked program sending its own DNS query to the sandbox's nameserver
-    // (refused by the proxy-only policy) and to 127.0.0.1:53 (the sandbox's own loopback,
-    // where nothing listens).
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(stdout(&o).contains("198.18."), "{}", show(&o));
+    // A dynamically linked program sending its own DNS queries (unconnected and connected).
     let script = r#"
 import socket
 q = b'\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01'
 ns = [l.split()[1] for l in open('/etc/resolv.conf') if l.startswith('nameserver')][0]
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
-try:
-    s.sendto(q, (ns, 53)); s.recv(512); print('ANSWER sendto')
-except OSError as e:
-    print('sendto', ns, e.errno)
-for dst in [(ns, 53), ('127.0.0.1', 53)]:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
-    try:
-        s.connect(dst); s.send(q); s.recv(512); print('ANSWER', dst)
-    except OSError as e:
-        print('connect', dst[0], e.errno)
+s.sendto(q, (ns, 53)); a, src = s.recvfrom(512)
+print('sendto', src[0], src[1], socket.inet_ntoa(a[-4:]))
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(2)
+c.connect((ns, 53)); c.send(q); a = c.recv(512)
+print('connect', socket.inet_ntoa(a[-4:]))
 "#;
     let mut c = clean(Command::new(chainsocks_bin()));
     c.arg("-f")
@@ -226,20 +222,9 @@ for dst in [(ns, 53), ('127.0.0.1', 53)]:
         .args(["-c", script]);
     let o = run(&mut c, T);
     let out = stdout(&o);
-    assert!(!out.contains("ANSWER"), "{}", show(&o));
     assert!(
-        out.contains("sendto 192.0.2.53 13"),
-        "EACCES from the policy: {}",
-        show(&o)
-    );
-    assert!(
-        out.contains("connect 192.0.2.53 13"),
-        "EACCES from the policy: {}",
-        show(&o)
-    );
-    assert!(
-        out.contains("connect 127.0.0.1 111"),
-        "ECONNREFUSED inside: {}",
+        out.contains("sendto 127.0.0.1 53 198.18.") && out.contains("connect 198.18."),
+        "{}",
         show(&o)
     );
     std::thread::sleep(Duration::from_millis(200));

@@ -108,21 +108,27 @@ impl Default for HdrWords {
 impl HdrWords {
     fn store(&self, h: &[u8]) {
         self.0[0].store(h.len() as u64, Ordering::Relaxed);
-        for (i, chunk) in h.chunks(8).enumerate() {
+        for (slot, chunk) in self.0.iter().skip(1).zip(h.chunks(8)) {
             let mut w = [0u8; 8];
-            w[..chunk.len()].copy_from_slice(chunk);
-            if let Some(slot) = self.0.get(i + 1) {
-                slot.store(u64::from_le_bytes(w), Ordering::Relaxed);
+            for (d, b) in w.iter_mut().zip(chunk) {
+                *d = *b;
             }
+            slot.store(u64::from_le_bytes(w), Ordering::Relaxed);
         }
     }
 
     fn load(&self, out: &mut [u8; MAX_HEADER]) -> usize {
         let n = (self.0[0].load(Ordering::Relaxed) as usize).min(MAX_HEADER);
-        for i in 0..n.div_ceil(8) {
-            let w = self.0[i + 1].load(Ordering::Relaxed).to_le_bytes();
-            let end = ((i + 1) * 8).min(n);
-            out[i * 8..end].copy_from_slice(&w[..end - i * 8]);
+        for (dst, slot) in out
+            .get_mut(..n)
+            .unwrap_or(&mut [])
+            .chunks_mut(8)
+            .zip(self.0.iter().skip(1))
+        {
+            let w = slot.load(Ordering::Relaxed).to_le_bytes();
+            for (d, b) in dst.iter_mut().zip(w) {
+                *d = b;
+            }
         }
         n
     }
@@ -159,6 +165,9 @@ struct Assoc {
     /// A plain redirect (a program's own DNS to the launch's responder): datagrams go to the
     /// relay as they are, no header; only the source a receive reports is rewritten.
     plain: AtomicBool,
+    /// Under --isolate: the proxy's real relay, named in an envelope before every datagram
+    /// sent to the launcher's UDP hub (which `relay` is then).
+    outer: AddrWords,
 }
 
 /// A stable copy of an association's fixed part.
@@ -167,6 +176,7 @@ pub struct View {
     pub ctl: c_int,
     pub plain: bool,
     pub relay: SocketAddr,
+    pub outer: Option<SocketAddr>,
     pub connected: Option<SocketAddr>,
     ptr: usize,
     era: u64,
@@ -243,6 +253,7 @@ pub fn lookup(fd: c_int) -> Option<View> {
         let v = View {
             ctl: a.ctl.load(Ordering::Relaxed) as c_int,
             plain: a.plain.load(Ordering::Relaxed),
+            outer: a.outer.load(),
             relay: a.relay.load()?,
             connected: a.connected.load(),
             ptr: (w & PTR_MASK) as usize,
@@ -314,7 +325,7 @@ impl View {
             a.last_seq.store(s + 2, Ordering::Release);
         }
         // Remember it for mapping replies back (unless already there).
-        let known = (0..RECENT).any(|i| a.recent[i].load() == Some(dest));
+        let known = a.recent.iter().any(|r| r.load() == Some(dest));
         if !known {
             let r = a.recent_seq.load(Ordering::Relaxed);
             if r & 1 == 0
@@ -323,8 +334,10 @@ impl View {
                     .is_ok()
             {
                 let i = a.recent_next.fetch_add(1, Ordering::Relaxed) % RECENT;
-                a.recent[i].store(Some(dest));
-                a.recent_id[i].store(fake_id.map_or(0, |id| id as u64 + 1), Ordering::Relaxed);
+                if let (Some(r), Some(id)) = (a.recent.get(i), a.recent_id.get(i)) {
+                    r.store(Some(dest));
+                    id.store(fake_id.map_or(0, |id| id as u64 + 1), Ordering::Relaxed);
+                }
                 a.recent_seq.store(r + 2, Ordering::Release);
             }
         }
@@ -344,8 +357,8 @@ impl View {
             if s1 & 1 == 1 {
                 continue;
             }
-            for (i, r) in recent.iter_mut().enumerate() {
-                *r = (a.recent[i].load(), a.recent_id[i].load(Ordering::Relaxed));
+            for ((r, addr), id) in recent.iter_mut().zip(&a.recent).zip(&a.recent_id) {
+                *r = (addr.load(), id.load(Ordering::Relaxed));
             }
             fence(Ordering::Acquire);
             if a.recent_seq.load(Ordering::Relaxed) == s1 {
@@ -470,6 +483,7 @@ fn report_close(a: &Assoc) {
 }
 
 /// What a send to `dest` on UDP socket `fd` does.
+#[allow(clippy::large_enum_variant)] // one per call, on the stack, never stored
 pub enum Send {
     /// The kernel, with the program's arguments.
     Real,
@@ -506,7 +520,7 @@ pub fn prepare_send(fd: c_int, dest: SocketAddr, what: &str) -> Send {
             let view = match lookup(fd) {
                 Some(v) if v.plain && v.relay == to => v,
                 Some(_) => return Send::Fail(Error::Os(libc::ENETUNREACH)),
-                None => match publish(fd, st, None, to, None, true) {
+                None => match publish(fd, st, None, to, None, true, None) {
                     Ok(v) => v,
                     Err(e) => return Send::Fail(e),
                 },
@@ -653,7 +667,13 @@ fn create(
     );
     let client = unmap(client);
     let start = std::time::Instant::now();
-    let r = udp::associate(st, cfg, proxy, client, CTL_MIN_FD);
+    // Under --isolate the relay is outside the sandbox: no client address to give.
+    let client = if cfg.udp_via.is_some() {
+        SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0)
+    } else {
+        client
+    };
+    let r = udp::associate(st, cfg, proxy, client, CTL_MIN_FD, true);
     let assoc = match r {
         Ok(a) => a,
         Err(e) => {
@@ -672,13 +692,21 @@ fn create(
             return Err(e.error);
         }
     };
-    let relay = match &cfg.udp_via {
-        // Under --isolate datagrams go to the launcher's in-namespace forwarder.
-        Some(v) => v.parse().unwrap_or(assoc.relay),
-        None => assoc.relay,
+    let v6 = matches!(local, SocketAddr::V6(_));
+    // Under --isolate datagrams go to the launcher's in-namespace hub, enveloped.
+    let (relay, outer) = match cfg.udp_via.as_ref().and_then(|v| v.parse().ok()) {
+        Some(hub) => (present(hub, v6), Some(assoc.relay)),
+        None => (present(assoc.relay, v6), None),
     };
-    let relay = present(relay, matches!(local, SocketAddr::V6(_)));
-    let v = publish(fd, st, Some(assoc.ctl), relay, proxy.socket_addr(), false)?;
+    let v = publish(
+        fd,
+        st,
+        Some(assoc.ctl),
+        relay,
+        proxy.socket_addr(),
+        false,
+        outer,
+    )?;
     if st.sink.enabled(LogLevel::Info) {
         st.log(
             LogLevel::Info,
@@ -700,6 +728,7 @@ fn publish(
     relay: SocketAddr,
     proxy: Option<SocketAddr>,
     plain: bool,
+    outer: Option<SocketAddr>,
 ) -> Result<View, Error> {
     let _ = st;
     let Some(sock_ino) = inode(fd) else {
@@ -717,6 +746,7 @@ fn publish(
     a.ctl_ino
         .store(ctl.and_then(inode).unwrap_or(0), Ordering::Relaxed);
     a.plain.store(plain, Ordering::Relaxed);
+    a.outer.store(outer);
     a.relay.store(Some(relay));
     a.connected.store(None);
     a.connected_hdr.store(&[]);
@@ -894,7 +924,15 @@ pub unsafe fn send_framed(
     if iovlen >= 1024 {
         return Err(libc::EMSGSIZE);
     }
-    let mut vec: Vec<libc::iovec> = Vec::with_capacity(iovlen + 1);
+    let mut env = [0u8; udp::MAX_ENVELOPE];
+    let env_len = view.outer.map_or(0, |r| udp::envelope(r, &mut env));
+    let mut vec: Vec<libc::iovec> = Vec::with_capacity(iovlen + 2);
+    if env_len > 0 {
+        vec.push(libc::iovec {
+            iov_base: env.as_mut_ptr().cast(),
+            iov_len: env_len,
+        });
+    }
     vec.push(libc::iovec {
         iov_base: hdr.as_ptr() as *mut libc::c_void,
         iov_len: hdr.len(),
@@ -927,7 +965,7 @@ pub unsafe fn send_framed(
         return Err(sys::errno());
     }
     view.count(true);
-    Ok((n as usize).saturating_sub(hdr.len()))
+    Ok((n as usize).saturating_sub(hdr.len() + env_len))
 }
 
 /// One received datagram, as the program must see it.

@@ -11,8 +11,9 @@ use std::time::Instant;
 use chainsocks_core::Error;
 use chainsocks_core::chain::Health;
 use chainsocks_core::config::{Config, LogLevel};
-use chainsocks_core::connect::{Host, poll_wait};
+use chainsocks_core::connect::{Bypass, Host, Outcome, poll_wait, udp};
 use chainsocks_core::report::{Event, Who, append_line, line};
+use chainsocks_core::udp::{UdpPlan, associate, plan};
 use libc::c_int;
 
 use super::{Ctx, Requester};
@@ -107,5 +108,78 @@ impl Host for SupHost<'_> {
 
     fn wait(&self, fd: c_int, events: i16, deadline: Instant) -> Result<(), Error> {
         poll_wait(fd, events, deadline)
+    }
+
+    /// A supervised UDP socket connected to a proxied destination: the launcher makes the
+    /// association and connects the program's socket to its UDP hub, which frames the
+    /// program's plain datagrams (the program cannot). Direct destinations: the kernel's
+    /// connect on the duplicate. Refusals: as the library's.
+    fn udp_connect(&self, fd: c_int, dest: SocketAddr) -> Outcome {
+        let cfg = &self.ctx.cfg;
+        let (plan, _) = plan(self, cfg, dest);
+        let (proxy, target) = match plan {
+            Ok(UdpPlan::Proxy { proxy, target, .. }) => (proxy, target),
+            Ok(UdpPlan::DirectTo(to)) => {
+                return Outcome::Done(
+                    chainsocks_core::sys::connect(fd, &to, false)
+                        .map(|()| 0)
+                        .map_err(Error::Os),
+                );
+            }
+            // Direct and refused destinations: the shared policy (logs and records).
+            _ => return udp(self, dest, "connect"),
+        };
+        let Some(hub) = &self.ctx.hub else {
+            return Outcome::Done(Err(Error::Os(libc::ENETUNREACH)));
+        };
+        let any = SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0);
+        let assoc = match associate(self, cfg, proxy, any, 0, false) {
+            Ok(a) => a,
+            Err(e) => {
+                self.log(
+                    LogLevel::Info,
+                    format_args!(
+                        "UDP to {target}: no association through {proxy} ({} at {}): refused ({})",
+                        e.error,
+                        e.phase.name(),
+                        chainsocks_core::error::errno_name(e.error.errno())
+                    ),
+                );
+                return Outcome::Done(Err(e.error));
+            }
+        };
+        // SAFETY: the association's control fd is ours from here on.
+        let ctl =
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(assoc.ctl) };
+        let Some(hub_addr) = hub.addr() else {
+            return Outcome::Done(Err(Error::Os(libc::ENETUNREACH)));
+        };
+        let domain = chainsocks_core::sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN);
+        let to = match (domain, hub_addr.ip()) {
+            (Ok(libc::AF_INET6), IpAddr::V4(v4)) => {
+                SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), hub_addr.port())
+            }
+            _ => hub_addr,
+        };
+        if let Err(e) = chainsocks_core::sys::connect(fd, &to, false) {
+            return Outcome::Done(Err(Error::Os(e)));
+        }
+        let sender = match chainsocks_core::sys::local(fd) {
+            Ok(a) => chainsocks_core::connect::unmap(a),
+            Err(e) => return Outcome::Done(Err(Error::Os(e))),
+        };
+        if let Err(e) = hub.register(sender, &target, assoc.relay, ctl) {
+            self.log(LogLevel::Error, format_args!("UDP hub: {e}"));
+            return Outcome::Done(Err(Error::Os(libc::EIO)));
+        }
+        self.log(
+            LogLevel::Info,
+            format_args!(
+                "UDP association through {proxy} (relay {}) for {target}",
+                assoc.relay
+            ),
+        );
+        let _ = Bypass::NotStream;
+        Outcome::Done(Ok(0))
     }
 }

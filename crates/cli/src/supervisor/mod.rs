@@ -138,6 +138,8 @@ pub struct Ctx {
     pub stats: Stats,
     /// The launch's shared state (fake-DNS table, proxy health), as every process maps it.
     pub shared: Option<shared::Launch>,
+    /// Where supervised UDP sockets are connected to reach their association's relay.
+    pub hub: Option<crate::udphub::Hub>,
 }
 
 /// Routes one supervised AF_INET/AF_INET6 connect: `fd` is our duplicate of the program's

@@ -500,6 +500,18 @@ impl Supervisor {
             let r = connect_bytes(sock.as_fd(), raw, Instant::now() + Duration::from_secs(1));
             return done(r);
         }
+        // The library's own real lookup (a name a `direct` rule sends direct, socks4_resolve =
+        // "local"): the user chose to resolve it for real: to the real nameserver.
+        if dest.port() == 53
+            && self
+                .ctx
+                .shared
+                .as_ref()
+                .is_some_and(|s| s.real_lookup(n.tid))
+        {
+            let r = connect_bytes(sock.as_fd(), raw, Instant::now() + Duration::from_secs(5));
+            return done(r);
+        }
         if let Some(dns) = &self.ctx.dns
             && let Some(to) = dns.redirect(sock.as_fd(), domain, ty, dest)
         {

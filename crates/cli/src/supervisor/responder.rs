@@ -298,6 +298,14 @@ pub fn bind(nameservers: Vec<IpAddr>) -> Result<Bound, String> {
 }
 
 impl Bound {
+    /// A responder on sockets made elsewhere (inside the `--isolate` sandbox).
+    pub fn from_sockets(udp: UdpSocket, tcp: TcpListener, redirect: DnsRedirect) -> Bound {
+        Bound {
+            socks: vec![(udp, tcp)],
+            redirect,
+        }
+    }
+
     /// Starts answering, from the launch's state file (`shm_fd`) and the hosts file.
     pub fn serve(self, cfg: &Config, shm_fd: RawFd, hosts_text: &str) -> Result<Redirect, String> {
         let r: &'static Responder = Box::leak(Box::new(Responder {

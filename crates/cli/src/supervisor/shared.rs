@@ -64,6 +64,16 @@ impl Launch {
         })
     }
 
+    /// Whether thread `tid` is doing one of the library's own real lookups (its DNS packets
+    /// go to the real nameserver).
+    pub fn real_lookup(&self, tid: u32) -> bool {
+        let want = tid as u64 + 1;
+        self.counters.get(shm::REAL_LOOKUP_WORDS).is_some_and(|w| {
+            w.iter()
+                .any(|t| t.load(std::sync::atomic::Ordering::Acquire) == want)
+        })
+    }
+
     pub fn health(&self) -> Health<'_> {
         Health {
             dead_until: self.counters.get(shm::DEAD_WORDS).unwrap_or(&[]),

@@ -28,6 +28,7 @@ use crate::udp::{self, Send};
 use crate::{real, state};
 
 /// What a send does. `None`: not ours (the real function, untouched).
+#[allow(clippy::large_enum_variant)] // one per call, on the stack, never stored
 enum Plan {
     /// A TCP Fast Open connect was made (or failed): send on the connected socket.
     Tcp(Route),
@@ -328,11 +329,9 @@ pub unsafe extern "C" fn sendmmsg(
         if k > start {
             // SAFETY: each name holds namelen bytes (contract).
             let dest = unsafe { read_sockaddr(m.msg_name as *const sockaddr, m.msg_namelen) };
-            plan = match dest.and_then(|d| decide("sendmmsg", fd, flags, Some(d))) {
-                Some(p) => Some(p),
-                None => None,
-            }
-            .unwrap_or(Plan::Udp(Send::Fail(Error::Internal("connected"))));
+            plan = dest
+                .and_then(|d| decide("sendmmsg", fd, flags, Some(d)))
+                .unwrap_or(Plan::Udp(Send::Fail(Error::Internal("connected"))));
         }
         let r = match plan {
             // SAFETY: the program's message, on a socket connected through an association

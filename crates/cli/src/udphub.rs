@@ -1,0 +1,242 @@
+//! The launcher's UDP hub: one UDP socket in the program's network namespace through which
+//! datagrams reach SOCKS5 relays the program cannot (or does not know how to) reach itself.
+//!
+//! Two kinds of senders use it:
+//! - **Registered sockets** (the supervisor's connected UDP sockets of programs the library
+//!   cannot see): the supervisor made the association and connected the program's socket to
+//!   the hub; the hub adds the SOCKS5 header for the socket's destination on the way out and
+//!   strips it on the way back, so the program sends and receives plain datagrams.
+//! - **Enveloped datagrams** (the library under `--isolate`, whose relay address is outside
+//!   the sandbox): `family(1) port(2) address(4|16)` of the relay, then the framed datagram;
+//!   the hub sends the framed part to that relay and returns the relay's datagrams unchanged.
+//!
+//! Each (sender, relay) pair gets its own outer socket in the launcher's namespace, so a
+//! relay always sees one source per association.
+//! Owns: the hub socket, the outer sockets and their lifetime (closed after [`IDLE`] without
+//! traffic, or when a registered association's control connection closes).
+//! Must never: send a datagram anywhere but a relay a sender named or registered, or pass
+//! a registered socket's datagram on without its header.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chainsocks_core::proto::Dest;
+use chainsocks_core::udp::{MAX_HEADER, encode_header, parse_envelope, parse_header};
+
+/// An outer socket unused this long is closed.
+pub const IDLE: Duration = Duration::from_secs(120);
+
+/// A registered (connected-mode) sender.
+struct Registered {
+    header: Vec<u8>,
+    relay: SocketAddr,
+    /// The association's control connection (the association ends with it).
+    ctl: OwnedFd,
+}
+
+struct Outer {
+    sock: UdpSocket,
+    sender: SocketAddr,
+    /// Registered senders get headers stripped; enveloped ones get datagrams as they come.
+    strip: bool,
+    last: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    registered: HashMap<SocketAddr, Registered>,
+    outers: HashMap<(SocketAddr, SocketAddr), Outer>,
+}
+
+/// A running hub.
+#[derive(Clone)]
+pub struct Hub {
+    sock: Arc<UdpSocket>,
+    state: Arc<Mutex<State>>,
+}
+
+impl Hub {
+    /// Starts the hub on `sock` (a UDP socket bound in the program's namespace).
+    pub fn start(sock: UdpSocket) -> Result<Hub, String> {
+        let hub = Hub {
+            sock: Arc::new(sock),
+            state: Arc::default(),
+        };
+        let h = hub.clone();
+        std::thread::Builder::new()
+            .name("cs-udp-hub".into())
+            .stack_size(256 * 1024)
+            .spawn(move || h.run())
+            .map_err(|e| format!("starting the UDP hub: {e}"))?;
+        Ok(hub)
+    }
+
+    /// The hub's address (where registered sockets are connected).
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.sock.local_addr().ok()
+    }
+
+    /// Registers the program socket at `sender` (connected to the hub) for `target` through
+    /// `relay`, on the association held by `ctl`.
+    pub fn register(
+        &self,
+        sender: SocketAddr,
+        target: &Dest,
+        relay: SocketAddr,
+        ctl: OwnedFd,
+    ) -> Result<(), String> {
+        let mut h = [0u8; MAX_HEADER];
+        let n = encode_header(target, &mut h).ok_or("a name longer than 255 bytes")?;
+        let mut st = self.state.lock().map_err(|_| "hub poisoned")?;
+        st.registered.insert(
+            sender,
+            Registered {
+                header: h.get(..n).unwrap_or(&[]).to_vec(),
+                relay,
+                ctl,
+            },
+        );
+        // A new association for this sender: its old outer socket (if any) is stale.
+        st.outers.retain(|(s, _), _| *s != sender);
+        Ok(())
+    }
+
+    fn outer(
+        st: &mut State,
+        sender: SocketAddr,
+        relay: SocketAddr,
+        strip: bool,
+    ) -> Option<&mut Outer> {
+        let o = match st.outers.entry((sender, relay)) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let any: SocketAddr = match relay.ip() {
+                    IpAddr::V4(_) => "0.0.0.0:0".parse().ok()?,
+                    IpAddr::V6(_) => "[::]:0".parse().ok()?,
+                };
+                let sock = UdpSocket::bind(any).ok()?;
+                sock.connect(relay).ok()?;
+                sock.set_nonblocking(true).ok()?;
+                v.insert(Outer {
+                    sock,
+                    sender,
+                    strip,
+                    last: Instant::now(),
+                })
+            }
+        };
+        o.last = Instant::now();
+        Some(o)
+    }
+
+    /// One datagram from the program side.
+    fn inbound(&self, data: &[u8], sender: SocketAddr) {
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        if let Some(r) = st.registered.get(&sender) {
+            let (hdr, relay) = (r.header.clone(), r.relay);
+            if let Some(o) = Hub::outer(&mut st, sender, relay, true) {
+                let mut out = Vec::with_capacity(hdr.len() + data.len());
+                out.extend_from_slice(&hdr);
+                out.extend_from_slice(data);
+                let _ = o.sock.send(&out);
+            }
+            return;
+        }
+        let Some((relay, framed)) = parse_envelope(data) else {
+            return; // neither registered nor enveloped: not ours to send anywhere
+        };
+        if let Some(o) = Hub::outer(&mut st, sender, relay, false) {
+            let _ = o.sock.send(framed);
+        }
+    }
+
+    fn run(&self) {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            // The hub socket and every outer socket, polled together.
+            let (mut fds, keys): (Vec<libc::pollfd>, Vec<(SocketAddr, SocketAddr)>) = {
+                let Ok(mut st) = self.state.lock() else {
+                    return;
+                };
+                // Expire idle outer sockets and associations whose control connection closed.
+                let now = Instant::now();
+                st.outers.retain(|_, o| now.duration_since(o.last) < IDLE);
+                st.registered.retain(|_, r| !closed(&r.ctl));
+                let keys: Vec<_> = st.outers.keys().copied().collect();
+                let mut fds = vec![libc::pollfd {
+                    fd: self.sock.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                }];
+                for k in &keys {
+                    if let Some(o) = st.outers.get(k) {
+                        fds.push(libc::pollfd {
+                            fd: o.sock.as_raw_fd(),
+                            events: libc::POLLIN,
+                            revents: 0,
+                        });
+                    }
+                }
+                (fds, keys)
+            };
+            // SAFETY: a valid pollfd array; a timeout so new outer sockets join the set.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 200) };
+            if n <= 0 {
+                continue;
+            }
+            if fds.first().is_some_and(|p| p.revents != 0) {
+                while let Ok((k, from)) = self.sock.recv_from(&mut buf) {
+                    self.inbound(buf.get(..k).unwrap_or(&[]), from);
+                    if !readable(&self.sock) {
+                        break;
+                    }
+                }
+            }
+            for (p, key) in fds.iter().skip(1).zip(keys) {
+                if p.revents == 0 {
+                    continue;
+                }
+                let Ok(st) = self.state.lock() else { return };
+                let Some(o) = st.outers.get(&key) else {
+                    continue;
+                };
+                while let Ok(k) = o.sock.recv(&mut buf) {
+                    let dg = buf.get(..k).unwrap_or(&[]);
+                    let out = if o.strip {
+                        match parse_header(dg) {
+                            Some((_, used)) => dg.get(used..).unwrap_or(&[]),
+                            None => continue,
+                        }
+                    } else {
+                        dg
+                    };
+                    let _ = self.sock.send_to(out, o.sender);
+                }
+            }
+        }
+    }
+}
+
+fn readable(s: &UdpSocket) -> bool {
+    let mut p = libc::pollfd {
+        fd: s.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    unsafe { libc::poll(&mut p, 1, 0) == 1 }
+}
+
+/// Whether a control connection was closed by its proxy (EOF or error, without consuming).
+fn closed(ctl: &OwnedFd) -> bool {
+    let mut b = [0u8; 1];
+    matches!(
+        chainsocks_core::sys::recv(ctl.as_raw_fd(), &mut b, libc::MSG_PEEK | libc::MSG_DONTWAIT),
+        Ok(0) | Err(libc::ECONNRESET | libc::EPIPE | libc::ENOTCONN | libc::EBADF)
+    )
+}

@@ -89,7 +89,9 @@ pub use dante::{DANTE_PASS, DANTE_USER, Dante, DanteOpts, block_port, ensure_sys
 pub use dnstrap::{DnsTrap, TRAP_RESOLV_CONF};
 pub use hostile::{Behavior, EXTRA_TUNNEL_BYTES, HostileProxy, Session};
 pub use microsocks::{Microsocks, MicrosocksOpts};
-pub use ns::{csclient, find_program, is_ci, netns, netns_id, require, require_with};
+pub use ns::{
+    csclient, csudp, find_program, is_ci, netns, netns_id, require, require_with, result_field,
+};
 pub use origin::{Echo, HttpOrigin, random_bytes, sha256_hex};
 pub use process::{
     READY_TIMEOUT, free_port, hosts_file_contents, private_files, run, show, stderr, stdout,

@@ -651,16 +651,25 @@ fn a_server_that_fails_to_start_panics_with_its_log() {
 
 /// Runs the csudp test client (no shim).
 fn csudp(args: &[&str]) -> Output {
-    run(Command::new(env!("CARGO_BIN_EXE_csudp")).args(args), T)
+    run(Command::new(e2e::csudp()).args(args), T)
+}
+
+#[test]
+fn result_field_and_csudp_path() {
+    let line = "ok answered=5/5 bad=0 source=BAD:[::1]:53 local=1.2.3.4:5";
+    assert_eq!(result_field(line, "answered"), Some("5/5"));
+    assert_eq!(result_field(line, "source"), Some("BAD:[::1]:53"));
+    assert_eq!(result_field(line, "bad"), Some("0"));
+    assert_eq!(result_field(line, "ba"), None);
+    assert_eq!(result_field(line, "median_us"), None);
+    let path = e2e::csudp();
+    assert_eq!(path, std::path::Path::new(env!("CARGO_BIN_EXE_csudp")));
 }
 
 /// The value of `key=` in csudp's result line (panics with the output if absent).
 #[track_caller]
 fn field(out: &Output, key: &str) -> String {
-    let text = stdout(out);
-    let want = format!("{key}=");
-    text.split_whitespace()
-        .find_map(|w| w.strip_prefix(&want))
+    result_field(&stdout(out), key)
         .map(str::to_string)
         .unwrap_or_else(|| panic!("no {key}= in csudp output: {}", show(out)))
 }
@@ -740,6 +749,8 @@ fn csudp_plain_modes_direct() {
         ("readwrite", &[][..]),
         ("sendto", &["--nonblock", "--size", "8000"][..]),
         ("sendmsg", &["--size", "1"][..]),
+        ("sendto", &["--window", "8"][..]),
+        ("connected", &["--window", "20", "--nonblock"][..]),
     ] {
         let mut args = vec![mode, "127.0.0.1", &port, "--count", "20"];
         args.extend_from_slice(extra);
@@ -760,6 +771,18 @@ fn csudp_plain_modes_direct() {
         assert_eq!(last.sender, "csudp", "{mode}");
     }
     assert_senders(&echo, "csudp", sent);
+    // Many in flight: 1,000 datagrams, 32 at a time.
+    let out = csudp(&[
+        "sendmsg",
+        "127.0.0.1",
+        &port,
+        "--count",
+        "1000",
+        "--window",
+        "32",
+    ]);
+    assert_all_answered(&out, 1000, &String::new);
+    assert_eq!(echo.count(), sent + 1000);
     // IPv6, by name through getaddrinfo.
     for mode in ["sendto", "mmsg", "connected"] {
         let out = csudp(&[mode, "::1", &port6, "--count", "10", "--family", "6"]);
@@ -787,6 +810,18 @@ fn csudp_reports_what_goes_wrong() {
     ]);
     assert_eq!(out.status.code(), Some(3), "{}", show(&out));
     assert_eq!(field(&out, "answered"), "0/2");
+    let many = [
+        "sendto",
+        "127.0.0.1",
+        &dead_port,
+        "--count",
+        "50",
+        "--window",
+        "10",
+        "--timeout-ms",
+        "200",
+    ];
+    assert_eq!(field(&csudp(&many), "answered"), "0/50");
     // Connected to a closed port: the ICMP error surfaces as ECONNREFUSED on the recv.
     let out = csudp(&["connected", "127.0.0.1", &dead_port, "--timeout-ms", "2000"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
@@ -862,10 +897,15 @@ fn csudp_socks5_through_dante() {
         "dante's external"
     );
     assert!(d.wait_log("udp/udpreply", T), "{}", d.log());
+    // A window of 16 in flight.
+    let out = csudp(&["socks5", &proxy, &dest, "--count", "500", "--window", "16"]);
+    assert_all_answered(&out, 500, &|| d.log());
+    assert_senders(&echo, "danted", 700);
     // The client address as 0.0.0.0:0 works too; so does an 8,000-byte datagram.
     let out = csudp(&["socks5", &proxy, &dest, "--zero-client", "--size", "8000"]);
     assert_all_answered(&out, 1, &|| d.log());
     assert_eq!(echo.datagrams().pop().unwrap().payload.len(), 8000);
+    assert_eq!(echo.count(), 701);
     // A name only dante resolves (ATYP 3).
     assert_unresolvable_here();
     let named = format!("origin.test:{}", echo.port());
@@ -873,7 +913,7 @@ fn csudp_socks5_through_dante() {
     assert_all_answered(&out, 5, &|| d.log());
     assert_eq!(field(&out, "header"), "18");
     assert_eq!(field(&out, "source"), format!("resolved:{dest}"));
-    assert_senders(&echo, "danted", 206);
+    assert_senders(&echo, "danted", 706);
 }
 
 #[test]

@@ -227,8 +227,10 @@ fn run_loop(link: &mut dyn Link, o: &Opts) -> Tally {
     let start = Instant::now();
     loop {
         while (next as usize) < o.count && in_flight.len() < window {
-            link.send(&payload(next, o.size));
-            in_flight.push_back((next, Instant::now()));
+            let p = payload(next, o.size);
+            let at = Instant::now(); // the round trip includes the send call
+            link.send(&p);
+            in_flight.push_back((next, at));
             next += 1;
         }
         let Some(&(_, oldest)) = in_flight.front() else {

@@ -26,7 +26,14 @@
 //!   needs `user.privileged: root`); such an instance refuses clients offering
 //!   only "no auth" (method reply 0xFF), wrong password gives auth status != 0.
 //!   SOCKS4 requests are refused (no method applies) on such an instance.
-//! - UDP ASSOCIATE needs a separate rule with `command: udpreply`: included.
+//! - UDP ASSOCIATE (relays both ways, IPv4 and IPv6 destinations, ATYP 3 names resolved
+//!   by danted): the reply's BND is `127.0.0.1:PORT`, a new relay port per association; the
+//!   origin sees datagrams from the `external:` address (127.0.0.2, or ::1 for IPv6) on a
+//!   socket of a danted io child (comm `danted`). A client address of 0.0.0.0:0 and the
+//!   client's real UDP address both work. Replies need the separate `command: udpreply`
+//!   rule (included): without it danted logs `block(0): udp/udpreply -: …` and drops every
+//!   reply silently. Each datagram logs `pass(1): udp/udpassociate -: …` and each reply
+//!   `pass(2): udp/udpreply -: …`.
 
 use crate::process::{ServerProc, Spec, free_port};
 use crate::{TempDir, require};

@@ -1,11 +1,12 @@
 //! End-to-end test harness for chainsocks.
 //!
 //! Owns: starting REAL third-party proxies from Debian's packages (danted,
-//! microsocks, `ssh -D` + sshd, tinyproxy) on free loopback ports in temp
-//! dirs, in-process origin servers (HTTP, echo, UDP sink), the DNS leak check
-//! ([`DnsTrap`]: a silent resolver on 127.0.0.1:53), an isolated network
-//! namespace per test ([`netns`]), and the `csclient` and `csstress` test
-//! binaries (src/bin/).
+//! microsocks, `ssh -D` + sshd, tinyproxy, shadowsocks-libev's ss-server +
+//! ss-local) on free loopback ports in temp dirs, in-process origin servers
+//! (HTTP, echo, UDP sink, UDP echo that names the sending process), the DNS
+//! leak check ([`DnsTrap`]: a silent resolver on 127.0.0.1:53), an isolated
+//! network namespace per test ([`netns`]), and the test binaries in src/bin/
+//! (`csclient`, `csudp`, `csstress`, ...).
 //! Never does: send traffic to a non-loopback address, bind anything but
 //! loopback, signal a process it did not start (servers are stopped by
 //! pid/process group, never by name), or modify system files other than
@@ -68,6 +69,7 @@ macro_rules! server_common {
 }
 pub(crate) use server_common;
 
+pub mod clientsys;
 mod dante;
 mod dnstrap;
 mod hostile;
@@ -75,22 +77,30 @@ mod microsocks;
 mod ns;
 mod origin;
 mod process;
+mod procnet;
+mod shadowsocks;
 mod shim;
 mod sshsocks;
 mod tempdir;
 mod tinyproxy;
+mod udp;
 
 pub use dante::{DANTE_PASS, DANTE_USER, Dante, DanteOpts, block_port, ensure_system_user};
 pub use dnstrap::{DnsTrap, TRAP_RESOLV_CONF};
 pub use hostile::{Behavior, EXTRA_TUNNEL_BYTES, HostileProxy, Session};
 pub use microsocks::{Microsocks, MicrosocksOpts};
-pub use ns::{csclient, find_program, is_ci, netns, netns_id, require, require_with};
-pub use origin::{Echo, HttpOrigin, UdpSink, random_bytes, sha256_hex};
+pub use ns::{
+    csclient, csudp, find_program, is_ci, netns, netns_id, require, require_with, result_field,
+};
+pub use origin::{Echo, HttpOrigin, random_bytes, sha256_hex};
 pub use process::{
     READY_TIMEOUT, free_port, hosts_file_contents, private_files, run, show, stderr, stdout,
     try_run, wait_until,
 };
+pub use procnet::{Owner, udp_owner};
+pub use shadowsocks::{SS_METHOD, Shadowsocks, ShadowsocksOpts};
 pub use shim::{Launch, chainsocks_bin, clean, target_dir};
 pub use sshsocks::{SshOpts, SshSocks};
 pub use tempdir::TempDir;
 pub use tinyproxy::{Tinyproxy, TinyproxyOpts};
+pub use udp::{UdpDatagram, UdpEcho, UdpSink};

@@ -157,19 +157,39 @@ fn is_executable(p: &Path) -> bool {
 /// # Panics
 /// If it cannot be found.
 pub fn csclient() -> PathBuf {
-    if let Some(p) = std::env::var_os("CSCLIENT") {
+    test_bin("csclient", "CSCLIENT")
+}
+
+/// Path of the `csudp` test binary (`$CSUDP`, else next to the test executable; see
+/// [`csclient`]).
+///
+/// # Panics
+/// If it cannot be found.
+pub fn csudp() -> PathBuf {
+    test_bin("csudp", "CSUDP")
+}
+
+fn test_bin(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
         return PathBuf::from(p);
     }
     if let Ok(exe) = std::env::current_exe() {
         let mut dir = exe.parent();
         for _ in 0..2 {
             let Some(d) = dir else { break };
-            let cand = d.join("csclient");
+            let cand = d.join(name);
             if is_executable(&cand) {
                 return cand;
             }
             dir = d.parent();
         }
     }
-    panic!("e2e: csclient not found: set CSCLIENT or run `cargo build -p e2e --bin csclient` first")
+    panic!("e2e: {name} not found: set {env} or run `cargo build -p e2e --bin {name}` first")
+}
+
+/// The value of `KEY=` in a test client's one-line result (`ok answered=5/5 bad=0 ...`),
+/// e.g. `result_field(&stdout, "answered") == Some("5/5")`.
+pub fn result_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
 }

@@ -1,9 +1,9 @@
-//! In-process origin servers: [`HttpOrigin`], [`Echo`], [`UdpSink`], and the
-//! data helpers [`random_bytes`] / [`sha256_hex`].
+//! In-process TCP origin servers: [`HttpOrigin`], [`Echo`], and the data helpers
+//! [`random_bytes`] / [`sha256_hex`] (the UDP ones are in `udp.rs`).
 //!
 //! Owns: listener threads (and a thread per TCP connection) inside the test
 //! process, bound to 127.0.0.1 or [::1] on a free port, and what they record
-//! (peer addresses, request paths, datagrams).
+//! (peer addresses, request paths).
 //! Never does: bind a non-loopback address, or outlive its handle: dropping it
 //! shuts the listener down (`shutdown(2)` on the listening socket wakes the
 //! blocked `accept`) and shuts down every connection still open.
@@ -18,16 +18,14 @@
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{
-    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket,
-};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -347,153 +345,5 @@ impl Echo {
     /// Connections currently open.
     pub fn open_connections(&self) -> usize {
         lock(&self.server.conns).len()
-    }
-}
-
-/// Received datagrams: (sender, payload).
-type Datagrams = Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>;
-
-/// A UDP socket that records every datagram it receives (for DNS-leak tests).
-pub struct UdpSink {
-    addr: SocketAddr,
-    sock: Arc<UdpSocket>,
-    got: Datagrams,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl UdpSink {
-    /// On 127.0.0.1:free port.
-    pub fn start() -> UdpSink {
-        UdpSink::start_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-    }
-
-    /// On a given loopback address/port (e.g. `127.0.0.1:53` inside a netns to
-    /// catch resolver traffic).
-    ///
-    /// # Panics
-    /// If `addr` is not loopback or cannot be bound.
-    pub fn start_on(addr: SocketAddr) -> UdpSink {
-        assert!(
-            addr.ip().is_loopback(),
-            "e2e: origins bind loopback only, not {addr}"
-        );
-        let sock = match UdpSocket::bind(addr) {
-            Ok(s) => s,
-            Err(e) => panic!("e2e: udp sink: cannot bind {addr}: {e}"),
-        };
-        let addr = match sock.local_addr() {
-            Ok(a) => a,
-            Err(e) => panic!("e2e: udp sink: local_addr: {e}"),
-        };
-        let _ = sock.set_read_timeout(Some(Duration::from_millis(50)));
-        let sock = Arc::new(sock);
-        let got: Datagrams = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (sock2, got2, stop2) = (sock.clone(), got.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
-            .name("e2e-udp-sink".into())
-            .spawn(move || {
-                let mut buf = vec![0u8; 65536];
-                while !stop2.load(Ordering::SeqCst) {
-                    if let Ok((n, peer)) = sock2.recv_from(&mut buf) {
-                        lock(&got2).push((peer, buf.get(..n).unwrap_or_default().to_vec()));
-                    }
-                }
-            });
-        let thread = match thread {
-            Ok(t) => t,
-            Err(e) => panic!("e2e: udp sink: spawn: {e}"),
-        };
-        UdpSink {
-            addr,
-            sock,
-            got,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// The bound port.
-    pub fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
-    /// The bound address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Number of datagrams received so far. Exact: it first takes whatever is still queued in
-    /// the socket (loopback delivery is synchronous, so every datagram whose `sendto` returned
-    /// before this call is counted, without waiting for the listener thread).
-    pub fn count(&self) -> usize {
-        self.drain();
-        lock(&self.got).len()
-    }
-
-    /// Every datagram so far: (sender, payload).
-    pub fn datagrams(&self) -> Vec<(SocketAddr, Vec<u8>)> {
-        self.drain();
-        lock(&self.got).clone()
-    }
-
-    /// Records the datagrams still queued (non-blocking; the thread may take some concurrently,
-    /// each datagram is received exactly once either way).
-    fn drain(&self) {
-        let mut buf = vec![0u8; 65536];
-        loop {
-            // SAFETY: all-zero sockaddr_storage is valid; recvfrom writes at most `len` bytes
-            // into it and at most buf.len() bytes into buf.
-            let (n, ss) = unsafe {
-                let mut ss: libc::sockaddr_storage = std::mem::zeroed();
-                let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                let n = libc::recvfrom(
-                    self.sock.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                    (&mut ss as *mut libc::sockaddr_storage).cast(),
-                    &mut len,
-                );
-                (n, ss)
-            };
-            if n < 0 {
-                return;
-            }
-            let peer = sockaddr_of(&ss).unwrap_or(self.addr);
-            let data = buf.get(..n as usize).unwrap_or_default().to_vec();
-            lock(&self.got).push((peer, data));
-        }
-    }
-}
-
-/// The address in a `sockaddr_storage` filled by the kernel (IPv4 or IPv6).
-fn sockaddr_of(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match ss.ss_family as i32 {
-        libc::AF_INET => {
-            // SAFETY: the kernel wrote a sockaddr_in (family says so); storage is big enough.
-            let sin =
-                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            Some(SocketAddr::from((ip, u16::from_be(sin.sin_port))))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: as above, a sockaddr_in6.
-            let sin6 =
-                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            Some(SocketAddr::from((ip, u16::from_be(sin6.sin6_port))))
-        }
-        _ => None,
-    }
-}
-
-impl Drop for UdpSink {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }

@@ -90,6 +90,11 @@ impl Launch {
         self.cmd(crate::csclient())
     }
 
+    /// `chainsocks -f CONFIG -- csudp`.
+    pub fn csudp(&self) -> Command {
+        self.cmd(crate::csudp())
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.dir.join("chainsocks.log")
     }

@@ -646,3 +646,360 @@ fn a_server_that_fails_to_start_panics_with_its_log() {
         ..DanteOpts::default()
     });
 }
+
+// ---------------------------------------------------------------- UDP
+
+/// Runs the csudp test client (no shim).
+fn csudp(args: &[&str]) -> Output {
+    run(Command::new(e2e::csudp()).args(args), T)
+}
+
+#[test]
+fn result_field_and_csudp_path() {
+    let line = "ok answered=5/5 bad=0 source=BAD:[::1]:53 local=1.2.3.4:5";
+    assert_eq!(result_field(line, "answered"), Some("5/5"));
+    assert_eq!(result_field(line, "source"), Some("BAD:[::1]:53"));
+    assert_eq!(result_field(line, "bad"), Some("0"));
+    assert_eq!(result_field(line, "ba"), None);
+    assert_eq!(result_field(line, "median_us"), None);
+    let path = e2e::csudp();
+    assert_eq!(path, std::path::Path::new(env!("CARGO_BIN_EXE_csudp")));
+}
+
+/// The value of `key=` in csudp's result line (panics with the output if absent).
+#[track_caller]
+fn field(out: &Output, key: &str) -> String {
+    result_field(&stdout(out), key)
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no {key}= in csudp output: {}", show(out)))
+}
+
+/// csudp ran to the end with every datagram answered, exit 0.
+#[track_caller]
+fn assert_all_answered(out: &Output, n: usize, log: &dyn Fn() -> String) {
+    assert!(
+        out.status.success() && stdout(out).starts_with("ok "),
+        "csudp: {}\n----- server log -----\n{}",
+        show(out),
+        log()
+    );
+    assert_eq!(field(out, "answered"), format!("{n}/{n}"), "{}", show(out));
+    assert_eq!(field(out, "bad"), "0", "{}", show(out));
+}
+
+#[track_caller]
+fn assert_senders(echo: &UdpEcho, comm: &str, n: usize) {
+    let senders = echo.senders();
+    assert_eq!(senders.len(), n, "datagrams at the origin: {senders:?}");
+    assert!(
+        senders.iter().all(|s| s == comm),
+        "expected every datagram from {comm}, got {senders:?}"
+    );
+}
+
+#[test]
+fn udp_echo_names_the_sending_process() {
+    netns();
+    let echo = UdpEcho::start();
+    // From this process: the pid is ours.
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    s.send_to(b"ping", echo.addr()).unwrap();
+    let mut buf = [0u8; 16];
+    let (n, from) = s.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"ping"[..], echo.addr()), "echoed");
+    let d = echo.datagrams();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].peer, s.local_addr().unwrap());
+    assert_eq!(d[0].payload, b"ping");
+    assert!(d[0].pids.contains(&std::process::id()), "{d:?}");
+    // A dual-stack socket sending to an IPv4 origin, and a python3 sender (which waits for
+    // its echo: one that exits at once may be gone before the lookup, then the sender is `?`).
+    let s6 = std::net::UdpSocket::bind("[::]:0").unwrap();
+    let mapped = format!("[::ffff:127.0.0.1]:{}", echo.port());
+    s6.send_to(b"v6", mapped.as_str()).unwrap();
+    assert!(echo.wait_count(2, T));
+    assert!(echo.datagrams()[1].pids.contains(&std::process::id()));
+    if let Some(py) = require("python3") {
+        let code = format!(
+            "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); \
+             s.settimeout(20); s.sendto(b'py', ('127.0.0.1', {})); s.recv(16)",
+            echo.port()
+        );
+        let out = run(Command::new(py).args(["-c", &code]), T);
+        assert!(out.status.success(), "{}", show(&out));
+        assert_eq!(echo.count(), 3);
+        assert_eq!(echo.senders()[2], "python3");
+    }
+}
+
+#[test]
+fn csudp_plain_modes_direct() {
+    netns();
+    let echo = UdpEcho::start();
+    let echo6 = UdpEcho::start_v6();
+    let port = echo.port().to_string();
+    let port6 = echo6.port().to_string();
+    let mut sent = 0;
+    for (mode, extra) in [
+        ("sendto", &[][..]),
+        ("connected", &[][..]),
+        ("sendmsg", &[][..]),
+        ("mmsg", &["--batch", "7"][..]),
+        ("readwrite", &[][..]),
+        ("sendto", &["--nonblock", "--size", "8000"][..]),
+        ("sendmsg", &["--size", "1"][..]),
+        ("sendto", &["--window", "8"][..]),
+        ("connected", &["--window", "20", "--nonblock"][..]),
+    ] {
+        let mut args = vec![mode, "127.0.0.1", &port, "--count", "20"];
+        args.extend_from_slice(extra);
+        let out = csudp(&args);
+        assert_all_answered(&out, 20, &String::new);
+        let connects = matches!(mode, "connected" | "readwrite");
+        assert_eq!(field(&out, "source"), if connects { "n/a" } else { "ok" });
+        assert_eq!(field(&out, "peer"), if connects { "ok" } else { "n/a" });
+        sent += 20;
+        let local: SocketAddr = field(&out, "local").parse().unwrap();
+        assert_eq!(echo.count(), sent, "{mode}: {}", show(&out));
+        let last = echo.datagrams().pop().unwrap();
+        assert_eq!(
+            last.peer.port(),
+            local.port(),
+            "{mode}: local= names the socket"
+        );
+        assert_eq!(last.sender, "csudp", "{mode}");
+    }
+    assert_senders(&echo, "csudp", sent);
+    // Many in flight: 1,000 datagrams, 32 at a time.
+    let out = csudp(&[
+        "sendmsg",
+        "127.0.0.1",
+        &port,
+        "--count",
+        "1000",
+        "--window",
+        "32",
+    ]);
+    assert_all_answered(&out, 1000, &String::new);
+    assert_eq!(echo.count(), sent + 1000);
+    // IPv6, by name through getaddrinfo.
+    for mode in ["sendto", "mmsg", "connected"] {
+        let out = csudp(&[mode, "::1", &port6, "--count", "10", "--family", "6"]);
+        assert_all_answered(&out, 10, &String::new);
+    }
+    assert_senders(&echo6, "csudp", 30);
+    assert!(echo6.peers().iter().all(|p| p.ip() == ip("::1")));
+}
+
+#[test]
+fn csudp_reports_what_goes_wrong() {
+    netns();
+    // Nobody listening: nothing answered, exit 3.
+    let dead = UdpSink::start();
+    let dead_port = dead.port().to_string();
+    drop(dead);
+    let out = csudp(&[
+        "sendto",
+        "127.0.0.1",
+        &dead_port,
+        "--count",
+        "2",
+        "--timeout-ms",
+        "200",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    assert_eq!(field(&out, "answered"), "0/2");
+    let many = [
+        "sendto",
+        "127.0.0.1",
+        &dead_port,
+        "--count",
+        "50",
+        "--window",
+        "10",
+        "--timeout-ms",
+        "200",
+    ];
+    assert_eq!(field(&csudp(&many), "answered"), "0/50");
+    // Connected to a closed port: the ICMP error surfaces as ECONNREFUSED on the recv.
+    let out = csudp(&["connected", "127.0.0.1", &dead_port, "--timeout-ms", "2000"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        stdout(&out).starts_with("errno=ECONNREFUSED (111) call=recv"),
+        "{}",
+        show(&out)
+    );
+    // Answers from another socket than the one written to: source=BAD.
+    let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    a.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let reflector = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Ok((n, from)) = a.recv_from(&mut buf) {
+                let _ = b.send_to(&buf[..n], from);
+            }
+        }
+    });
+    let out = csudp(&[
+        "sendto",
+        "127.0.0.1",
+        &a_addr.port().to_string(),
+        "--count",
+        "3",
+    ]);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    reflector.join().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    assert_eq!(field(&out, "answered"), "3/3");
+    assert_eq!(field(&out, "source"), format!("BAD:{b_addr}"));
+    // A name nobody resolves.
+    let out = csudp(&["sendto", "nosuch.invalid", "9"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(stdout(&out).starts_with("gai="), "{}", show(&out));
+    // Usage errors.
+    assert_eq!(
+        csudp(&["mmsg", "127.0.0.1", "9", "--size", "4"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        csudp(&["nosuchmode", "127.0.0.1", "9"]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn csudp_socks5_through_dante() {
+    netns();
+    let echo = UdpEcho::start();
+    let Some(d) = Dante::start(DanteOpts {
+        hosts: origin_test_hosts(),
+        ..DanteOpts::default()
+    }) else {
+        return;
+    };
+    let proxy = d.addr().to_string();
+    let dest = echo.addr().to_string();
+    let out = csudp(&["socks5", &proxy, &dest, "--count", "200"]);
+    assert_all_answered(&out, 200, &|| d.log());
+    assert_eq!(field(&out, "source"), "ok");
+    assert_eq!(field(&out, "header"), "10");
+    assert_senders(&echo, "danted", 200);
+    assert!(
+        echo.peers().iter().all(|p| p.ip() == ip("127.0.0.2")),
+        "dante's external"
+    );
+    assert!(d.wait_log("udp/udpreply", T), "{}", d.log());
+    // A window of 16 in flight.
+    let out = csudp(&["socks5", &proxy, &dest, "--count", "500", "--window", "16"]);
+    assert_all_answered(&out, 500, &|| d.log());
+    assert_senders(&echo, "danted", 700);
+    // The client address as 0.0.0.0:0 works too; so does an 8,000-byte datagram.
+    let out = csudp(&["socks5", &proxy, &dest, "--zero-client", "--size", "8000"]);
+    assert_all_answered(&out, 1, &|| d.log());
+    assert_eq!(echo.datagrams().pop().unwrap().payload.len(), 8000);
+    assert_eq!(echo.count(), 701);
+    // A name only dante resolves (ATYP 3).
+    assert_unresolvable_here();
+    let named = format!("origin.test:{}", echo.port());
+    let out = csudp(&["socks5", &proxy, &named, "--count", "5"]);
+    assert_all_answered(&out, 5, &|| d.log());
+    assert_eq!(field(&out, "header"), "18");
+    assert_eq!(field(&out, "source"), format!("resolved:{dest}"));
+    assert_senders(&echo, "danted", 706);
+}
+
+#[test]
+fn csudp_socks5_through_dante_to_ipv6() {
+    netns();
+    let echo6 = UdpEcho::start_v6();
+    let Some(d) = Dante::start(DanteOpts::default()) else {
+        return;
+    };
+    let dest = echo6.addr().to_string();
+    let out = csudp(&["socks5", &d.addr().to_string(), &dest, "--count", "20"]);
+    assert_all_answered(&out, 20, &|| d.log());
+    assert_eq!(field(&out, "source"), "ok");
+    assert_eq!(field(&out, "header"), "22");
+    assert_senders(&echo6, "danted", 20);
+    assert!(echo6.peers().iter().all(|p| p.ip() == ip("::1")));
+}
+
+#[test]
+fn csudp_socks5_through_shadowsocks() {
+    netns();
+    let echo = UdpEcho::start();
+    let echo6 = UdpEcho::start_v6();
+    let Some(ss) = Shadowsocks::start(ShadowsocksOpts {
+        hosts: origin_test_hosts(),
+        ..ShadowsocksOpts::default()
+    }) else {
+        return;
+    };
+    let proxy = ss.addr().to_string();
+    let dest = echo.addr().to_string();
+    let out = csudp(&["socks5", &proxy, &dest, "--count", "200"]);
+    assert_all_answered(&out, 200, &|| ss.log());
+    assert_eq!(field(&out, "source"), "ok");
+    // Its relay is UDP on the SOCKS5 port.
+    assert_eq!(field(&out, "relay"), proxy);
+    assert_senders(&echo, "ss-server", 200);
+    assert!(
+        echo.datagrams()
+            .iter()
+            .all(|d| d.pids == vec![ss.server_pid()])
+    );
+    // Large datagrams (--mtu 65535), IPv6, and a name only ss-server resolves.
+    let out = csudp(&["socks5", &proxy, &dest, "--size", "8000", "--count", "3"]);
+    assert_all_answered(&out, 3, &|| ss.log());
+    let out = csudp(&["socks5", &proxy, &echo6.addr().to_string(), "--count", "5"]);
+    assert_all_answered(&out, 5, &|| ss.log());
+    assert_senders(&echo6, "ss-server", 5);
+    assert_unresolvable_here();
+    let named = format!("origin.test:{}", echo.port());
+    let out = csudp(&["socks5", &proxy, &named, "--count", "5"]);
+    assert_all_answered(&out, 5, &|| ss.log());
+    assert_eq!(field(&out, "source"), format!("resolved:{dest}"));
+    assert_senders(&echo, "ss-server", 208);
+    assert!(ss.wait_log("cache miss: origin.test:", T), "{}", ss.log());
+    assert!(ss.wait_log("udp assc request accepted", T), "{}", ss.log());
+}
+
+#[test]
+fn microsocks_refuses_udp_associate_with_reply_7() {
+    netns();
+    let echo = UdpEcho::start();
+    let Some(m) = Microsocks::start(MicrosocksOpts::default()) else {
+        return;
+    };
+    let out = csudp(&["socks5", &m.addr().to_string(), &echo.addr().to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_eq!(stdout(&out).trim(), "error=reply 0x07", "{}", show(&out));
+    assert_eq!(echo.count(), 0);
+}
+
+#[test]
+fn ssh_socks_closes_on_udp_associate() {
+    netns();
+    let echo = UdpEcho::start();
+    let Some(s) = SshSocks::start(SshOpts::default()) else {
+        return;
+    };
+    let out = csudp(&["socks5", &s.addr().to_string(), &echo.addr().to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "error=closed",
+        "{}\n{}",
+        show(&out),
+        s.log()
+    );
+    assert_eq!(echo.count(), 0);
+}

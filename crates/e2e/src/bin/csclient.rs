@@ -38,8 +38,8 @@
 //! (default 10000) bounds the non-blocking connect poll and every read/write
 //! (SO_RCVTIMEO/SO_SNDTIMEO on blocking sockets, which also bounds connect).
 
+use e2e::clientsys::{self, Addr, Fd, errno, errno_name, fail, poll_one};
 use sha2::{Digest, Sha256};
-use std::ffi::{CStr, CString};
 use std::process::exit;
 use std::time::Instant;
 
@@ -72,227 +72,14 @@ fn usage() -> ! {
     exit(2)
 }
 
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
-fn errno_name(e: i32) -> &'static str {
-    match e {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::EINTR => "EINTR",
-        libc::EIO => "EIO",
-        libc::EBADF => "EBADF",
-        libc::EAGAIN => "EAGAIN",
-        libc::ENOMEM => "ENOMEM",
-        libc::EACCES => "EACCES",
-        libc::EFAULT => "EFAULT",
-        libc::EINVAL => "EINVAL",
-        libc::ENFILE => "ENFILE",
-        libc::EMFILE => "EMFILE",
-        libc::EPIPE => "EPIPE",
-        libc::ENOSYS => "ENOSYS",
-        libc::ENOTSOCK => "ENOTSOCK",
-        libc::EDESTADDRREQ => "EDESTADDRREQ",
-        libc::EMSGSIZE => "EMSGSIZE",
-        libc::EPROTOTYPE => "EPROTOTYPE",
-        libc::ENOPROTOOPT => "ENOPROTOOPT",
-        libc::EPROTONOSUPPORT => "EPROTONOSUPPORT",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        libc::EAFNOSUPPORT => "EAFNOSUPPORT",
-        libc::EADDRINUSE => "EADDRINUSE",
-        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
-        libc::ENETDOWN => "ENETDOWN",
-        libc::ENETUNREACH => "ENETUNREACH",
-        libc::ENETRESET => "ENETRESET",
-        libc::ECONNABORTED => "ECONNABORTED",
-        libc::ECONNRESET => "ECONNRESET",
-        libc::ENOBUFS => "ENOBUFS",
-        libc::EISCONN => "EISCONN",
-        libc::ENOTCONN => "ENOTCONN",
-        libc::ESHUTDOWN => "ESHUTDOWN",
-        libc::ETIMEDOUT => "ETIMEDOUT",
-        libc::ECONNREFUSED => "ECONNREFUSED",
-        libc::EHOSTDOWN => "EHOSTDOWN",
-        libc::EHOSTUNREACH => "EHOSTUNREACH",
-        libc::EALREADY => "EALREADY",
-        libc::EINPROGRESS => "EINPROGRESS",
-        libc::EPROTO => "EPROTO",
-        _ => "E?",
-    }
-}
-
-fn gai_name(e: i32) -> &'static str {
-    match e {
-        libc::EAI_AGAIN => "EAI_AGAIN",
-        libc::EAI_BADFLAGS => "EAI_BADFLAGS",
-        libc::EAI_FAIL => "EAI_FAIL",
-        libc::EAI_FAMILY => "EAI_FAMILY",
-        libc::EAI_MEMORY => "EAI_MEMORY",
-        libc::EAI_NONAME => "EAI_NONAME",
-        libc::EAI_SERVICE => "EAI_SERVICE",
-        libc::EAI_SOCKTYPE => "EAI_SOCKTYPE",
-        libc::EAI_SYSTEM => "EAI_SYSTEM",
-        libc::EAI_OVERFLOW => "EAI_OVERFLOW",
-        libc::EAI_NODATA => "EAI_NODATA",
-        -9 => "EAI_ADDRFAMILY",
-        _ => "EAI_?",
-    }
-}
-
 /// Prints the errno line and exits 1.
 fn fail_errno(what: &str, e: i32) -> ! {
-    eprintln!("csclient: {what}: {}", std::io::Error::from_raw_os_error(e));
-    println!("errno={} ({e})", errno_name(e));
-    exit(1)
-}
-
-fn fail(msg: &str) -> ! {
-    println!("error={msg}");
-    exit(1)
-}
-
-/// A resolved socket address.
-#[derive(Clone, Copy)]
-struct Addr {
-    ss: libc::sockaddr_storage,
-    len: libc::socklen_t,
-}
-
-impl Addr {
-    fn family(&self) -> i32 {
-        self.ss.ss_family as i32
-    }
-
-    /// Numeric text, formatted in-process (no getnameinfo/inet_ntop call a
-    /// shim might hook).
-    fn text(self) -> String {
-        // SAFETY: the storage holds a sockaddr of the family it says.
-        unsafe {
-            match self.family() {
-                libc::AF_INET => {
-                    let sin = &*(&self.ss as *const _ as *const libc::sockaddr_in);
-                    std::net::Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()).to_string()
-                }
-                libc::AF_INET6 => {
-                    let sin6 = &*(&self.ss as *const _ as *const libc::sockaddr_in6);
-                    std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr).to_string()
-                }
-                f => format!("family-{f}"),
-            }
-        }
-    }
-
-    /// IPv4 -> ::ffff:a.b.c.d in a sockaddr_in6 (same port).
-    fn v4mapped(self) -> Addr {
-        if self.family() != libc::AF_INET {
-            return self;
-        }
-        // SAFETY: reinterpreting storage of the stated family; zeroed storage
-        // is a valid sockaddr_in6.
-        unsafe {
-            let sin = &*(&self.ss as *const _ as *const libc::sockaddr_in);
-            let mut out: libc::sockaddr_storage = std::mem::zeroed();
-            let sin6 = &mut *(&mut out as *mut _ as *mut libc::sockaddr_in6);
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_port = sin.sin_port;
-            let v4 = sin.sin_addr.s_addr.to_ne_bytes();
-            let mut a = [0u8; 16];
-            a[10] = 0xff;
-            a[11] = 0xff;
-            a[12..].copy_from_slice(&v4);
-            sin6.sin6_addr.s6_addr = a;
-            Addr {
-                ss: out,
-                len: std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-            }
-        }
-    }
+    clientsys::fail_errno("csclient", what, e)
 }
 
 /// getaddrinfo(host, port) with the given family and SOCK_STREAM.
 fn resolve(host: &str, port: Option<&str>, family: i32) -> Vec<Addr> {
-    let Ok(chost) = CString::new(host) else {
-        usage()
-    };
-    let cport = port.map(|p| CString::new(p).unwrap_or_else(|_| usage()));
-    // SAFETY: hints is zeroed plain data; getaddrinfo fills `res`, which we
-    // walk read-only and free exactly once with freeaddrinfo.
-    unsafe {
-        let mut hints: libc::addrinfo = std::mem::zeroed();
-        hints.ai_family = family;
-        hints.ai_socktype = libc::SOCK_STREAM;
-        let mut res: *mut libc::addrinfo = std::ptr::null_mut();
-        let rc = libc::getaddrinfo(
-            chost.as_ptr(),
-            cport.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
-            &hints,
-            &mut res,
-        );
-        if rc != 0 {
-            let e = errno();
-            let msg = CStr::from_ptr(libc::gai_strerror(rc)).to_string_lossy();
-            eprintln!("csclient: getaddrinfo({host}): {msg}");
-            if rc == libc::EAI_SYSTEM {
-                fail_errno("getaddrinfo", e);
-            }
-            println!("gai={} ({rc})", gai_name(rc));
-            exit(1);
-        }
-        let mut out = Vec::new();
-        let mut p = res;
-        while !p.is_null() {
-            let ai = &*p;
-            if !ai.ai_addr.is_null()
-                && (ai.ai_addrlen as usize) <= std::mem::size_of::<libc::sockaddr_storage>()
-            {
-                let mut ss: libc::sockaddr_storage = std::mem::zeroed();
-                std::ptr::copy_nonoverlapping(
-                    ai.ai_addr as *const u8,
-                    &mut ss as *mut _ as *mut u8,
-                    ai.ai_addrlen as usize,
-                );
-                out.push(Addr {
-                    ss,
-                    len: ai.ai_addrlen,
-                });
-            }
-            p = ai.ai_next;
-        }
-        libc::freeaddrinfo(res);
-        out
-    }
-}
-
-struct Fd(i32);
-
-impl Drop for Fd {
-    fn drop(&mut self) {
-        // SAFETY: we own the descriptor.
-        unsafe { libc::close(self.0) };
-    }
-}
-
-fn poll_one(fd: i32, events: i16, timeout_ms: i32) -> Result<(), i32> {
-    let mut p = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    loop {
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
-        if r > 0 {
-            return Ok(());
-        }
-        if r == 0 {
-            return Err(libc::ETIMEDOUT);
-        }
-        let e = errno();
-        if e != libc::EINTR {
-            return Err(e);
-        }
-    }
+    clientsys::resolve("csclient", host, port, family, libc::SOCK_STREAM)
 }
 
 /// Connects to one address. `verbose` prints the connect/flags lines.
@@ -730,14 +517,7 @@ fn main() {
     while let Some(a) = it.next() {
         let mut val = || it.next().map(String::as_str).unwrap_or_else(|| usage());
         match a.as_str() {
-            "--family" => {
-                o.family = match val() {
-                    "4" => libc::AF_INET,
-                    "6" => libc::AF_INET6,
-                    "0" => libc::AF_UNSPEC,
-                    _ => usage(),
-                }
-            }
+            "--family" => o.family = clientsys::family_arg(val()).unwrap_or_else(|| usage()),
             "--v6sock" => o.v6sock = true,
             "--nonblock" => o.nonblock = true,
             "--time" => o.time = true,

@@ -5,8 +5,9 @@
 //!    are symlinks to crates/preload, followed when packaging) against chainsocks-core's
 //!    sources (found through core's `links` metadata, `DEP_CHAINSOCKS_CORE_SRC`, so this works
 //!    from the published .crate files too). It runs the same cargo and rustc, offline, with its
-//!    own target dir in OUT_DIR and a manifest generated from `shim/Cargo.toml.in`, release
-//!    when this build is release. The launcher embeds the bytes (`embedded.rs`), with their
+//!    own target dir (`target/<profile>/chainsocks-shim/`, shared by every feature variant of
+//!    this build) and a manifest generated from `shim/Cargo.toml.in`, release when this build
+//!    is release. The launcher embeds the bytes (`embedded.rs`), with their
 //!    SHA-256 in `CHAINSOCKS_LIB_SHA256`.
 //! 2. The man page and shell completions (from the same clap definition as the binary) for the
 //!    Debian package, written to `target/<profile>/chainsocks-assets/`, where cargo-deb's
@@ -54,7 +55,7 @@ fn main() {
     }
 }
 
-/// Builds libchainsocks.so in OUT_DIR/shim-target; returns its path.
+/// Builds libchainsocks.so in the inner target dir; returns its path.
 fn build_shim(out: &Path) -> Result<PathBuf, String> {
     let here = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").ok_or("no CARGO_MANIFEST_DIR")?);
     let shim = here.join("shim");
@@ -83,14 +84,21 @@ fn build_shim(out: &Path) -> Result<PathBuf, String> {
         )
         .replace("@SHIM_BUILD@", &toml_str(&script.display().to_string()))
         .replace("@CORE@", &toml_str(&core.display().to_string()));
-    let dir = out.join("shim");
+    // One inner build tree per profile directory, shared by every variant of this build
+    // (`build -p chainsocks`, `--workspace`, clippy and tests unify features differently and
+    // so get different OUT_DIRs): switching between them rebuilds nothing. The manifest lives
+    // in a folder named by its content, so sources at another path (`cargo package`'s
+    // verification) never flip-flop with these.
+    let base = profile_dir(out).map_or_else(|| out.to_path_buf(), Path::to_path_buf);
+    let base = base.join("chainsocks-shim");
+    let dir = base.join(sha256_hex(manifest.as_bytes()).get(..16).unwrap_or("m"));
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     write_if_changed(&dir.join("Cargo.toml"), manifest.as_bytes())
         .map_err(|e| format!("{}: {e}", dir.display()))?;
 
     let target = env::var("TARGET").map_err(|_| "no TARGET")?;
     let release = env::var("PROFILE").is_ok_and(|p| p == "release");
-    let target_dir = out.join("shim-target");
+    let target_dir = base.join("target");
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let run = |offline: bool| -> Result<bool, String> {
         let mut c = Command::new(&cargo);
@@ -197,15 +205,19 @@ fn write_if_changed(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     fs::rename(&tmp, path)
 }
 
-/// The man page and completions into `<target dir>/<profile>/chainsocks-assets/` (OUT_DIR is
-/// `<that profile dir>/build/chainsocks-HASH/out`).
-fn write_assets(out: &Path) -> Result<(), String> {
-    let profile_dir = out
-        .parent()
+/// `<target dir>/[<triple>/]<profile>/`: OUT_DIR is `<that>/build/chainsocks-HASH/out`.
+fn profile_dir(out: &Path) -> Option<&Path> {
+    out.parent()
         .and_then(Path::parent)
         .filter(|b| b.file_name().is_some_and(|n| n == "build"))
         .and_then(Path::parent)
-        .ok_or_else(|| format!("unexpected OUT_DIR layout: {}", out.display()))?;
+}
+
+/// The man page and completions into `<target dir>/<profile>/chainsocks-assets/` (OUT_DIR is
+/// `<that profile dir>/build/chainsocks-HASH/out`).
+fn write_assets(out: &Path) -> Result<(), String> {
+    let profile_dir =
+        profile_dir(out).ok_or_else(|| format!("unexpected OUT_DIR layout: {}", out.display()))?;
     let dir = profile_dir.join("chainsocks-assets");
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     use clap_complete::Shell;

@@ -525,10 +525,66 @@ mod tests {
         );
         // Truncated copies and non-ELF files are refused.
         let t = dir.join("short.so");
-        std::fs::write(&t, EMBEDDED.get(..EMBEDDED.len() / 2).unwrap()).unwrap();
+        std::fs::write(&t, EMBEDDED.get(..64 * 1024).unwrap()).unwrap();
         assert!(prove_loadable(&t).unwrap_err().contains("truncated"));
         std::fs::write(&t, b"#!/bin/sh\n").unwrap();
         assert!(prove_loadable(&t).unwrap_err().contains("not an ELF"));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod template_tests {
+    use std::path::Path;
+
+    fn table(path: &Path, text: Option<String>) -> toml::Table {
+        let text = text.unwrap_or_else(|| std::fs::read_to_string(path).unwrap());
+        text.parse()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// shim/Cargo.toml.in (what the embedded library is built with) and crates/preload's
+    /// manifest (what development builds and lints) agree: lib name and type, edition, and
+    /// each dependency at the workspace's version.
+    #[test]
+    fn shim_template_matches_the_preload_manifest() {
+        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let preload = here.join("../preload/Cargo.toml");
+        if !preload.exists() {
+            return; // built from the published crate: nothing to compare with
+        }
+        let ws = table(&here.join("../../Cargo.toml"), None);
+        let pre = table(&preload, None);
+        let tpl_path = here.join("shim/Cargo.toml.in");
+        let tpl_text = std::fs::read_to_string(&tpl_path)
+            .unwrap()
+            .replace("@VERSION@", "\"0.0.0\"")
+            .replace("@SHIM_SRC@", "\"lib.rs\"")
+            .replace("@SHIM_BUILD@", "\"build.rs\"")
+            .replace("@CORE@", "\"core\"");
+        let tpl = table(&tpl_path, Some(tpl_text));
+        assert_eq!(tpl["lib"]["name"], pre["lib"]["name"]);
+        assert_eq!(tpl["lib"]["crate-type"], pre["lib"]["crate-type"]);
+        assert_eq!(
+            tpl["package"]["edition"],
+            ws["workspace"]["package"]["edition"]
+        );
+        let (tdeps, pdeps) = (
+            tpl["dependencies"].as_table().unwrap(),
+            pre["dependencies"].as_table().unwrap(),
+        );
+        let names = |t: &toml::Table| t.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(names(tdeps), names(pdeps), "same dependencies");
+        for (name, dep) in tdeps {
+            let wsdep = &ws["workspace"]["dependencies"][name];
+            if let Some(v) = dep.as_str() {
+                let want = wsdep.as_str().or_else(|| wsdep["version"].as_str());
+                assert_eq!(Some(v), want, "{name}: the workspace's version");
+            }
+        }
+        assert_eq!(
+            tpl["profile"]["release"]["lto"],
+            ws["profile"]["release"]["lto"]
+        );
     }
 }

@@ -335,3 +335,58 @@ pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
     clap_complete::generate(shell, &mut cmd, "chainsocks", &mut out);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The man page's key table and README.md's configuration reference list the same keys.
+    #[test]
+    fn config_keys_match_the_readme() {
+        let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let Some(readme) = [here.join("../../README.md"), here.join("README.md")]
+            .into_iter()
+            .find_map(|p| std::fs::read_to_string(p).ok())
+        else {
+            return;
+        };
+        let section = readme
+            .split("## Configuration reference")
+            .nth(1)
+            .and_then(|s| s.split("\n\n").nth(2))
+            .unwrap();
+        let readme_keys: Vec<&str> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        let ours: Vec<&str> = CONFIG_KEYS.iter().map(|(k, _, _)| *k).collect();
+        assert_eq!(ours, readme_keys);
+    }
+
+    #[test]
+    fn man_page_and_completions_are_generated() {
+        let page = String::from_utf8(man_page()).unwrap();
+        assert!(
+            page.starts_with(".ie") || page.contains(".TH chainsocks 1"),
+            "{page}"
+        );
+        for s in [
+            "CONFIGURATION",
+            "ENVIRONMENT",
+            "FILES",
+            "EXIT STATUS",
+            "print\\-lib\\-path",
+        ] {
+            assert!(page.contains(s), "{s}");
+        }
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let script = String::from_utf8(completions(shell)).unwrap();
+            assert!(script.contains("print-lib-path"), "{shell:?}");
+        }
+    }
+}

@@ -198,7 +198,8 @@ fn write_if_changed(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if fs::read(path).is_ok_and(|old| old == bytes) {
         return Ok(());
     }
-    let tmp = path.with_extension("tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
     let mut f = fs::File::create(&tmp)?;
     f.write_all(bytes)?;
     drop(f);

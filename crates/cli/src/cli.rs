@@ -13,6 +13,8 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "chainsocks",
     version,
+    subcommand_value_name = "SUBCOMMAND",
+    override_usage = "chainsocks [OPTIONS] [--] COMMAND [ARGS]...\n       chainsocks [OPTIONS] check --target HOST:PORT [--json] [--no-probe]\n       chainsocks [OPTIONS] config [show | convert FILE]",
     about = "Run a program with every TCP connection sent through a chain of SOCKS4/4a/5 or HTTP proxies.",
     after_help = "Examples:\n  chainsocks -x socks5h://127.0.0.1:9050 curl https://example.com/\n  chainsocks -f chain.toml -- ssh host\n  chainsocks -f /etc/proxychains4.conf git fetch\n  chainsocks -f chain.toml check --target example.com:443\n\nConfig search order without -f/-x: $CHAINSOCKS_CONFIG, $PROXYCHAINS_CONF_FILE, ./chainsocks.toml,\n$XDG_CONFIG_HOME/chainsocks/config.toml (~/.config/…), /etc/chainsocks.toml, then proxychains'\n./proxychains.conf, ~/.proxychains/proxychains.conf, /etc/proxychains.conf, /etc/proxychains4.conf.\n$CHAINSOCKS_PROXY=\"URL,URL…\" works like -x."
 )]

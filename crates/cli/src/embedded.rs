@@ -49,8 +49,8 @@ pub fn library() -> Result<PathBuf, String> {
         return Ok(p);
     }
     let mut why = Vec::new();
-    for dir in cache_dirs() {
-        match extract(&dir).and_then(|p| prove_loadable(&p).map(|()| p)) {
+    for (dir, create_base) in cache_dirs() {
+        match extract(&dir, create_base).and_then(|p| prove_loadable(&p).map(|()| p)) {
             Ok(p) => return Ok(p),
             Err(e) => why.push(format!("{}: {e}", dir.display())),
         }
@@ -79,8 +79,10 @@ fn beside_executable() -> Option<PathBuf> {
     .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
 }
 
-/// The per-user cache directories, in order of preference.
-fn cache_dirs() -> Vec<PathBuf> {
+/// The per-user cache directories, in order of preference, and whether their parent may be
+/// created (not `$XDG_RUNTIME_DIR`: the system makes it, with the right owner, or it is not
+/// there).
+fn cache_dirs() -> Vec<(PathBuf, bool)> {
     let var = |k: &str| {
         std::env::var_os(k)
             .filter(|v| !v.is_empty())
@@ -89,15 +91,15 @@ fn cache_dirs() -> Vec<PathBuf> {
     };
     let mut dirs = Vec::new();
     if let Some(d) = var("XDG_RUNTIME_DIR") {
-        dirs.push(d.join("chainsocks"));
+        dirs.push((d.join("chainsocks"), false));
     }
     if let Some(d) = var("XDG_CACHE_HOME") {
-        dirs.push(d.join("chainsocks"));
+        dirs.push((d.join("chainsocks"), true));
     }
     if let Some(h) = var("HOME").or_else(home_from_passwd) {
-        dirs.push(h.join(".cache").join("chainsocks"));
+        dirs.push((h.join(".cache").join("chainsocks"), true));
     }
-    dirs.dedup();
+    dirs.dedup_by(|a, b| a.0 == b.0);
     dirs
 }
 
@@ -175,12 +177,15 @@ fn fchmod(fd: &OwnedFd, mode: libc::mode_t) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Extracts the embedded library into `dir` (creating it), or finds it there intact.
-fn extract(dir: &Path) -> Result<PathBuf, String> {
+/// Extracts the embedded library into `dir` (creating it, and its parent if `create_base`),
+/// or finds it there intact.
+fn extract(dir: &Path, create_base: bool) -> Result<PathBuf, String> {
     // SAFETY: geteuid cannot fail.
     let me = unsafe { libc::geteuid() };
     let base = dir.parent().ok_or("no parent directory")?;
-    make_base(base, me)?;
+    if create_base {
+        make_base(base, me)?;
+    }
     let base_fd = open_at(None, base, libc::O_RDONLY | libc::O_DIRECTORY, 0)
         .map_err(|e| format!("{}: {}", base.display(), describe(&e)))?;
     let st = fstat(&base_fd).map_err(|e| describe(&e))?;
@@ -514,7 +519,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("cs-embedded-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let lib = extract(&dir.join("chainsocks")).unwrap();
+        let lib = extract(&dir.join("chainsocks"), false).unwrap();
         prove_loadable(&lib).unwrap();
         assert_eq!(std::fs::read(&lib).unwrap(), EMBEDDED);
         let meta = std::fs::metadata(&lib).unwrap();

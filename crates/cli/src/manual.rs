@@ -164,12 +164,25 @@ pub fn man_page() -> Vec<u8> {
          per-user cache before the first run; chainsocks proves it can be loaded before it \
          runs COMMAND, and refuses (exit 2) where it cannot.",
     );
+    // The synopsis is the usage lines of `--help` (clap_mangen's would list every flag).
+    let mut synopsis = Roff::new();
+    synopsis.control("SH", ["SYNOPSIS"]);
+    synopsis.control("nf", []);
+    let usage = cmd
+        .get_overridden_usage()
+        .map(|u| u.to_string())
+        .unwrap_or_default();
+    for line in usage.lines() {
+        let line = line.trim().strip_prefix("chainsocks").unwrap_or(line);
+        synopsis.text([bold("chainsocks"), roman(line)]);
+    }
+    synopsis.control("fi", []);
     let man = clap_mangen::Man::new(cmd);
     let mut out = Vec::new();
     // Writing into a Vec cannot fail.
     let _ = man.render_title(&mut out);
     let _ = man.render_name_section(&mut out);
-    let _ = man.render_synopsis_section(&mut out);
+    let _ = synopsis.to_writer(&mut out);
     let _ = man.render_description_section(&mut out);
     let _ = man.render_options_section(&mut out);
     let _ = extra_sections().to_writer(&mut out);

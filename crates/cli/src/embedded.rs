@@ -189,7 +189,12 @@ fn extract(dir: &Path, create_base: bool) -> Result<PathBuf, String> {
     let base_fd = open_at(None, base, libc::O_RDONLY | libc::O_DIRECTORY, 0)
         .map_err(|e| format!("{}: {}", base.display(), describe(&e)))?;
     let st = fstat(&base_fd).map_err(|e| describe(&e))?;
-    let others_write = st.st_mode & 0o022 != 0 && st.st_mode & libc::S_ISVTX == 0;
+    // Whoever may write the parent could swap our directory: only us, root, our own group
+    // (user-private groups make ~/.cache 0775 under umask 002), or anyone under a sticky bit.
+    // SAFETY: getegid cannot fail.
+    let foreign_group = st.st_gid != unsafe { libc::getegid() };
+    let others_write = st.st_mode & libc::S_ISVTX == 0
+        && (st.st_mode & 0o002 != 0 || (st.st_mode & 0o020 != 0 && foreign_group));
     if (st.st_uid != me && st.st_uid != 0) || others_write {
         return Err(format!(
             "{} belongs to uid {} or is writable by others",

@@ -19,13 +19,12 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use chainsocks_core::config::Config;
 use chainsocks_core::shm;
 
-const LIB_NAME: &str = "libchainsocks.so";
 const FORWARDED: [libc::c_int; 6] = [
     libc::SIGINT,
     libc::SIGTERM,
@@ -34,35 +33,6 @@ const FORWARDED: [libc::c_int; 6] = [
     libc::SIGUSR1,
     libc::SIGUSR2,
 ];
-
-/// `$CHAINSOCKS_LIB`, else next to this executable, else `../lib/chainsocks/`.
-pub fn find_library() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("CHAINSOCKS_LIB").filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(std::fs::canonicalize(&p).unwrap_or(p))
-        } else {
-            Err(format!("CHAINSOCKS_LIB={} does not exist", p.display()))
-        };
-    }
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
-    let dir = exe.parent().unwrap_or(Path::new("/"));
-    let candidates = [
-        dir.join(LIB_NAME),
-        dir.join("../lib/chainsocks").join(LIB_NAME),
-    ];
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
-        .ok_or_else(|| {
-            format!(
-                "cannot find {LIB_NAME} (looked in {} and {}); set CHAINSOCKS_LIB",
-                candidates[0].display(),
-                candidates[1].display()
-            )
-        })
-}
 
 /// Creates the launch's shared-state memfd (close-on-exec: only the path reaches children).
 ///
@@ -251,7 +221,7 @@ fn cstring(s: &OsStr) -> Result<CString, String> {
 }
 
 fn try_run(cfg: &Config, command: &[OsString], extras: &Extras) -> Result<Exit, String> {
-    let lib = find_library()?;
+    let lib = crate::embedded::library()?;
     // A program's own DNS (to port 53 of a resolv.conf nameserver) goes to the launch's
     // responder: bound now, so its addresses are in the config every process reads (remote DNS
     // only; inside --isolate the nameserver has no route).

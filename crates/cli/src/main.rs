@@ -6,10 +6,13 @@
 //! column, exit 2), or be preloaded itself (it is a separate binary; the library is a cdylib).
 
 mod check;
+mod cli;
 mod elfcheck;
+mod embedded;
 mod ghsummary;
 mod isolate;
 mod launch;
+mod manual;
 mod policy;
 mod private;
 mod records;
@@ -18,7 +21,6 @@ mod summary;
 mod supervisor;
 mod udphub;
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -27,147 +29,25 @@ use chainsocks_core::config::{
 };
 use chainsocks_core::pxconf;
 use chainsocks_core::rules::Pattern;
-use clap::{Parser, Subcommand};
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "chainsocks",
-    version,
-    about = "Run a program with every TCP connection sent through a chain of SOCKS4/4a/5 or HTTP proxies.",
-    after_help = "Examples:\n  chainsocks -x socks5h://127.0.0.1:9050 curl https://example.com/\n  chainsocks -f chain.toml -- ssh host\n  chainsocks -f /etc/proxychains4.conf git fetch\n  chainsocks -f chain.toml check --target example.com:443\n  chainsocks policy learn egress.jsonl > egress-policy.toml\n\nConfig search order without -f/-x: $CHAINSOCKS_CONFIG, $PROXYCHAINS_CONF_FILE, ./chainsocks.toml,\n$XDG_CONFIG_HOME/chainsocks/config.toml (~/.config/…), /etc/chainsocks.toml, then proxychains'\n./proxychains.conf, ~/.proxychains/proxychains.conf, /etc/proxychains.conf, /etc/proxychains4.conf.\n$CHAINSOCKS_PROXY=\"URL,URL…\" works like -x."
-)]
-struct Cli {
-    /// Configuration file: chainsocks TOML, or a proxychains.conf (read as-is).
-    #[arg(short = 'f', long = "config", value_name = "FILE", global = true)]
-    config: Option<PathBuf>,
-    /// Proxy URL (repeatable, in chain order): socks4://, socks4a://, socks5://, socks5h://,
-    /// http://, raw://, with optional user:pass@ and ?pipeline=1. Replaces the file's proxy list.
-    #[arg(short = 'x', long = "proxy", value_name = "URL", global = true)]
-    proxy: Vec<String>,
-    /// Chain mode of the default chain: strict, dynamic, random, round_robin.
-    #[arg(long, value_name = "MODE", global = true, value_parser = parse_mode)]
-    chain_mode: Option<ChainMode>,
-    /// Send this destination direct (CIDR[:port], IP[:port] or domain glob; repeatable).
-    #[arg(long, value_name = "DEST", global = true)]
-    direct: Vec<String>,
-    /// Refuse this destination (CIDR[:port], IP[:port] or domain glob; repeatable).
-    #[arg(long, value_name = "DEST", global = true)]
-    block: Vec<String>,
-    /// Allowlist mode: let this destination out (CIDR[:port], IP[:port] or domain glob;
-    /// repeatable); every destination no entry names is refused (EACCES).
-    #[arg(long, value_name = "DEST", global = true)]
-    allow: Vec<String>,
-    /// Allowlist mode with the `allow = [...]` of FILE (as `chainsocks policy learn` writes
-    /// it; repeatable).
-    #[arg(long, value_name = "FILE", global = true)]
-    allowlist: Vec<PathBuf>,
-    /// No per-connection log lines.
-    #[arg(short, long, global = true)]
-    quiet: bool,
-    /// Refuse to run a program LD_PRELOAD cannot apply to (static, setuid/setgid, file
-    /// capabilities) instead of warning, and refuse to run without the seccomp supervisor
-    /// when it is unavailable.
-    #[arg(long)]
-    strict_launch: bool,
-    /// Do not start the seccomp supervisor (which proxies static binaries, Go programs and raw
-    /// syscalls): LD_PRELOAD alone, no NO_NEW_PRIVS.
-    #[arg(long)]
-    no_supervisor: bool,
-    /// Run the program in a network namespace where only the proxies are reachable (and the
-    /// --allow-direct destinations); implies --deny-direct.
-    #[arg(long)]
-    isolate: bool,
-    /// With --isolate: also forward this exact destination (repeatable). With an allowlist:
-    /// allow it, direct.
-    #[arg(long, value_name = "HOST:PORT")]
-    allow_direct: Vec<String>,
-    /// policy = "proxy-only": refuse direct connections and UDP to non-loopback addresses.
-    #[arg(long)]
-    deny_direct: bool,
-    /// Append one JSON line per connection, lookup and block to FILE (every process).
-    #[arg(long, value_name = "FILE")]
-    report: Option<PathBuf>,
-    /// At exit, print connection counts, top destinations and blocked attempts on stderr (and
-    /// append a Markdown summary to $GITHUB_STEP_SUMMARY when it is set).
-    #[arg(long)]
-    summary: bool,
-    /// Exit 3 when COMMAND exited 0 but a connection or datagram was blocked (COMMAND's own
-    /// non-zero status is kept), after printing the blocked destinations.
-    #[arg(long)]
-    fail_on_block: bool,
-    #[command(subcommand)]
-    sub: Option<Sub>,
-    /// The program to run, and its arguments.
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "COMMAND"
-    )]
-    command: Vec<OsString>,
-}
-
-#[derive(Subcommand, Debug)]
-enum Sub {
-    /// Dial every chain to a destination and report each hop: protocol, auth, timings,
-    /// pipelining, the exact failure. Exit 0 only if every chain works.
-    Check {
-        /// Where the last proxy connects (HOST:PORT; a name is resolved by the proxy).
-        #[arg(long, value_name = "HOST:PORT")]
-        target: String,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-        /// Skip the per-proxy pipelining probe.
-        #[arg(long)]
-        no_probe: bool,
-    },
-    /// Print the effective configuration (passwords hidden), or convert a proxychains.conf.
-    Config {
-        #[command(subcommand)]
-        action: Option<ConfigCmd>,
-    },
-    /// The egress allowlist: learn one from --report files.
-    Policy {
-        #[command(subcommand)]
-        action: PolicyCmd,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum PolicyCmd {
-    /// Print a commented TOML allowlist of the destinations in egress reports (--report FILE):
-    /// one entry per destination with its count and the programs that used it.
-    Learn {
-        /// The JSON-lines reports to read.
-        #[arg(required = true, value_name = "REPORT")]
-        reports: Vec<PathBuf>,
-        /// Merge with this allowlist file: its entries are kept, destinations it allows
-        /// already are not added again.
-        #[arg(long, value_name = "FILE")]
-        merge: Option<PathBuf>,
-        /// N or more subdomains of one registrable domain (same port) become `*.domain`.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(2..))]
-        collapse: Option<u16>,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum ConfigCmd {
-    /// Print the effective configuration as TOML (passwords hidden).
-    Show,
-    /// Print the chainsocks TOML equivalent of a proxychains.conf.
-    Convert { file: PathBuf },
-}
-
-fn parse_mode(s: &str) -> Result<ChainMode, String> {
-    ChainMode::parse(s)
-        .ok_or_else(|| format!("`{s}`: expected strict, dynamic, random or round_robin"))
-}
+use clap::Parser;
+use cli::{Cli, ConfigCmd, PolicyCmd, Sub};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // clap has its copies: from now on, other users' `ps` sees no -x password.
     scrub::scrub_argv(&cli.proxy);
+    if cli.print_lib_path {
+        return embedded::print_lib_path();
+    }
+    if cli.man_page || cli.completions.is_some() {
+        use std::io::Write;
+        let text = match cli.completions {
+            Some(shell) => manual::completions(shell),
+            None => manual::man_page(),
+        };
+        let _ = std::io::stdout().lock().write_all(&text);
+        return ExitCode::SUCCESS;
+    }
     if let Some(Sub::Config {
         action: Some(ConfigCmd::Convert { file }),
     }) = &cli.sub
@@ -347,13 +227,26 @@ fn convert(file: &Path) -> ExitCode {
 }
 
 /// Reads a config file: chainsocks TOML, or proxychains.conf when it looks like one.
-fn read_file(path: &Path) -> Result<Config, ConfigError> {
+///
+/// `named`: the user chose this file (-f, $CHAINSOCKS_CONFIG, $PROXYCHAINS_CONF_FILE). In a
+/// file the search found (a system proxychains.conf), proxychains' own `remote_dns_subnet`
+/// default is not the user's choice: its warning is a note shown at debug level only.
+fn read_file(path: &Path, named: bool) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(format!("cannot read: {e}")).in_file(path))?;
     let cfg = if pxconf::looks_like_proxychains(&text) {
         let p = pxconf::parse(&text).map_err(|e| e.in_file(path))?;
+        let debug = std::env::var("CHAINSOCKS_LOG")
+            .ok()
+            .and_then(|v| chainsocks_core::config::LogLevel::parse(&v))
+            == Some(chainsocks_core::config::LogLevel::Debug);
         for w in &p.warnings {
-            eprintln!("chainsocks: {}: warning: {w}", path.display());
+            let subnet = w.contains(": remote_dns_subnet ");
+            if named || !subnet {
+                eprintln!("chainsocks: {}: warning: {w}", path.display());
+            } else if debug {
+                eprintln!("chainsocks: {}: note: {w}", path.display());
+            }
         }
         p.config
     } else {
@@ -423,8 +316,12 @@ fn load(cli: &Cli) -> Result<Config, ConfigError> {
         .config
         .clone()
         .or_else(|| if urls.is_empty() { search() } else { None });
+    let named = cli.config.is_some()
+        || ["CHAINSOCKS_CONFIG", "PROXYCHAINS_CONF_FILE"]
+            .iter()
+            .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
     let mut cfg = match &path {
-        Some(p) => match read_file(p) {
+        Some(p) => match read_file(p, named) {
             Ok(c) => c,
             // A file whose only problem is "no proxy" is fine when -x gives them.
             Err(e) if !urls.is_empty() && e.msg.starts_with("no proxy") => {
@@ -447,7 +344,7 @@ fn load(cli: &Cli) -> Result<Config, ConfigError> {
             .map(|u| Proxy::from_url(u).map_err(|e| ConfigError::new(format!("{from}: {e}"))))
             .collect::<Result<_, _>>()?;
     }
-    if let Some(m) = cli.chain_mode {
+    if let Some(m) = cli.chain_mode.as_deref().and_then(ChainMode::parse) {
         cfg.chain = m;
     }
     // Flag rules go first: blocks, then directs, in the order given.

@@ -1,6 +1,7 @@
 //! csbench: chainsocks against proxychains4, same real servers, same client (issue 6).
 //!
-//! Run it with `sudo scripts/bench [--quick]` (which builds the release workspace first). As
+//! Run it with `sudo scripts/bench [--quick]` (which builds the workspace first, profile
+//! `profiling`: release with line tables and symbols for perf and valgrind). As
 //! root it moves its main thread into a fresh network namespace (`e2e::netns()`), starts two
 //! danted, `ssh -D` (with its own sshd), an echo server, a bulk source and the delay relays
 //! there — all on 127.0.0.1 — and runs the `csbenchclient` binary plainly, under the release
@@ -496,7 +497,7 @@ fn run(
     for p in [&cs_bin, &client, &dir.join("libchainsocks.so")] {
         if !p.is_file() {
             return Err(format!(
-                "{} is missing: cargo build --release --workspace",
+                "{} is missing: cargo build --profile profiling --workspace",
                 p.display()
             ));
         }

@@ -51,7 +51,7 @@ impl Environment {
         let rev = cmd_out("git", &["rev-parse", "--short", "HEAD"]);
         let dirty = !cmd_out("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
         let cs = format!(
-            "{} (git {rev}{}, release build)",
+            "{} (git {rev}{}, profiling build: release + debug = 1)",
             cmd_out(&chainsocks.to_string_lossy(), &["--version"]),
             if dirty { " + uncommitted changes" } else { "" }
         );

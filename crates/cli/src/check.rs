@@ -26,6 +26,8 @@ pub struct ChainReport {
     pub hops: Vec<HopReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Whether the chain carries UDP: "yes (…)", "no (…)".
+    pub udp: String,
 }
 
 #[derive(Serialize)]
@@ -166,6 +168,57 @@ pub fn check_chain(cfg: &Config, view: &ChainView, target: &Dest, probe: bool) -
         total_ms: ms(total),
         error: result.as_ref().err().map(|e| describe_error(e, &hops)),
         hops: reports,
+        udp: probe_udp(cfg, &hops),
+    }
+}
+
+/// Whether datagrams of this chain can travel: a single SOCKS5 hop (or else `udp_proxy`)
+/// accepting UDP ASSOCIATE, as the library and the supervisor would ask it.
+fn probe_udp(cfg: &Config, hops: &[&Proxy]) -> String {
+    let (proxy, via) = match (hops, &cfg.udp_proxy) {
+        ([single], _) if single.kind.is_socks5() => (*single, "its proxy"),
+        (_, Some(u)) => (u, "udp_proxy"),
+        _ => {
+            return format!(
+                "no (a chain of {} hop(s) that is not a single SOCKS5 proxy cannot carry UDP; set udp_proxy)",
+                hops.len()
+            );
+        }
+    };
+    let Some(addr) = proxy.socket_addr() else {
+        return "no (unresolved proxy)".into();
+    };
+    let deadline = Instant::now() + Duration::from_millis(PROBE_MS.min(cfg.handshake_timeout_ms));
+    let mut s = match TcpStream::connect_timeout(&addr, Duration::from_millis(PROBE_MS)) {
+        Ok(s) => s,
+        Err(e) => return format!("no ({via} {proxy}: {e})"),
+    };
+    let any = Dest::Ip(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let limits = Limits {
+        deadline,
+        hop_timeout: Duration::from_millis(PROBE_MS),
+    };
+    match dial::handshake_cmd(
+        &mut s,
+        &[proxy],
+        &any,
+        chainsocks_core::proto::socks5::Command::UdpAssociate,
+        limits,
+        None,
+    ) {
+        Ok(bound) => {
+            let relay = match bound {
+                Some(chainsocks_core::proto::socks5::WireAddr::Ip(b))
+                    if b.ip().is_unspecified() =>
+                {
+                    SocketAddr::new(addr.ip(), b.port()).to_string()
+                }
+                Some(chainsocks_core::proto::socks5::WireAddr::Ip(b)) => b.to_string(),
+                _ => "?".into(),
+            };
+            format!("yes ({via} {proxy} accepts UDP ASSOCIATE, relay {relay})")
+        }
+        Err(e) => format!("no ({via} {proxy} refuses UDP ASSOCIATE: {})", e.error),
     }
 }
 
@@ -241,5 +294,6 @@ pub fn print_human(reports: &[ChainReport], target: &Dest) {
                 println!("         error: {e}");
             }
         }
+        println!("  udp: {}", r.udp);
     }
 }

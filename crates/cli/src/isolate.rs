@@ -147,6 +147,7 @@ pub fn plan(cfg: &mut Config, allow_direct: &[String]) -> Result<Plan, String> {
     }
     let hub = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), HUB_PORT);
     cfg.udp_via = Some(hub.to_string());
+    cfg.udp_hub = Some(hub.to_string());
     let mut hosts =
         std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| "127.0.0.1 localhost\n".into());
     hosts.push_str(&hosts_extra);

@@ -241,6 +241,18 @@ fn try_run(cfg: &Config, command: &[OsString], extras: &Extras) -> Result<Exit, 
     } else {
         None
     };
+    // The UDP hub (connected UDP sockets of every program of the launch reach their
+    // association's relay through it): bound now, so its address is in the config. Under
+    // --isolate the sandbox's own hub is named by the plan.
+    let hub_sock = match &extras.sandbox {
+        None => {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0")
+                .map_err(|e| format!("the UDP hub: {e}"))?;
+            cfg.udp_hub = s.local_addr().ok().map(|a| a.to_string());
+            Some(s)
+        }
+        Some(_) => None,
+    };
     let cfg = &cfg;
     let state_file = extras.sandbox.as_ref().map(|p| p.state_file());
     let (shm_fd, shm_path) = create_shm(cfg, state_file)?;
@@ -367,7 +379,7 @@ fn try_run(cfg: &Config, command: &[OsString], extras: &Extras) -> Result<Exit, 
         match got {
             Ok(r) => {
                 crate::isolate::forward(r.listeners, &plan.forwards);
-                hub = Some(crate::udphub::Hub::start(r.hub)?);
+                hub = Some(crate::udphub::Hub::start(r.hub, relay_hosts(cfg))?);
                 if let (Some((u, t)), Some(redirect)) = (r.responder, &cfg.dns_redirect) {
                     let hosts =
                         std::fs::read_to_string(plan.dir.path().join("hosts")).unwrap_or_default();
@@ -385,11 +397,8 @@ fn try_run(cfg: &Config, command: &[OsString], extras: &Extras) -> Result<Exit, 
                 return Err(format!("--isolate: {why}"));
             }
         }
-    } else if extras.supervisor.is_some() {
-        // The hub for supervised programs' UDP associations, on our (their) loopback.
-        let sock =
-            std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("the UDP hub: {e}"))?;
-        hub = Some(crate::udphub::Hub::start(sock)?);
+    } else if let Some(sock) = hub_sock {
+        hub = Some(crate::udphub::Hub::start(sock, relay_hosts(cfg))?);
     }
     let running = match (&extras.supervisor, chan) {
         (Some(sup), Some(ours)) => start_supervisor(cfg, shm_fd, dns, hub, sup, child, ours)?,
@@ -400,6 +409,17 @@ fn try_run(cfg: &Config, command: &[OsString], extras: &Extras) -> Result<Exit, 
         r.finish();
     }
     exit
+}
+
+/// Every address of every configured proxy (and `udp_proxy`): the hosts a UDP relay may be on.
+fn relay_hosts(cfg: &Config) -> Vec<std::net::IpAddr> {
+    cfg.proxies
+        .iter()
+        .chain(cfg.chains.values().flat_map(|c| c.proxies.iter()))
+        .chain(cfg.udp_proxy.iter())
+        .flat_map(|p| p.socket_addrs())
+        .map(|a| a.ip())
+        .collect()
 }
 
 /// Waits for our child that is exiting on its own (after a failed setup).

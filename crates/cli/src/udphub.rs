@@ -33,8 +33,10 @@ pub const IDLE: Duration = Duration::from_secs(120);
 struct Registered {
     header: Vec<u8>,
     relay: SocketAddr,
-    /// The association's control connection (the association ends with it).
-    ctl: OwnedFd,
+    /// The association's control connection, when the launcher holds it (the association
+    /// ends with it); a library-registered socket's is the program's (idle expiry then).
+    ctl: Option<OwnedFd>,
+    last: Instant,
 }
 
 struct Outer {
@@ -56,14 +58,19 @@ struct State {
 pub struct Hub {
     sock: Arc<UdpSocket>,
     state: Arc<Mutex<State>>,
+    /// The only hosts a relay may be on: the configured proxies' addresses (a relay is a
+    /// proxy's own socket), so the hub cannot be used to send anywhere else.
+    relay_hosts: Arc<Vec<IpAddr>>,
 }
 
 impl Hub {
-    /// Starts the hub on `sock` (a UDP socket bound in the program's namespace).
-    pub fn start(sock: UdpSocket) -> Result<Hub, String> {
+    /// Starts the hub on `sock` (a UDP socket bound in the program's namespace), sending only
+    /// to relays on `relay_hosts`.
+    pub fn start(sock: UdpSocket, relay_hosts: Vec<IpAddr>) -> Result<Hub, String> {
         let hub = Hub {
             sock: Arc::new(sock),
             state: Arc::default(),
+            relay_hosts: Arc::new(relay_hosts),
         };
         let h = hub.clone();
         std::thread::Builder::new()
@@ -96,7 +103,8 @@ impl Hub {
             Registered {
                 header: h.get(..n).unwrap_or(&[]).to_vec(),
                 relay,
-                ctl,
+                ctl: Some(ctl),
+                last: Instant::now(),
             },
         );
         // A new association for this sender: its old outer socket (if any) is stale.
@@ -132,12 +140,34 @@ impl Hub {
         Some(o)
     }
 
+    fn relay_allowed(&self, relay: SocketAddr) -> bool {
+        let ip = chainsocks_core::connect::unmap(relay).ip();
+        self.relay_hosts.contains(&ip)
+    }
+
     /// One datagram from the program side.
     fn inbound(&self, data: &[u8], sender: SocketAddr) {
         let Ok(mut st) = self.state.lock() else {
             return;
         };
-        if let Some(r) = st.registered.get(&sender) {
+        // A library's registration of a connected socket (its association is its own).
+        if let Some((relay, header)) = chainsocks_core::udp::parse_hub_registration(data) {
+            if self.relay_allowed(relay) {
+                st.outers.retain(|(s, _), _| *s != sender);
+                st.registered.insert(
+                    sender,
+                    Registered {
+                        header: header.to_vec(),
+                        relay,
+                        ctl: None,
+                        last: Instant::now(),
+                    },
+                );
+            }
+            return;
+        }
+        if let Some(r) = st.registered.get_mut(&sender) {
+            r.last = Instant::now();
             let (hdr, relay) = (r.header.clone(), r.relay);
             if let Some(o) = Hub::outer(&mut st, sender, relay, true) {
                 let mut out = Vec::with_capacity(hdr.len() + data.len());
@@ -150,6 +180,9 @@ impl Hub {
         let Some((relay, framed)) = parse_envelope(data) else {
             return; // neither registered nor enveloped: not ours to send anywhere
         };
+        if !self.relay_allowed(relay) {
+            return;
+        }
         if let Some(o) = Hub::outer(&mut st, sender, relay, false) {
             let _ = o.sock.send(framed);
         }
@@ -166,7 +199,10 @@ impl Hub {
                 // Expire idle outer sockets and associations whose control connection closed.
                 let now = Instant::now();
                 st.outers.retain(|_, o| now.duration_since(o.last) < IDLE);
-                st.registered.retain(|_, r| !closed(&r.ctl));
+                st.registered.retain(|_, r| match &r.ctl {
+                    Some(c) => !closed(c),
+                    None => now.duration_since(r.last) < IDLE,
+                });
                 let keys: Vec<_> = st.outers.keys().copied().collect();
                 let mut fds = vec![libc::pollfd {
                     fd: self.sock.as_raw_fd(),

@@ -113,6 +113,11 @@ pub struct Config {
     /// datagrams to (set by the launcher).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub udp_via: Option<String>,
+    /// The launcher's UDP hub (set by the launcher): a connected UDP socket is registered
+    /// there and connected to it, and the hub frames its plain datagrams — so a program that
+    /// connects through libc but sends with raw syscalls (libuv: dig, node) is carried too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_hub: Option<String>,
     /// Set by the launcher: a program's own DNS (port 53 of these nameservers) goes to the
     /// launch's fake-DNS responder instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -358,6 +363,7 @@ impl Default for Config {
             via: BTreeMap::new(),
             udp_proxy: None,
             udp_via: None,
+            udp_hub: None,
             dns_redirect: None,
         }
     }

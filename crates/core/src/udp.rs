@@ -169,14 +169,16 @@ pub struct Association {
     pub relay: SocketAddr,
 }
 
-/// Opens an association through `proxy` for datagrams that will come from `client` (the UDP
-/// socket's address; 0.0.0.0:0 when unknown). The control connection is a new stream socket,
-/// close-on-exec, moved to an fd ≥ `min_fd` (so it stays out of the program's low numbers).
+/// Opens an association through `proxy` for datagrams that will come from port `client_port`
+/// (the UDP socket's port; 0 when unknown), any address of the proxy's family (the request
+/// names the unspecified address: the proxy takes the control connection's). The control
+/// connection is a new stream socket, close-on-exec, moved to an fd ≥ `min_fd` (so it stays
+/// out of the program's low numbers).
 pub fn associate<H: Host>(
     h: &H,
     cfg: &Config,
     proxy: &Proxy,
-    client: SocketAddr,
+    client_port: u16,
     min_fd: c_int,
     use_via: bool,
 ) -> Result<Association, DialError> {
@@ -217,7 +219,11 @@ pub fn associate<H: Host>(
         let r = connect_nb(h, ctl, &addr, connect_deadline)
             .map_err(at_connect)
             .and_then(|()| {
-                let target = Dest::Ip(client);
+                let any: IpAddr = match addr {
+                    SocketAddr::V4(_) => IpAddr::from([0, 0, 0, 0]),
+                    SocketAddr::V6(_) => IpAddr::from([0u16; 8]),
+                };
+                let target = Dest::Ip(SocketAddr::new(any, client_port));
                 dial::handshake_cmd(
                     &mut crate::connect::FdTransport { fd: ctl, host: h },
                     &[proxy],
@@ -326,6 +332,30 @@ pub fn envelope(relay: SocketAddr, out: &mut [u8; MAX_ENVELOPE]) -> usize {
             .and_then(|()| w.put(&a.ip().octets())),
     };
     w.at
+}
+
+/// The registration a program's UDP socket sends the launcher's hub before it connects to it:
+/// this magic, the relay's envelope, then the request header of its destination.
+pub const HUB_REGISTER: &[u8; 8] = b"CSUDPREG";
+
+/// Builds a hub registration for a socket whose association's relay is `relay` and whose
+/// destination's header is `header`.
+pub fn hub_registration(relay: SocketAddr, header: &[u8]) -> Vec<u8> {
+    let mut env = [0u8; MAX_ENVELOPE];
+    let n = envelope(relay, &mut env);
+    let mut out = Vec::with_capacity(HUB_REGISTER.len() + n + header.len());
+    out.extend_from_slice(HUB_REGISTER);
+    out.extend_from_slice(env.get(..n).unwrap_or(&[]));
+    out.extend_from_slice(header);
+    out
+}
+
+/// A hub registration's relay and header.
+pub fn parse_hub_registration(d: &[u8]) -> Option<(SocketAddr, &[u8])> {
+    let rest = d.strip_prefix(HUB_REGISTER.as_slice())?;
+    let (relay, header) = parse_envelope(rest)?;
+    parse_header(header).filter(|(_, used)| *used == header.len())?;
+    Some((relay, header))
 }
 
 /// The relay and the framed datagram of an enveloped datagram.

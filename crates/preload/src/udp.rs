@@ -35,6 +35,8 @@ const PTR_BITS: u32 = 48;
 const PTR_MASK: u64 = (1 << PTR_BITS) - 1;
 const HDR_WORDS: usize = MAX_HEADER.div_ceil(8) + 1;
 const RECENT: usize = 8;
+/// The largest UDP payload over IPv4.
+pub const MAX_UDP_PAYLOAD: usize = 65_507;
 
 /// Whether this process (or its parent before fork) ever made an association: the hot hooks
 /// (read, write, recv, send, close) check this first and cost nothing more otherwise.
@@ -168,6 +170,8 @@ struct Assoc {
     /// Under --isolate: the proxy's real relay, named in an envelope before every datagram
     /// sent to the launcher's UDP hub (which `relay` is then).
     outer: AddrWords,
+    /// Connected through the launcher's hub (which frames): `connected_hdr` only counts.
+    hub: AtomicBool,
 }
 
 /// A stable copy of an association's fixed part.
@@ -175,6 +179,7 @@ struct Assoc {
 pub struct View {
     pub ctl: c_int,
     pub plain: bool,
+    pub hub: bool,
     pub relay: SocketAddr,
     pub outer: Option<SocketAddr>,
     pub connected: Option<SocketAddr>,
@@ -253,6 +258,7 @@ pub fn lookup(fd: c_int) -> Option<View> {
         let v = View {
             ctl: a.ctl.load(Ordering::Relaxed) as c_int,
             plain: a.plain.load(Ordering::Relaxed),
+            hub: a.hub.load(Ordering::Relaxed),
             outer: a.outer.load(),
             relay: a.relay.load()?,
             connected: a.connected.load(),
@@ -284,10 +290,23 @@ impl View {
         self.assoc().era.load(Ordering::Acquire) == self.era
     }
 
-    /// The header for the connected destination.
+    /// The header for the connected destination (none when the hub adds it).
     pub fn connected_header(&self, out: &mut [u8; MAX_HEADER]) -> Option<usize> {
+        if self.hub {
+            return None;
+        }
         let n = self.assoc().connected_hdr.load(out);
         (self.still() && n > 0).then_some(n)
+    }
+
+    /// Whether a datagram of `len` bytes fits once the hub adds its header (a UDP datagram
+    /// carries at most 65,507 bytes over IPv4): EMSGSIZE otherwise, never a truncation.
+    pub fn hub_fits(&self, len: usize) -> bool {
+        if !self.hub {
+            return true;
+        }
+        let mut h = [0u8; MAX_HEADER];
+        len + self.assoc().connected_hdr.load(&mut h) <= MAX_UDP_PAYLOAD
     }
 
     /// Counts a datagram (for the report at close).
@@ -500,6 +519,12 @@ pub enum Send {
 
 /// Decides a datagram to `dest` on `fd`, creating the association if needed.
 pub fn prepare_send(fd: c_int, dest: SocketAddr, what: &str) -> Send {
+    prepare(fd, dest, what, false)
+}
+
+/// [`prepare_send`]; `for_hub`: the socket is about to be connected to the launcher's hub
+/// (a new association then names no client port: its datagrams will come from the hub).
+fn prepare(fd: c_int, dest: SocketAddr, what: &str, for_hub: bool) -> Send {
     let mut hdr = [0u8; MAX_HEADER];
     if let Some(v) = lookup(fd)
         && let Some(len) = v.cached(dest, &mut hdr)
@@ -583,7 +608,7 @@ pub fn prepare_send(fd: c_int, dest: SocketAddr, what: &str) -> Send {
             );
             return Send::Fail(e);
         }
-        None => match create(fd, st, cfg, proxy, &target, chain) {
+        None => match create(fd, st, cfg, proxy, &target, chain, for_hub) {
             Ok(v) => v,
             Err(e) => return Send::Fail(e),
         },
@@ -648,6 +673,7 @@ fn create(
     proxy: &chainsocks_core::config::Proxy,
     target: &Dest,
     chain: &str,
+    for_hub: bool,
 ) -> Result<View, Error> {
     // Datagrams will come from the socket's own address (bound now if it is not yet, as the
     // kernel would on the first send).
@@ -658,22 +684,14 @@ fn create(
             sys::local(fd).map_err(Error::Os)?
         }
     };
-    let client = SocketAddr::new(
-        match local {
-            SocketAddr::V4(_) => IpAddr::from([0, 0, 0, 0]),
-            SocketAddr::V6(_) => IpAddr::from([0u16; 8]),
-        },
-        local.port(),
-    );
-    let client = unmap(client);
-    let start = std::time::Instant::now();
-    // Under --isolate the relay is outside the sandbox: no client address to give.
-    let client = if cfg.udp_via.is_some() {
-        SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0)
+    // Under --isolate the relay is outside the sandbox: the port seen there is another.
+    let client_port = if cfg.udp_via.is_some() || for_hub {
+        0
     } else {
-        client
+        local.port()
     };
-    let r = udp::associate(st, cfg, proxy, client, CTL_MIN_FD, true);
+    let start = std::time::Instant::now();
+    let r = udp::associate(st, cfg, proxy, client_port, CTL_MIN_FD, true);
     let assoc = match r {
         Ok(a) => a,
         Err(e) => {
@@ -746,6 +764,7 @@ fn publish(
     a.ctl_ino
         .store(ctl.and_then(inode).unwrap_or(0), Ordering::Relaxed);
     a.plain.store(plain, Ordering::Relaxed);
+    a.hub.store(false, Ordering::Relaxed);
     a.outer.store(outer);
     a.relay.store(Some(relay));
     a.connected.store(None);
@@ -843,7 +862,8 @@ fn bind_any(fd: c_int) {
 /// `connect(fd, dest)` on a UDP socket: `None` = not proxied (the caller passes it on);
 /// `Some(result)` = done (connected to the relay for a proxied destination).
 pub fn connect(fd: c_int, dest: SocketAddr) -> Option<Result<(), Error>> {
-    let (view, hdr, len) = match prepare_send(fd, dest, "connect") {
+    let hub_on = matches!(&state::get().cfg, Ok(c) if c.udp_hub.is_some());
+    let (view, hdr, len) = match prepare(fd, dest, "connect", hub_on) {
         s @ (Send::Real | Send::RealTo(_)) => {
             // A socket that had an association now talks direct: the association stays unused;
             // the connected target goes.
@@ -862,14 +882,86 @@ pub fn connect(fd: c_int, dest: SocketAddr) -> Option<Result<(), Error>> {
         Send::Fail(e) => return Some(Err(e)),
         Send::Framed { view, hdr, len } => (view, hdr, len),
     };
+    let hdr = hdr.get(..len).unwrap_or(&[]);
+    // With the launcher's hub, a connected socket is registered there and connected to it:
+    // the hub frames its datagrams, whatever way the program sends them (raw syscalls too).
+    let hub: Option<SocketAddr> = state::get()
+        .cfg
+        .as_ref()
+        .ok()
+        .and_then(|c| c.udp_hub.as_ref())
+        .and_then(|h| h.parse().ok());
+    if let Some(hub) = hub
+        && !view.plain
+    {
+        let v6 = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN) == Ok(libc::AF_INET6);
+        let hub = present(hub, v6);
+        let relay = view.outer.unwrap_or(view.relay);
+        let reg = udp::hub_registration(unmap(relay), hdr);
+        let (to, tolen) = sys::to_sockaddr(&hub);
+        // SAFETY: our registration buffer and a valid address; raw sendto.
+        let sent = unsafe {
+            libc::syscall(
+                libc::SYS_sendto,
+                fd as libc::c_long,
+                reg.as_ptr(),
+                reg.len(),
+                libc::MSG_NOSIGNAL as libc::c_long,
+                &to as *const libc::sockaddr_storage,
+                tolen as libc::c_long,
+            )
+        };
+        if sent < 0 {
+            return Some(Err(Error::Os(sys::errno())));
+        }
+        if let Err(e) = sys::connect(fd, &hub, true) {
+            return Some(Err(Error::Os(e)));
+        }
+        if !set_hubbed(fd, &view, hub, dest, hdr) {
+            return Some(Err(Error::Os(libc::EAGAIN)));
+        }
+        crate::peers::remember(fd, dest, hub);
+        return Some(Ok(()));
+    }
     if let Err(e) = sys::connect(fd, &view.relay, true) {
         return Some(Err(Error::Os(e)));
     }
-    if !set_connected(fd, &view, Some(dest), hdr.get(..len).unwrap_or(&[])) {
+    if !set_connected(fd, &view, Some(dest), hdr) {
         return Some(Err(Error::Os(libc::EAGAIN)));
     }
     crate::peers::remember(fd, dest, view.relay);
     Some(Ok(()))
+}
+
+/// Turns `fd`'s association into a hub-connected one: datagrams go to the hub as they are
+/// (it frames them), and receives only rewrite the source to `dest`.
+fn set_hubbed(fd: c_int, v: &View, hub: SocketAddr, dest: SocketAddr, hdr: &[u8]) -> bool {
+    let a = v.assoc();
+    if a.busy.swap(true, Ordering::Acquire) {
+        return false;
+    }
+    let g = a.era.load(Ordering::Relaxed);
+    if g != v.era {
+        a.busy.store(false, Ordering::Release);
+        return false;
+    }
+    a.era.store(g + 1, Ordering::Release);
+    a.plain.store(true, Ordering::Relaxed);
+    a.hub.store(true, Ordering::Relaxed);
+    a.outer.store(None);
+    a.relay.store(Some(hub));
+    a.connected.store(Some(dest));
+    a.connected_hdr.store(hdr);
+    a.era.store(g + 2, Ordering::Release);
+    if let Some(s) = slot(fd) {
+        let w = s.load(Ordering::Relaxed);
+        if w & PTR_MASK == v.ptr as u64 {
+            let nw = (((g + 2) & 0xffff) << PTR_BITS) | v.ptr as u64;
+            let _ = s.compare_exchange(w, nw, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+    a.busy.store(false, Ordering::Release);
+    true
 }
 
 /// Disconnects (AF_UNSPEC): the association stays, the connected target goes.

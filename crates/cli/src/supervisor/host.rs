@@ -132,8 +132,7 @@ impl Host for SupHost<'_> {
         let Some(hub) = &self.ctx.hub else {
             return Outcome::Done(Err(Error::Os(libc::ENETUNREACH)));
         };
-        let any = SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0);
-        let assoc = match associate(self, cfg, proxy, any, 0, false) {
+        let assoc = match associate(self, cfg, proxy, 0, 0, false) {
             Ok(a) => a,
             Err(e) => {
                 self.log(

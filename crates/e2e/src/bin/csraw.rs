@@ -21,6 +21,8 @@
 //!                                      listener or a refused port): -> n=N avg_us=U
 //! csraw dns IP PORT NAME [--tcp]       an A query over UDP (or TCP), raw syscalls
 //!     -> dns rcode=R answers=N [a=IP]
+//! csraw udp IP PORT TEXT               a connected UDP socket: write TEXT, read the answer
+//!     -> udp ok reply=TEXT | udp errno=N
 //! csraw unix PATH                      connect(AF_UNIX), read the listener's answer
 //!     -> unix ok pid=P reply=TEXT | unix errno=N
 //! ```
@@ -338,6 +340,45 @@ fn cmd_unix(args: &[String]) -> bool {
     true
 }
 
+fn cmd_udp(args: &[String]) -> bool {
+    let [ip, port, text] = args else { usage() };
+    let to = addr(ip, port);
+    let fd = raw_socket(family(&to), libc::SOCK_DGRAM);
+    let (b, len) = sockaddr(&to);
+    let e = raw_connect(fd, &b[..len]);
+    if e != 0 {
+        println!("udp errno={e}");
+        return false;
+    }
+    let tv = libc::timeval {
+        tv_sec: 3,
+        tv_usec: 0,
+    };
+    let mut reply = [0u8; 1024];
+    // SAFETY: raw syscalls on our socket with our buffers.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_setsockopt,
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const libc::timeval,
+            std::mem::size_of::<libc::timeval>(),
+        );
+        libc::syscall(libc::SYS_write, fd, text.as_ptr(), text.len());
+        libc::syscall(libc::SYS_read, fd, reply.as_mut_ptr(), reply.len())
+    };
+    if n < 0 {
+        println!("udp errno={}", errno());
+        return false;
+    }
+    println!(
+        "udp ok reply={}",
+        String::from_utf8_lossy(reply.get(..n as usize).unwrap_or(&[]))
+    );
+    true
+}
+
 fn cmd_dns(args: &[String]) -> bool {
     let [ip, port, name, rest @ ..] = args else {
         usage()
@@ -451,6 +492,7 @@ fn main() {
         "flip" => cmd_flip(rest),
         "unix" => cmd_unix(rest),
         "dns" => cmd_dns(rest),
+        "udp" => cmd_udp(rest),
         "repeat" => cmd_repeat(rest),
         _ => usage(),
     };

@@ -92,6 +92,9 @@ fn send_connected(
     len: size_t,
     flags: c_int,
 ) -> Option<ssize_t> {
+    if !v.hub_fits(len) {
+        return Some(fail(libc::EMSGSIZE));
+    }
     let mut hdr = [0u8; chainsocks_core::udp::MAX_HEADER];
     let n = v.connected_header(&mut hdr)?;
     let iov = iovec {

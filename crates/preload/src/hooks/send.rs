@@ -140,6 +140,13 @@ unsafe fn send_connected(fd: c_int, m: &msghdr, flags: c_int) -> Option<ssize_t>
     }
     let _g = Guard::enter()?;
     let view = catch("send", || udp::lookup(fd)).flatten()?;
+    let total: usize = (0..m.msg_iovlen)
+        // SAFETY: the message's iovecs (contract).
+        .map(|i| unsafe { (*m.msg_iov.add(i)).iov_len })
+        .sum();
+    if !view.hub_fits(total) {
+        return Some(fail(libc::EMSGSIZE));
+    }
     let mut hdr = [0u8; chainsocks_core::udp::MAX_HEADER];
     let n = view.connected_header(&mut hdr)?;
     let saved = entry_errno();

@@ -221,6 +221,21 @@ fn cstring(s: &OsStr) -> Result<CString, String> {
 }
 
 fn try_run(cfg: &Config, command: &[OsString], extras: &Extras) -> Result<Exit, String> {
+    // Block the signals we wait for (and forward) first of all: before any thread of ours
+    // exists (threads inherit the mask; one with SIGCHLD unblocked would take and drop it) and
+    // before forking, so none is lost.
+    // SAFETY: plain sigset manipulation on local storage.
+    let (waitset, oldmask) = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        for s in FORWARDED {
+            libc::sigaddset(&mut set, s);
+        }
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        (set, old)
+    };
     let lib = crate::embedded::library()?;
     // A program's own DNS (to port 53 of a resolv.conf nameserver) goes to the launch's
     // responder: bound now, so its addresses are in the config every process reads (remote DNS
@@ -317,20 +332,6 @@ fn try_run(cfg: &Config, command: &[OsString], extras: &Extras) -> Result<Exit, 
     envp_p.push(std::ptr::null());
     let prog = argv.first().ok_or("no command")?;
     let path_var = std::env::var_os("PATH").map(|p| cstring(&p)).transpose()?;
-
-    // Block the signals we wait for (and forward) before forking, so none is lost.
-    // SAFETY: plain sigset manipulation on local storage.
-    let (waitset, oldmask) = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        for s in FORWARDED {
-            libc::sigaddset(&mut set, s);
-        }
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
-        (set, old)
-    };
 
     let chan = if extras.sandbox.is_some() || filter.is_some() {
         Some(std::os::unix::net::UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?)

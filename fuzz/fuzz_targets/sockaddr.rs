@@ -1,10 +1,12 @@
 //! `sys::read_sockaddr` on arbitrary bytes and lengths: never reads past `len` (the buffer is
 //! exactly `len` bytes long, so a sanitizer run catches an over-read), accepts exactly the
 //! lengths the kernel accepts (AF_INET ≥ 16, AF_INET6 ≥ 24), and reads the port and address
-//! from where the kernel does.
+//! from where the kernel does. Also `sys::datagram_to` (the kernel's reading of a datagram's
+//! name, with its AF_UNSPEC cases) for both socket families: never panics, and a destination
+//! it finds is the one `read_sockaddr` finds for the same bytes as AF_INET / AF_INET6.
 #![no_main]
 
-use chainsocks_core::sys::read_sockaddr;
+use chainsocks_core::sys::{DgramTo, datagram_to, read_sockaddr};
 use libfuzzer_sys::fuzz_target;
 use std::net::SocketAddr;
 
@@ -34,6 +36,17 @@ fuzz_target!(|data: &[u8]| {
             if len < 28 {
                 assert_eq!(a.scope_id(), 0);
             }
+        }
+    }
+    for domain in [libc::AF_INET, libc::AF_INET6] {
+        if let DgramTo::To(d) = datagram_to(domain, Some(&copy)) {
+            let mut as_family = copy.clone();
+            let f = if d.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 } as u16;
+            as_family[..2].copy_from_slice(&f.to_ne_bytes());
+            // SAFETY: as above.
+            let same = unsafe { read_sockaddr(as_family.as_ptr().cast(), len as libc::socklen_t) };
+            assert_eq!(same, Some(d));
+            assert!(family == Some(f as i32) || family == Some(libc::AF_UNSPEC));
         }
     }
 });

@@ -479,6 +479,7 @@ fn start_supervisor(
         stats: Default::default(),
         shared,
         hub,
+        datagrams: Default::default(),
     };
     match supervisor::start(listener, ctx) {
         Ok(r) => Ok(Some(r)),

@@ -20,6 +20,60 @@ use libc::{c_int, c_long, c_void, sockaddr_in, sockaddr_in6, sockaddr_storage, s
 /// boundary: any program may use it.
 pub const MARKER_ADDRLEN: socklen_t = 113;
 
+/// The value the library puts in an argument register `sendmsg` (the 4th) and `sendmmsg` (the
+/// 5th) do not use, for the datagrams it has already routed itself: the kernel ignores it and
+/// the supervisor's filter lets exactly these calls through without a notification (its own
+/// `sendto`s carry [`MARKER_ADDRLEN`] instead). A signal, not a boundary.
+pub const MARKER_ARG: c_long = 0x6373_6b73;
+
+/// Where the kernel sends a datagram given the address of a `sendto` / `sendmsg` on a UDP
+/// socket (`udp_sendmsg`, `udpv6_sendmsg`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DgramTo {
+    /// No address: the connected peer (or ENOTCONN/EDESTADDRREQ).
+    Peer,
+    /// This destination.
+    To(SocketAddr),
+    /// The kernel refuses the address (EINVAL, EAFNOSUPPORT): nothing is sent.
+    Refused,
+}
+
+/// [`DgramTo`] for `name` (None: no name — a null pointer, or a `sendmsg` name length of 0) on
+/// a UDP socket of `domain`, exactly as the kernel reads it, including its compatibility
+/// cases: on an AF_INET socket a 16-byte AF_UNSPEC address is sent to like an AF_INET one; on
+/// an AF_INET6 socket AF_UNSPEC means no address, and an AF_INET address is sent to over IPv4.
+pub fn datagram_to(domain: c_int, name: Option<&[u8]>) -> DgramTo {
+    let Some(b) = name else {
+        return DgramTo::Peer;
+    };
+    let family = match b {
+        [x, y, ..] => c_int::from(u16::from_ne_bytes([*x, *y])),
+        _ => return DgramTo::Refused,
+    };
+    let v4 = |b: &[u8]| match b {
+        [_, _, p0, p1, a, b2, c, d, ..] if b.len() >= size_of::<sockaddr_in>() => {
+            DgramTo::To(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::new(*a, *b2, *c, *d),
+                u16::from_be_bytes([*p0, *p1]),
+            )))
+        }
+        _ => DgramTo::Refused,
+    };
+    match (domain, family) {
+        (libc::AF_INET, libc::AF_INET | libc::AF_UNSPEC) => v4(b),
+        (libc::AF_INET6, libc::AF_INET) => v4(b),
+        (libc::AF_INET6, libc::AF_UNSPEC) => DgramTo::Peer,
+        (libc::AF_INET6, libc::AF_INET6) => {
+            // SAFETY: `b` is readable for its length.
+            match unsafe { read_sockaddr(b.as_ptr().cast(), b.len() as socklen_t) } {
+                Some(a) => DgramTo::To(a),
+                None => DgramTo::Refused,
+            }
+        }
+        _ => DgramTo::Refused,
+    }
+}
+
 /// The calling thread's errno.
 pub fn errno() -> c_int {
     // SAFETY: __errno_location returns this thread's errno slot.
@@ -527,6 +581,76 @@ mod tests {
         disconnect(fd);
         assert_eq!(peer(fd), Err(libc::ENOTCONN));
         close(fd);
+    }
+
+    /// The kernel's own reading of datagram addresses, checked on loopback sockets.
+    #[test]
+    fn datagram_addresses_as_the_kernel_reads_them() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let to = rx.local_addr().unwrap();
+        let (st, _) = to_sockaddr(&to);
+        // SAFETY: the storage's bytes.
+        let v4: [u8; 16] = unsafe { std::ptr::read((&st as *const sockaddr_storage).cast()) };
+        let mut unspec = v4;
+        unspec[..2].copy_from_slice(&(libc::AF_UNSPEC as u16).to_ne_bytes());
+        let send = |domain: c_int, b: &[u8]| -> c_long {
+            // SAFETY: a plain socket and a readable address for the test.
+            unsafe {
+                let fd = libc::socket(domain, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+                assert!(fd >= 0);
+                let r = libc::sendto(
+                    fd,
+                    b"x".as_ptr().cast(),
+                    1,
+                    0,
+                    b.as_ptr().cast(),
+                    b.len() as socklen_t,
+                );
+                libc::close(fd);
+                r as c_long
+            }
+        };
+        let mut buf = [0u8; 4];
+        // AF_UNSPEC on an AF_INET socket: sent like AF_INET.
+        assert_eq!(datagram_to(libc::AF_INET, Some(&unspec)), DgramTo::To(to));
+        assert_eq!(send(libc::AF_INET, &unspec), 1);
+        assert_eq!(rx.recv(&mut buf).unwrap(), 1);
+        // AF_INET on an AF_INET6 socket: sent over IPv4.
+        assert_eq!(datagram_to(libc::AF_INET6, Some(&v4)), DgramTo::To(to));
+        assert_eq!(send(libc::AF_INET6, &v4), 1);
+        assert_eq!(rx.recv(&mut buf).unwrap(), 1);
+        // AF_UNSPEC on an AF_INET6 socket: no address.
+        assert_eq!(datagram_to(libc::AF_INET6, Some(&unspec)), DgramTo::Peer);
+        assert_eq!(send(libc::AF_INET6, &unspec), -1);
+        assert_eq!(errno(), libc::EDESTADDRREQ);
+        // Too short, or a foreign family: refused by the kernel.
+        assert_eq!(
+            datagram_to(libc::AF_INET, Some(&v4[..15])),
+            DgramTo::Refused
+        );
+        assert_eq!(send(libc::AF_INET, &v4[..15]), -1);
+        let mut unix = v4;
+        unix[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
+        assert_eq!(datagram_to(libc::AF_INET, Some(&unix)), DgramTo::Refused);
+        assert_eq!(send(libc::AF_INET, &unix), -1);
+        assert_eq!(datagram_to(libc::AF_INET, Some(&[])), DgramTo::Refused);
+        assert_eq!(datagram_to(libc::AF_INET, None), DgramTo::Peer);
+        let v6: SocketAddr = "[::1]:53".parse().unwrap();
+        let (st6, l6) = to_sockaddr(&v6);
+        // SAFETY: the storage's bytes.
+        let b6: [u8; 28] = unsafe { std::ptr::read((&st6 as *const sockaddr_storage).cast()) };
+        assert_eq!(l6, 28);
+        assert_eq!(
+            datagram_to(libc::AF_INET6, Some(&b6[..24])),
+            DgramTo::To(v6)
+        );
+        assert_eq!(
+            datagram_to(libc::AF_INET6, Some(&b6[..23])),
+            DgramTo::Refused
+        );
+        assert_eq!(datagram_to(libc::AF_INET, Some(&b6)), DgramTo::Refused);
     }
 
     #[test]

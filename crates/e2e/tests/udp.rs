@@ -329,6 +329,103 @@ fn dig_and_busybox_reach_servers_behind_the_proxy_through_the_supervisor() {
     assert_eq!(senders(&echo), ["danted"]);
 }
 
+/// Datagrams from unconnected sockets of a program the library cannot see: the supervisor reads
+/// each destination (sendto's address, sendmsg's and sendmmsg's names in memory, the kernel's
+/// AF_UNSPEC reading) and lets the kernel send only what may go direct; a proxied destination
+/// cannot be framed there, so the send fails — nothing reaches the origin from the program.
+#[test]
+fn unconnected_datagrams_the_library_cannot_see_are_refused_or_sent_direct_by_rule() {
+    netns();
+    let echo = UdpEcho::start();
+    let port = echo.port().to_string();
+    let Some((_dante, l)) = dante_launch("") else {
+        return;
+    };
+    for how in ["--sendto", "--sendmsg", "--sendmmsg", "--unspec"] {
+        let mut c = l.cmd(env!("CARGO_BIN_EXE_csraw"));
+        c.args(["udpto", "127.0.0.1", &port, "raw", how]);
+        let o = run(&mut c, T);
+        assert_eq!(
+            stdout(&o).trim(),
+            format!("udpto send errno={}", libc::ENETUNREACH),
+            "{how}: {}\n{}",
+            show(&o),
+            l.log()
+        );
+    }
+    assert!(
+        l.log()
+            .contains("UDP datagram from an unconnected socket to 127.0.0.1:"),
+        "{}",
+        l.log()
+    );
+    // The library's own datagrams (framed to dante's relay) are not asked about again, and
+    // AF_UNSPEC on an AF_INET socket is read as the kernel reads it (sent like AF_INET).
+    let Some(py) = require("python3") else { return };
+    let script = format!(
+        r#"
+import socket, struct, ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)
+sa = struct.pack('=H', 0) + struct.pack('!H', {port}) + socket.inet_aton('127.0.0.1') + bytes(8)
+assert libc.sendto(u.fileno(), b'unspec', 6, 0, sa, 16) == 6, ctypes.get_errno()
+assert u.recvfrom(100) == (b'unspec', ('127.0.0.1', {port}))
+u.sendmsg([b'msg'], [], 0, ('127.0.0.1', {port}))
+assert u.recvfrom(100)[0] == b'msg'
+print('ok')
+"#
+    );
+    for flags in [&[][..], &["--no-supervisor"][..]] {
+        let mut c = l.cmd_with(flags, &py);
+        c.args(["-c", &script]);
+        let o = run(&mut c, T);
+        assert_eq!(
+            stdout(&o).trim(),
+            "ok",
+            "{flags:?}: {}\n{}",
+            show(&o),
+            l.log()
+        );
+    }
+    assert_eq!(senders(&echo), ["danted"]);
+    assert_eq!(echo.count(), 4);
+    // A direct rule: the kernel sends the program's own datagram (the origin sees csraw).
+    let (_dante2, direct) = dante_launch(&format!(
+        "[[rule]]\ndest = \"127.0.0.1:{port}\"\naction = \"direct\"\n"
+    ))
+    .unwrap();
+    for how in ["--sendto", "--sendmsg", "--sendmmsg"] {
+        let mut c = direct.cmd(env!("CARGO_BIN_EXE_csraw"));
+        c.args(["udpto", "127.0.0.1", &port, how, how]);
+        let o = run(&mut c, T);
+        assert_eq!(
+            stdout(&o).trim(),
+            format!("udpto ok reply={how}"),
+            "{}\n{}",
+            show(&o),
+            direct.log()
+        );
+    }
+    assert_eq!(senders(&echo), ["danted", "csraw"]);
+    // A block rule: EACCES, from every call.
+    let (_dante3, block) = dante_launch(&format!(
+        "[[rule]]\ndest = \"127.0.0.1:{port}\"\naction = \"block\"\n"
+    ))
+    .unwrap();
+    for how in ["--sendto", "--sendmmsg"] {
+        let mut c = block.cmd(env!("CARGO_BIN_EXE_csraw"));
+        c.args(["udpto", "127.0.0.1", &port, "x", how]);
+        let o = run(&mut c, T);
+        assert_eq!(
+            stdout(&o).trim(),
+            format!("udpto send errno={}", libc::EACCES),
+            "{}",
+            show(&o)
+        );
+    }
+    assert_eq!(echo.count(), 7);
+}
+
 #[test]
 fn isolate_carries_udp_for_dynamic_and_static_programs() {
     netns();

@@ -898,8 +898,9 @@ pub fn connect(fd: c_int, dest: SocketAddr) -> Option<Result<(), Error>> {
         let hub = present(hub, v6);
         let relay = view.outer.unwrap_or(view.relay);
         let reg = udp::hub_registration(unmap(relay), hdr);
-        let (to, tolen) = sys::to_sockaddr(&hub);
-        // SAFETY: our registration buffer and a valid address; raw sendto.
+        let (to, _) = sys::to_sockaddr(&hub);
+        // SAFETY: our registration buffer and a zero-padded address (read the same with the
+        // marker length); raw sendto.
         let sent = unsafe {
             libc::syscall(
                 libc::SYS_sendto,
@@ -908,7 +909,7 @@ pub fn connect(fd: c_int, dest: SocketAddr) -> Option<Result<(), Error>> {
                 reg.len(),
                 libc::MSG_NOSIGNAL as libc::c_long,
                 &to as *const libc::sockaddr_storage,
-                tolen as libc::c_long,
+                sys::MARKER_ADDRLEN as libc::c_long,
             )
         };
         if sent < 0 {
@@ -1051,6 +1052,7 @@ pub unsafe fn send_framed(
             fd as libc::c_long,
             &m as *const libc::msghdr,
             (flags | libc::MSG_NOSIGNAL) as libc::c_long,
+            sys::MARKER_ARG,
         )
     };
     if n < 0 {

@@ -17,10 +17,17 @@
 //!   Fast Open connect would open the connection inside `sendto`. EOPNOTSUPP is what the kernel
 //!   itself answers when client fast open is off, and clients (curl, Chromium) then connect
 //!   normally, which the supervisor sees.
+//! - `sendto` with an address (a datagram on an unconnected socket) → USER_NOTIF, except
+//!   `addrlen == 113` (the library's own, already routed) → allowed; without an address →
+//!   allowed (a connected socket: its connect was seen).
+//! - `sendmsg` and `sendmmsg` → USER_NOTIF (their addresses are in memory a filter cannot
+//!   read), except those carrying [`MARKER_ARG`] in an argument register the syscall does not
+//!   use (the library's own) → allowed.
 //! - every x32 syscall (nr with bit 30) → ENOSYS (an x32 `connect` is a different number).
 //! - i386 processes: `connect`, `socketcall` CONNECT / SENDTO / SENDMSG / SENDMMSG,
-//!   `io_uring_setup` → ENOSYS, `sendto`/`sendmsg`/`sendmmsg` with MSG_FASTOPEN → EOPNOTSUPP
-//!   (a 32-bit program makes no outgoing connection under the supervisor).
+//!   `io_uring_setup`, `sendmsg`, `sendmmsg`, `sendto` with an address → ENOSYS,
+//!   `sendto` with MSG_FASTOPEN → EOPNOTSUPP (a 32-bit program opens no connection and sends
+//!   no datagram anywhere under the supervisor).
 //! - any other architecture → ENOSYS; everything else → allowed.
 
 use libc::{c_int, c_uint, sock_filter, sock_fprog};
@@ -28,7 +35,9 @@ use libc::{c_int, c_uint, sock_filter, sock_fprog};
 /// The addrlen of the preload's own connects (to its first proxy): any length from the family's
 /// size to 128 is accepted by the kernel, so a zero-padded buffer with this length is a normal
 /// connect that the filter lets through without a notification. A signal, not a boundary.
-pub const MARKER_LEN: u32 = 113;
+pub const MARKER_LEN: u32 = chainsocks_core::sys::MARKER_ADDRLEN;
+/// The value in an unused argument register of the library's own `sendmsg` / `sendmmsg`.
+pub const MARKER_ARG: u32 = chainsocks_core::sys::MARKER_ARG as u32;
 
 const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
 const AUDIT_ARCH_I386: u32 = 0x4000_0003;
@@ -78,8 +87,12 @@ enum L {
     X64,
     I386,
     Connect64,
-    Flags3,
-    Flags2,
+    SendTo64,
+    SendToAddrHi,
+    SendToLen,
+    SendMsg64,
+    SendMmsg64,
+    SendTo32,
     Socketcall,
 }
 
@@ -104,32 +117,52 @@ fn source() -> Vec<Op> {
         Jge(X32_BIT, L::Enosys, L::Next),
         Jeq(nr64::CONNECT, L::Connect64, L::Next),
         Jeq(nr64::IO_URING_SETUP, L::Enosys, L::Next),
-        Jeq(nr64::SENDTO, L::Flags3, L::Next),
-        Jeq(nr64::SENDMMSG, L::Flags3, L::Next),
-        Jeq(nr64::SENDMSG, L::Flags2, L::Allow),
+        Jeq(nr64::SENDTO, L::SendTo64, L::Next),
+        Jeq(nr64::SENDMMSG, L::SendMmsg64, L::Next),
+        Jeq(nr64::SENDMSG, L::SendMsg64, L::Allow),
         Label(L::Connect64),
         Ld(off_arg(2)),
         Jeq(MARKER_LEN, L::Allow, L::Notify),
+        Label(L::SendTo64),
+        Ld(off_arg(3)),
+        Jset(fastopen, L::Eopnotsupp, L::Next),
+        Ld(off_arg(4)),
+        Jeq(0, L::SendToAddrHi, L::SendToLen),
+        Label(L::SendToAddrHi),
+        Ld(off_arg(4) + 4),
+        Jeq(0, L::Allow, L::SendToLen),
+        Label(L::SendToLen),
+        Ld(off_arg(5)),
+        Jeq(MARKER_LEN, L::Allow, L::Notify),
+        Label(L::SendMsg64),
+        Ld(off_arg(2)),
+        Jset(fastopen, L::Eopnotsupp, L::Next),
+        Ld(off_arg(3)),
+        Jeq(MARKER_ARG, L::Allow, L::Notify),
+        Label(L::SendMmsg64),
+        Ld(off_arg(3)),
+        Jset(fastopen, L::Eopnotsupp, L::Next),
+        Ld(off_arg(4)),
+        Jeq(MARKER_ARG, L::Allow, L::Notify),
         Label(L::I386),
         Ld(OFF_NR),
         Jeq(nr32::CONNECT, L::Enosys, L::Next),
         Jeq(nr32::IO_URING_SETUP, L::Enosys, L::Next),
         Jeq(nr32::SOCKETCALL, L::Socketcall, L::Next),
-        Jeq(nr32::SENDTO, L::Flags3, L::Next),
-        Jeq(nr32::SENDMMSG, L::Flags3, L::Next),
-        Jeq(nr32::SENDMSG, L::Flags2, L::Allow),
+        Jeq(nr32::SENDMMSG, L::Enosys, L::Next),
+        Jeq(nr32::SENDMSG, L::Enosys, L::Next),
+        Jeq(nr32::SENDTO, L::SendTo32, L::Allow),
         Label(L::Socketcall),
         Ld(off_arg(0)),
         Jeq(nr32::SYS_CONNECT, L::Enosys, L::Next),
         Jeq(nr32::SYS_SENDTO, L::Enosys, L::Next),
         Jeq(nr32::SYS_SENDMSG, L::Enosys, L::Next),
         Jeq(nr32::SYS_SENDMMSG, L::Enosys, L::Allow),
-        Label(L::Flags3),
+        Label(L::SendTo32),
         Ld(off_arg(3)),
-        Jset(fastopen, L::Eopnotsupp, L::Allow),
-        Label(L::Flags2),
-        Ld(off_arg(2)),
-        Jset(fastopen, L::Eopnotsupp, L::Allow),
+        Jset(fastopen, L::Eopnotsupp, L::Next),
+        Ld(off_arg(4)),
+        Jeq(0, L::Allow, L::Enosys),
         Label(L::Allow),
         Ret(RET_ALLOW),
         Label(L::Notify),
@@ -298,15 +331,26 @@ mod tests {
         // the kernel reads addrlen as an int: high bits do not matter
         assert_eq!(x(42, [3, 0x1000, (7 << 32) | 113, 0, 0, 0]), RET_ALLOW);
         assert_eq!(x(425, [0; 6]), enosys);
+        let ns = libc::MSG_NOSIGNAL as u64;
+        let mk = MARKER_ARG as u64;
         assert_eq!(x(44, [3, 0, 10, fo, 0x1000, 16]), eopnotsupp);
-        assert_eq!(
-            x(44, [3, 0, 10, libc::MSG_NOSIGNAL as u64, 0x1000, 16]),
-            RET_ALLOW
-        );
+        assert_eq!(x(44, [3, 0, 10, fo, 0, 0]), eopnotsupp);
+        // sendto: with an address → notify (unless marked); without → allowed
+        assert_eq!(x(44, [3, 0, 10, ns, 0x1000, 16]), RET_NOTIFY);
+        assert_eq!(x(44, [3, 0, 10, ns, 0x7f00_0000_0000, 16]), RET_NOTIFY);
+        assert_eq!(x(44, [3, 0, 10, ns, 0x1000, 113]), RET_ALLOW);
+        assert_eq!(x(44, [3, 0, 10, ns, 0, 0]), RET_ALLOW);
+        assert_eq!(x(44, [3, 0, 10, 0, 0, 16]), RET_ALLOW);
+        // sendmsg / sendmmsg: notify unless marked
         assert_eq!(x(46, [3, 0x1000, fo | 0x4000, 0, 0, 0]), eopnotsupp);
-        assert_eq!(x(46, [3, 0x1000, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(x(46, [3, 0x1000, fo, mk, 0, 0]), eopnotsupp);
+        assert_eq!(x(46, [3, 0x1000, 0, 0, 0, 0]), RET_NOTIFY);
+        assert_eq!(x(46, [3, 0x1000, ns, mk, 0, 0]), RET_ALLOW);
+        assert_eq!(x(46, [3, 0x1000, ns, mk + 1, 0, 0]), RET_NOTIFY);
         assert_eq!(x(307, [3, 0x1000, 2, fo, 0, 0]), eopnotsupp);
-        assert_eq!(x(307, [3, 0x1000, 2, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(x(307, [3, 0x1000, 2, 0, 0, 0]), RET_NOTIFY);
+        assert_eq!(x(307, [3, 0x1000, 2, 0, mk, 0]), RET_ALLOW);
+        assert_eq!(x(307, [3, 0x1000, 2, 0, 0, mk]), RET_NOTIFY);
         assert_eq!(x(0, [0; 6]), RET_ALLOW); // read
         assert_eq!(x(41, [0; 6]), RET_ALLOW); // socket
         assert_eq!(x(X32_BIT | 42, [3, 0, 113, 0, 0, 0]), enosys);
@@ -318,7 +362,11 @@ mod tests {
         assert_eq!(i(102, [1, 0x1000, 0, 0, 0, 0]), RET_ALLOW); // SYS_SOCKET
         assert_eq!(i(369, [3, 0, 1, fo, 0, 0]), eopnotsupp);
         assert_eq!(i(369, [3, 0, 1, 0, 0, 0]), RET_ALLOW);
-        assert_eq!(i(370, [3, 0, fo, 0, 0, 0]), eopnotsupp);
+        assert_eq!(i(369, [3, 0, 1, 0, 0x1000, 16]), enosys);
+        assert_eq!(i(369, [3, 0, 1, 0, 0x1000, 113]), enosys);
+        assert_eq!(i(370, [3, 0, fo, 0, 0, 0]), enosys);
+        assert_eq!(i(370, [3, 0, 0, mk, 0, 0]), enosys);
+        assert_eq!(i(345, [3, 0, 1, 0, 0, 0]), enosys);
         assert_eq!(i(3, [0; 6]), RET_ALLOW);
         assert_eq!(run(&p, 0xC000_00B7, 203, [0; 6]), enosys); // aarch64: not ours
     }

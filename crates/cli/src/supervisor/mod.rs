@@ -1,6 +1,8 @@
 //! The seccomp user-notification supervisor: every process of the launch runs under a filter
 //! that reports its `connect` calls to the launcher, which performs them itself — so static
-//! binaries, Go programs and raw syscalls are proxied like dynamically linked programs.
+//! binaries, Go programs and raw syscalls are proxied like dynamically linked programs — and
+//! its datagram sends with an address, which the kernel sends only where the UDP route allows
+//! a direct datagram ([`datagram_allowed`]).
 //!
 //! Owns: the parts in the launcher (feature probe, the child's installation and the listener
 //! handed over the launch channel, the notification loop and its workers, the DNS redirect to
@@ -140,6 +142,9 @@ pub struct Ctx {
     pub shared: Option<shared::Launch>,
     /// Where supervised UDP sockets are connected to reach their association's relay.
     pub hub: Option<crate::udphub::Hub>,
+    /// What [`datagram_allowed`] answered, per thread and destination (so a program sending
+    /// many datagrams is logged and recorded once, as the library does).
+    pub datagrams: std::sync::Mutex<std::collections::HashMap<(u32, SocketAddr), Result<(), i32>>>,
 }
 
 /// Routes one supervised AF_INET/AF_INET6 connect: `fd` is our duplicate of the program's
@@ -163,6 +168,63 @@ pub fn proxy_connect(
             chainsocks_core::sys::connect(fd.as_raw_fd(), &dest, false)
         }
     }
+}
+
+/// Whether a supervised program may send a datagram to `dest` from an unconnected UDP socket
+/// (`sock`, our duplicate): the library's own real lookups (port 53) and destinations the
+/// shared UDP route sends direct, yes; a DNS query to a nameserver (the responder cannot
+/// answer it from the nameserver's address), a proxied destination (no framing is possible on
+/// a socket the library does not see) and a refused one, no: the errno the program gets,
+/// logged and recorded once per thread and destination.
+pub fn datagram_allowed(
+    ctx: &Ctx,
+    tid: u32,
+    sock: BorrowedFd,
+    domain: libc::c_int,
+    dest: SocketAddr,
+) -> Result<(), i32> {
+    if dest.port() == 53 && ctx.shared.as_ref().is_some_and(|s| s.real_lookup(tid)) {
+        return Ok(());
+    }
+    let key = (tid, dest);
+    if let Ok(seen) = ctx.datagrams.lock()
+        && let Some(r) = seen.get(&key)
+    {
+        return *r;
+    }
+    let who = Requester { tid };
+    let host = host::SupHost::new(ctx, &who);
+    let dns = ctx
+        .dns
+        .as_ref()
+        .and_then(|d| d.redirect(sock, domain, libc::SOCK_DGRAM, dest));
+    let r = match dns {
+        Some(to) if to != dest => {
+            ctx.log.line(
+                LogLevel::Info,
+                format_args!(
+                    "[pid {}] a DNS query to {dest} from an unconnected socket (musl's resolver sends them so) cannot go to the launch's DNS responder: refused (EACCES); connected sockets (glibc, Go) are answered",
+                    who.pid()
+                ),
+            );
+            Err(libc::EACCES)
+        }
+        Some(_) => Ok(()),
+        None => {
+            match chainsocks_core::connect::udp(&host, dest, "datagram from an unconnected socket")
+            {
+                chainsocks_core::connect::Outcome::Real(_) => Ok(()),
+                chainsocks_core::connect::Outcome::Done(r) => r.map(|_| ()).map_err(|e| e.errno()),
+            }
+        }
+    };
+    if let Ok(mut seen) = ctx.datagrams.lock() {
+        if seen.len() >= 4096 {
+            seen.clear();
+        }
+        seen.insert(key, r);
+    }
+    r
 }
 
 /// A running supervisor: the receiver thread and its context.

@@ -1,12 +1,14 @@
-//! The notification loop: receives every `connect` the filter reports, takes the program's
-//! socket, and answers for the kernel.
+//! The notification loop: receives every `connect` and datagram send the filter reports, takes
+//! the program's socket, and answers for the kernel.
 //!
 //! Owns: SECCOMP_IOCTL_NOTIF_RECV / SEND / ID_VALID, reading the program's sockaddr
 //! (`process_vm_readv`), taking its socket (`pidfd_open(tid, PIDFD_THREAD)`, else the thread
 //! group id from /proc, then `pidfd_getfd`), the decision internet / not internet from the
 //! socket itself (SO_DOMAIN on the duplicate), and the workers that run handshakes.
-//! Must never: answer "continue" for an AF_INET/AF_INET6 socket (a second thread could rewrite
-//! the address after our check: the kernel would then connect wherever it points), connect an
+//! Must never: answer "continue" for a connect of an AF_INET/AF_INET6 socket (a second thread
+//! could rewrite the address after our check: the kernel would then connect wherever it
+//! points; a datagram send continues only when every name it carries may go direct — the same
+//! race exists there, and the README says so), connect an
 //! internet socket anywhere itself except the DNS responder or through
 //! [`super::proxy_connect`], or let one slow handshake delay another connect (one worker per
 //! pending connect, no fixed cap).
@@ -55,9 +57,19 @@ pub enum Answer {
 pub struct Notif {
     id: u64,
     tid: u32,
+    nr: c_int,
     fd: c_int,
-    addr_ptr: u64,
-    addr_len: u32,
+    args: [u64; 6],
+}
+
+impl Notif {
+    /// connect's address and length.
+    fn addr_ptr(&self) -> u64 {
+        self.args[1]
+    }
+    fn addr_len(&self) -> u32 {
+        self.args[2] as u32
+    }
 }
 
 /// The listener and the ioctls on it.
@@ -122,9 +134,9 @@ impl Listener {
         Ok(Some(Notif {
             id: n.id,
             tid: n.pid,
+            nr: n.data.nr,
             fd: n.data.args[0] as c_int,
-            addr_ptr: n.data.args[1],
-            addr_len: n.data.args[2] as u32,
+            args: n.data.args,
         }))
     }
 
@@ -454,13 +466,16 @@ impl Supervisor {
             // unix peer sees the program's credentials and path namespace, not ours).
             return Err(Answer::Continue);
         }
+        if n.nr != libc::SYS_connect as c_int {
+            return Err(self.datagrams(n, sock.as_fd(), domain));
+        }
         // An internet socket: from here on we answer ourselves, whatever the address.
-        if n.addr_len as i32 > 128 || (n.addr_len as i32) < 0 {
+        if n.addr_len() as i32 > 128 || (n.addr_len() as i32) < 0 {
             return done(Err(libc::EINVAL));
         }
         let mut raw = [0u8; 128];
-        let raw = &mut raw[..n.addr_len as usize];
-        if let Err(e) = read_mem(n.tid, n.addr_ptr, raw) {
+        let raw = &mut raw[..n.addr_len() as usize];
+        if let Err(e) = read_mem(n.tid, n.addr_ptr(), raw) {
             return if self.listener.valid(n.id) {
                 done(Err(e))
             } else {
@@ -532,6 +547,83 @@ impl Supervisor {
             sock,
             work: Work::Proxy(dest),
         })
+    }
+
+    /// A `sendto` with an address, a `sendmsg` or a `sendmmsg` on an internet socket: every
+    /// destination its messages name must be one the program may send to directly (then the
+    /// kernel sends, "continue"); a datagram for a proxied destination cannot be carried from
+    /// an unconnected socket the library does not see (the replies would come from the hub,
+    /// not the destination), so the call fails, as a refused one does — never direct.
+    fn datagrams(&self, n: Notif, sock: BorrowedFd, domain: c_int) -> Answer {
+        let ty = sockopt(sock, libc::SOL_SOCKET, libc::SO_TYPE).unwrap_or(0);
+        if ty != libc::SOCK_DGRAM {
+            // TCP ignores a name without MSG_FASTOPEN (refused by the filter); raw sockets
+            // pass, as in the library.
+            return Answer::Continue;
+        }
+        let gone_or = |e: c_int| {
+            if self.listener.valid(n.id) {
+                Answer::Done(Err(e))
+            } else {
+                Answer::Gone
+            }
+        };
+        // (pointer, length) of each message's name.
+        let mut names: Vec<(u64, i64)> = Vec::new();
+        match n.nr as libc::c_long {
+            libc::SYS_sendto => names.push((n.args[4], n.args[5] as i32 as i64)),
+            libc::SYS_sendmsg => {
+                let mut m = [0u8; size_of::<libc::msghdr>()];
+                if let Err(e) = read_mem(n.tid, n.args[1], &mut m) {
+                    return gone_or(e);
+                }
+                // SAFETY: msghdr is plain data; any bytes are a value.
+                let m: libc::msghdr = unsafe { std::ptr::read_unaligned(m.as_ptr().cast()) };
+                names.push((m.msg_name as u64, m.msg_namelen as i32 as i64));
+            }
+            libc::SYS_sendmmsg => {
+                // The kernel sends at most UIO_MAXIOV messages per call.
+                let vlen = (n.args[2] as u32).min(1024) as usize;
+                let mut v = vec![0u8; vlen * size_of::<libc::mmsghdr>()];
+                if let Err(e) = read_mem(n.tid, n.args[1], &mut v) {
+                    return gone_or(e);
+                }
+                for c in v.chunks_exact(size_of::<libc::mmsghdr>()) {
+                    // SAFETY: mmsghdr is plain data; any bytes are a value.
+                    let m: libc::mmsghdr = unsafe { std::ptr::read_unaligned(c.as_ptr().cast()) };
+                    names.push((
+                        m.msg_hdr.msg_name as u64,
+                        m.msg_hdr.msg_namelen as i32 as i64,
+                    ));
+                }
+            }
+            _ => return Answer::Done(Err(libc::ENOSYS)),
+        }
+        let sendto = n.nr as libc::c_long == libc::SYS_sendto;
+        for (ptr, len) in names {
+            // sendmsg: a null name or a length of 0 is no name, a longer one is cut at 128;
+            // sendto: any non-null pointer is a name (the kernel refuses lengths over 128).
+            if ptr == 0 || (!sendto && len == 0) || len < 0 || (sendto && len > 128) {
+                continue;
+            }
+            let mut raw = [0u8; 128];
+            let raw = &mut raw[..len.min(128) as usize];
+            if let Err(e) = read_mem(n.tid, ptr, raw) {
+                return gone_or(e);
+            }
+            let chainsocks_core::sys::DgramTo::To(dest) =
+                chainsocks_core::sys::datagram_to(domain, Some(raw))
+            else {
+                continue; // no destination, or one the kernel refuses: nothing can leave
+            };
+            if let Err(e) = super::datagram_allowed(&self.ctx, n.tid, sock, domain, dest) {
+                return gone_or(e);
+            }
+        }
+        if !self.listener.valid(n.id) {
+            return Answer::Gone; // what we read may not be that thread's any more
+        }
+        Answer::Continue
     }
 
     /// Hands a job to an idle worker, or starts a new one for it.

@@ -23,6 +23,11 @@
 //!     -> dns rcode=R answers=N [a=IP]
 //! csraw udp IP PORT TEXT               a connected UDP socket: write TEXT, read the answer
 //!     -> udp ok reply=TEXT | udp errno=N
+//! csraw udpto IP PORT TEXT [--sendmsg|--sendmmsg|--unspec]
+//!                                      an unconnected UDP socket: sendto (or sendmsg, sendmmsg,
+//!                                      or sendto with an AF_UNSPEC address on an AF_INET
+//!                                      socket) TEXT to IP:PORT, read the answer for 3 s
+//!     -> udpto ok reply=TEXT | udpto send errno=N | udpto read errno=N
 //! csraw unix PATH                      connect(AF_UNIX), read the listener's answer
 //!     -> unix ok pid=P reply=TEXT | unix errno=N
 //! ```
@@ -379,6 +384,76 @@ fn cmd_udp(args: &[String]) -> bool {
     true
 }
 
+fn cmd_udpto(args: &[String]) -> bool {
+    let [ip, port, text, rest @ ..] = args else {
+        usage()
+    };
+    let to = addr(ip, port);
+    let how = rest.first().map_or("--sendto", String::as_str);
+    let fd = raw_socket(family(&to), libc::SOCK_DGRAM);
+    let (mut b, len) = sockaddr(&to);
+    if how == "--unspec" {
+        b[..2].copy_from_slice(&(libc::AF_UNSPEC as u16).to_ne_bytes());
+    }
+    let mut iov = libc::iovec {
+        iov_base: text.as_ptr() as *mut libc::c_void,
+        iov_len: text.len(),
+    };
+    // SAFETY: all-zero is a valid mmsghdr.
+    let mut mm: libc::mmsghdr = unsafe { std::mem::zeroed() };
+    mm.msg_hdr.msg_name = b.as_mut_ptr().cast();
+    mm.msg_hdr.msg_namelen = len as u32;
+    mm.msg_hdr.msg_iov = &mut iov;
+    mm.msg_hdr.msg_iovlen = 1;
+    // SAFETY: raw syscalls on our socket with our buffers.
+    let r = unsafe {
+        match how {
+            "--sendto" | "--unspec" => libc::syscall(
+                libc::SYS_sendto,
+                fd,
+                text.as_ptr(),
+                text.len(),
+                0,
+                b.as_ptr(),
+                len,
+            ),
+            "--sendmsg" => libc::syscall(libc::SYS_sendmsg, fd, &mm.msg_hdr, 0),
+            "--sendmmsg" => libc::syscall(libc::SYS_sendmmsg, fd, &mut mm, 1, 0),
+            _ => usage(),
+        }
+    };
+    if r < 0 {
+        println!("udpto send errno={}", errno());
+        return false;
+    }
+    let tv = libc::timeval {
+        tv_sec: 3,
+        tv_usec: 0,
+    };
+    let mut reply = [0u8; 1024];
+    // SAFETY: raw syscalls on our socket with our buffers.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_setsockopt,
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const libc::timeval,
+            std::mem::size_of::<libc::timeval>(),
+        );
+        libc::syscall(libc::SYS_read, fd, reply.as_mut_ptr(), reply.len())
+    };
+    if n < 0 {
+        println!("udpto read errno={}", errno());
+        return false;
+    }
+    println!(
+        "udpto ok reply={}",
+        String::from_utf8_lossy(reply.get(..n as usize).unwrap_or(&[]))
+    );
+    true
+}
+
 fn cmd_dns(args: &[String]) -> bool {
     let [ip, port, name, rest @ ..] = args else {
         usage()
@@ -493,6 +568,7 @@ fn main() {
         "unix" => cmd_unix(rest),
         "dns" => cmd_dns(rest),
         "udp" => cmd_udp(rest),
+        "udpto" => cmd_udpto(rest),
         "repeat" => cmd_repeat(rest),
         _ => usage(),
     };

@@ -23,7 +23,7 @@ use libc::{c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, sock
 
 use super::{Route, catch, entry_errno, note_bypass};
 use crate::guard::Guard;
-use crate::sock::{read_sockaddr, set_errno};
+use crate::sock::{read_sockaddr, sendmsg_marked, set_errno};
 use crate::udp::{self, Send};
 use crate::{real, state};
 
@@ -54,6 +54,47 @@ fn decide(hook: &'static str, fd: c_int, flags: c_int, dest: Option<SocketAddr>)
             ))
         }
         _ => None,
+    }
+}
+
+/// What a send's name means to the kernel.
+enum Name {
+    /// No name (null, or a `sendmsg` name length of 0; AF_UNSPEC on an AF_INET6 UDP socket):
+    /// the connected peer.
+    Peer,
+    To(SocketAddr),
+    /// Something the kernel refuses or reads without us (unix, a short address): untouched.
+    Other,
+}
+
+/// The name of a send as the kernel reads it, with its AF_UNSPEC compatibility case on UDP
+/// sockets (an AF_INET socket sends to a 16-byte AF_UNSPEC address like to AF_INET).
+///
+/// # Safety
+/// `addr` is null or points to `len` readable bytes.
+unsafe fn name_of(fd: c_int, addr: *const sockaddr, len: socklen_t, sendto: bool) -> Name {
+    if addr.is_null() || (!sendto && len == 0) {
+        return Name::Peer;
+    }
+    // SAFETY: the contract.
+    if let Some(d) = unsafe { read_sockaddr(addr, len) } {
+        return Name::To(d);
+    }
+    // SAFETY: the contract.
+    if unsafe { sys::sockaddr_family(addr, len) } != Some(libc::AF_UNSPEC)
+        || sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) != Ok(libc::SOCK_DGRAM)
+    {
+        return Name::Other;
+    }
+    let Ok(domain) = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN) else {
+        return Name::Other;
+    };
+    // SAFETY: `len` readable bytes (the kernel reads at most 128).
+    let b = unsafe { std::slice::from_raw_parts(addr.cast::<u8>(), (len as usize).min(128)) };
+    match sys::datagram_to(domain, Some(b)) {
+        sys::DgramTo::To(d) => Name::To(d),
+        sys::DgramTo::Peer => Name::Peer,
+        sys::DgramTo::Refused => Name::Other,
     }
 }
 
@@ -93,9 +134,11 @@ unsafe fn send_planned(
             set_errno(saved);
             call(&plain, flags & !libc::MSG_FASTOPEN)
         }
+        // Decided here: marked, so the launcher's filter does not ask again.
         Plan::Udp(Send::Real) => {
             set_errno(saved);
-            call(m, flags)
+            // SAFETY: the program's message.
+            unsafe { sendmsg_marked(fd, m, flags) }
         }
         Plan::Udp(Send::RealTo(a)) => {
             let (st, len) = sys::to_sockaddr(&a);
@@ -103,7 +146,8 @@ unsafe fn send_planned(
             to.msg_name = &st as *const libc::sockaddr_storage as *mut c_void;
             to.msg_namelen = len;
             set_errno(saved);
-            call(&to, flags)
+            // SAFETY: the program's message with our address.
+            unsafe { sendmsg_marked(fd, &to, flags) }
         }
         Plan::Udp(Send::Framed { view, hdr, len }) => {
             // SAFETY: the program's message buffers.
@@ -206,14 +250,16 @@ pub unsafe extern "C" fn sendto(
     m.msg_iov = &mut iov;
     m.msg_iovlen = 1;
     // SAFETY: addr points to addrlen readable bytes (contract).
-    let Some(dest) = (unsafe { read_sockaddr(addr, addrlen) }) else {
-        if addr.is_null() {
+    let dest = match unsafe { name_of(fd, addr, addrlen, true) } {
+        Name::To(d) => d,
+        Name::Peer => {
             // SAFETY: one program buffer.
             if let Some(r) = unsafe { send_connected(fd, &m, flags) } {
                 return r;
             }
+            return call_real();
         }
-        return call_real();
+        Name::Other => return call_real(),
     };
     let Some(_guard) = Guard::enter() else {
         return too_deep();
@@ -241,15 +287,16 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
     let Some(m) = (unsafe { msg.as_ref() }) else {
         return call_real();
     };
-    let Some(dest) = (unsafe { read_sockaddr(m.msg_name as *const sockaddr, m.msg_namelen) })
-    else {
-        if m.msg_name.is_null() {
+    let dest = match unsafe { name_of(fd, m.msg_name as *const sockaddr, m.msg_namelen, false) } {
+        Name::To(d) => d,
+        Name::Peer => {
             // SAFETY: the program's message.
             if let Some(r) = unsafe { send_connected(fd, m, flags) } {
                 return r;
             }
+            return call_real();
         }
-        return call_real();
+        Name::Other => return call_real(),
     };
     let Some(_guard) = Guard::enter() else {
         return too_deep();
@@ -294,14 +341,14 @@ pub unsafe extern "C" fn sendmmsg(
         // SAFETY: msgvec holds vlen messages (contract).
         let m = unsafe { &(*msgvec.add(i as usize)).msg_hdr };
         // SAFETY: each name holds namelen bytes (contract).
-        let dest = unsafe { read_sockaddr(m.msg_name as *const sockaddr, m.msg_namelen) };
-        let plan = match dest {
-            Some(d) => decide("sendmmsg", fd, flags, Some(d)),
+        let name = unsafe { name_of(fd, m.msg_name as *const sockaddr, m.msg_namelen, false) };
+        let plan = match name {
+            Name::To(d) => decide("sendmmsg", fd, flags, Some(d)),
             // No address on a socket connected through an association: framed.
-            None if m.msg_name.is_null() && udp::lookup(fd).is_some() => {
+            Name::Peer if udp::lookup(fd).is_some() => {
                 Some(Plan::Udp(Send::Fail(Error::Internal("connected"))))
             }
-            None => None,
+            Name::Peer | Name::Other => None,
         };
         match plan {
             None | Some(Plan::Udp(Send::Real)) => {}
@@ -335,10 +382,12 @@ pub unsafe extern "C" fn sendmmsg(
         let m = &mm.msg_hdr;
         if k > start {
             // SAFETY: each name holds namelen bytes (contract).
-            let dest = unsafe { read_sockaddr(m.msg_name as *const sockaddr, m.msg_namelen) };
-            plan = dest
-                .and_then(|d| decide("sendmmsg", fd, flags, Some(d)))
-                .unwrap_or(Plan::Udp(Send::Fail(Error::Internal("connected"))));
+            let name = unsafe { name_of(fd, m.msg_name as *const sockaddr, m.msg_namelen, false) };
+            plan = match name {
+                Name::To(d) => decide("sendmmsg", fd, flags, Some(d)),
+                _ => None,
+            }
+            .unwrap_or(Plan::Udp(Send::Fail(Error::Internal("connected"))));
         }
         let r = match plan {
             // SAFETY: the program's message, on a socket connected through an association

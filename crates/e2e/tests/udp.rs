@@ -225,6 +225,56 @@ fn proxies_without_udp_fail_closed_and_rules_apply() {
     );
 }
 
+/// A chain that cannot carry UDP (two hops, or one without UDP) sends its datagrams through
+/// `udp_proxy`; without it they are refused, with a log line that says why.
+#[test]
+fn udp_proxy_carries_what_the_chain_cannot() {
+    netns();
+    let echo = UdpEcho::start();
+    let port = echo.port().to_string();
+    let Some(dante) = Dante::start(DanteOpts::default()) else {
+        return;
+    };
+    let Some(ms) = Microsocks::start(MicrosocksOpts::default()) else {
+        return;
+    };
+    let two_hops = format!(
+        "proxy = [\"socks5://127.0.0.1:{}\", \"socks5://127.0.0.1:{}\"]\n",
+        ms.port(),
+        dante.port()
+    );
+    let without = Launch::new(&format!(
+        "connect_timeout_ms = 3000\nhandshake_timeout_ms = 8000\n{two_hops}"
+    ));
+    let mut c = without.csudp();
+    c.args(["sendto", "127.0.0.1", &port]);
+    let o = run(&mut c, T);
+    assert!(
+        stdout(&o).contains("errno=ENETUNREACH"),
+        "{}\n{}",
+        show(&o),
+        without.log()
+    );
+    assert!(
+        without.log().contains("cannot carry UDP"),
+        "{}",
+        without.log()
+    );
+    assert_eq!(echo.count(), 0);
+    let with = Launch::new(&format!(
+        "connect_timeout_ms = 3000\nhandshake_timeout_ms = 8000\nudp_proxy = \"socks5://127.0.0.1:{}\"\n{two_hops}",
+        dante.port()
+    ));
+    for mode in ["sendto", "connected"] {
+        let mut c = with.csudp();
+        c.args([mode, "127.0.0.1", &port, "--count", "4"]);
+        let o = run(&mut c, T);
+        all_answered(&o, 4, &with);
+    }
+    assert_eq!(senders(&echo), ["danted"]);
+    assert_eq!(echo.count(), 8);
+}
+
 #[test]
 fn a_programs_own_dns_query_is_answered_from_the_fake_table_and_never_leaves() {
     netns();

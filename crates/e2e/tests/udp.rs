@@ -144,7 +144,7 @@ fn python_sees_ordinary_datagrams_and_offload_and_oversize_are_refused() {
     let Some(py) = require("python3") else { return };
     let script = format!(
         r#"
-import socket, errno, select
+import socket, errno, select, os
 port = {port}
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)
 u.sendto(b'one', ('127.0.0.1', port))
@@ -156,6 +156,10 @@ c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(5)
 c.connect(('127.0.0.1', port)); c.send(b'three')
 assert c.recv(100) == b'three'
 assert c.getpeername() == ('127.0.0.1', port), c.getpeername()
+assert os.writev(c.fileno(), [b'fo', b'ur']) == 4
+a, b = bytearray(2), bytearray(10)
+p = select.poll(); p.register(c, select.POLLIN); assert p.poll(5000), 'readable'
+assert os.readv(c.fileno(), [a, b]) == 4 and bytes(a + b[:2]) == b'four', (a, b)
 # QUIC stacks: no segmentation offload on a proxied socket (one header per datagram)
 for opt in (103, 104):   # UDP_SEGMENT, UDP_GRO
     try:
@@ -176,7 +180,7 @@ print('ok')
     let o = run(&mut c, T);
     assert_eq!(stdout(&o).trim(), "ok", "{}\n{}", show(&o), l.log());
     assert_eq!(senders(&echo), ["danted"]);
-    assert_eq!(echo.count(), 3);
+    assert_eq!(echo.count(), 4);
 }
 
 #[test]

@@ -62,6 +62,8 @@ real_fns! {
     read / Read: unsafe extern "C" fn(c_int, *mut c_void, size_t) -> ssize_t = c"read";
     read_chk / ReadChk: unsafe extern "C" fn(c_int, *mut c_void, size_t, size_t) -> ssize_t = c"__read_chk";
     write / Write: unsafe extern "C" fn(c_int, *const c_void, size_t) -> ssize_t = c"write";
+    readv / Readv: unsafe extern "C" fn(c_int, *const libc::iovec, c_int) -> ssize_t = c"readv";
+    writev / Writev: unsafe extern "C" fn(c_int, *const libc::iovec, c_int) -> ssize_t = c"writev";
     recv / Recv: unsafe extern "C" fn(c_int, *mut c_void, size_t, c_int) -> ssize_t = c"recv";
     recv_chk / RecvChk: unsafe extern "C" fn(c_int, *mut c_void, size_t, size_t, c_int) -> ssize_t = c"__recv_chk";
     send / Send: unsafe extern "C" fn(c_int, *const c_void, size_t, c_int) -> ssize_t = c"send";

@@ -1,5 +1,5 @@
 //! The data calls of UDP sockets that have an association (see [`crate::udp`]): `read`,
-//! `write`, `recv`, `send`, `recvfrom`, `recvmsg`, `recvmmsg` and glibc's fortified
+//! `write`, `readv`, `writev`, `recv`, `send`, `recvfrom`, `recvmsg`, `recvmmsg` and glibc's fortified
 //! `__read_chk`, `__recv_chk`, `__recvfrom_chk`. The header is added and stripped here, and the
 //! source a receive reports is the destination the program used, never the relay.
 //!
@@ -92,25 +92,42 @@ fn send_connected(
     len: size_t,
     flags: c_int,
 ) -> Option<ssize_t> {
-    if !v.hub_fits(len) {
-        return Some(fail(libc::EMSGSIZE));
-    }
-    let mut hdr = [0u8; chainsocks_core::udp::MAX_HEADER];
-    let n = v.connected_header(&mut hdr)?;
     let iov = iovec {
         iov_base: buf as *mut c_void,
         iov_len: len,
     };
+    // SAFETY: one iovec over the program's buffer of `len` bytes.
+    unsafe { send_connected_iov(fd, v, &iov, 1, flags) }
+}
+
+/// A send of the program's iovecs on an associated, connected socket (no address).
+///
+/// # Safety
+/// `iov` points to `iovlen` valid iovecs over readable buffers.
+unsafe fn send_connected_iov(
+    fd: c_int,
+    v: &View,
+    iov: *const iovec,
+    iovlen: usize,
+    flags: c_int,
+) -> Option<ssize_t> {
+    // SAFETY: the contract.
+    let total: usize = (0..iovlen).map(|i| unsafe { (*iov.add(i)).iov_len }).sum();
+    if !v.hub_fits(total) {
+        return Some(fail(libc::EMSGSIZE));
+    }
+    let mut hdr = [0u8; chainsocks_core::udp::MAX_HEADER];
+    let n = v.connected_header(&mut hdr)?;
     let saved = sock::errno();
-    // SAFETY: the program's buffer of `len` bytes.
+    // SAFETY: the program's buffers (contract).
     Some(
         match catch("send", || unsafe {
             udp::send_framed(
                 fd,
                 v,
                 hdr.get(..n).unwrap_or(&[]),
-                &iov,
-                1,
+                iov,
+                iovlen,
                 (std::ptr::null_mut(), 0),
                 flags,
             )
@@ -123,6 +140,45 @@ fn send_connected(
             None => fail(libc::EIO),
         },
     )
+}
+
+/// # Safety
+/// The readv(2) contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t {
+    if (1..=1024).contains(&iovcnt)
+        && let Some((v, _g)) = framed(fd)
+    {
+        let saved = sock::errno();
+        // SAFETY: the program's iovecs (contract).
+        return match catch("recv", || unsafe {
+            udp::recv_framed(fd, &v, iov, iovcnt as usize, (std::ptr::null_mut(), 0), 0)
+        }) {
+            Some(Ok(r)) => {
+                set_errno(saved);
+                r.len as ssize_t
+            }
+            Some(Err(e)) => fail(e),
+            None => fail(libc::EIO),
+        };
+    }
+    // SAFETY: the program's arguments, to the real function.
+    real::readv().map_or_else(|| fail(libc::ENOSYS), |f| unsafe { f(fd, iov, iovcnt) })
+}
+
+/// # Safety
+/// The writev(2) contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t {
+    if (1..=1024).contains(&iovcnt)
+        && let Some((v, _g)) = framed(fd)
+        // SAFETY: the program's iovecs (contract).
+        && let Some(r) = unsafe { send_connected_iov(fd, &v, iov, iovcnt as usize, 0) }
+    {
+        return r;
+    }
+    // SAFETY: the program's arguments, to the real function.
+    real::writev().map_or_else(|| fail(libc::ENOSYS), |f| unsafe { f(fd, iov, iovcnt) })
 }
 
 /// # Safety

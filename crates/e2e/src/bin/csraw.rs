@@ -355,6 +355,22 @@ fn cmd_udp(args: &[String]) -> bool {
         println!("udp errno={e}");
         return false;
     }
+    // SAFETY: a raw write on our socket from our buffer.
+    unsafe { libc::syscall(libc::SYS_write, fd, text.as_ptr(), text.len()) };
+    match read_reply(fd) {
+        Ok(r) => {
+            println!("udp ok reply={r}");
+            true
+        }
+        Err(e) => {
+            println!("udp errno={e}");
+            false
+        }
+    }
+}
+
+/// One datagram read from `fd` within 3 s (raw syscalls): its text, or the errno.
+fn read_reply(fd: i32) -> Result<String, i32> {
     let tv = libc::timeval {
         tv_sec: 3,
         tv_usec: 0,
@@ -370,18 +386,12 @@ fn cmd_udp(args: &[String]) -> bool {
             &tv as *const libc::timeval,
             std::mem::size_of::<libc::timeval>(),
         );
-        libc::syscall(libc::SYS_write, fd, text.as_ptr(), text.len());
         libc::syscall(libc::SYS_read, fd, reply.as_mut_ptr(), reply.len())
     };
     if n < 0 {
-        println!("udp errno={}", errno());
-        return false;
+        return Err(errno());
     }
-    println!(
-        "udp ok reply={}",
-        String::from_utf8_lossy(reply.get(..n as usize).unwrap_or(&[]))
-    );
-    true
+    Ok(String::from_utf8_lossy(reply.get(..n as usize).unwrap_or(&[])).into_owned())
 }
 
 fn cmd_udpto(args: &[String]) -> bool {
@@ -426,32 +436,16 @@ fn cmd_udpto(args: &[String]) -> bool {
         println!("udpto send errno={}", errno());
         return false;
     }
-    let tv = libc::timeval {
-        tv_sec: 3,
-        tv_usec: 0,
-    };
-    let mut reply = [0u8; 1024];
-    // SAFETY: raw syscalls on our socket with our buffers.
-    let n = unsafe {
-        libc::syscall(
-            libc::SYS_setsockopt,
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const libc::timeval,
-            std::mem::size_of::<libc::timeval>(),
-        );
-        libc::syscall(libc::SYS_read, fd, reply.as_mut_ptr(), reply.len())
-    };
-    if n < 0 {
-        println!("udpto read errno={}", errno());
-        return false;
+    match read_reply(fd) {
+        Ok(r) => {
+            println!("udpto ok reply={r}");
+            true
+        }
+        Err(e) => {
+            println!("udpto read errno={e}");
+            false
+        }
     }
-    println!(
-        "udpto ok reply={}",
-        String::from_utf8_lossy(reply.get(..n as usize).unwrap_or(&[]))
-    );
-    true
 }
 
 fn cmd_dns(args: &[String]) -> bool {

@@ -32,20 +32,69 @@ pub unsafe fn connect_marked(fd: c_int, addr: *const sockaddr, len: socklen_t) -
     unsafe { connect_raw(fd, (&st as *const sockaddr_storage).cast(), MARKER_ADDRLEN) }
 }
 
-/// sendmsg(2) of the program's message (its name, if any, one we decided is sent to as it is),
-/// marked for the supervisor's filter.
+/// Runs a raw socket syscall the way glibc's wrapper does: a pthread cancellation point (the
+/// thread's cancel type is asynchronous for the duration of the call, as glibc's
+/// `SYSCALL_CANCEL` makes it), so marking a call changes nothing a program can observe.
+fn cancellable(call: impl FnOnce() -> libc::c_long) -> libc::c_long {
+    unsafe extern "C" {
+        // glibc's (not a symbol we export); the libc crate does not declare it.
+        fn pthread_setcanceltype(ty: c_int, old: *mut c_int) -> c_int;
+    }
+    /// glibc's PTHREAD_CANCEL_ASYNCHRONOUS.
+    const ASYNCHRONOUS: c_int = 1;
+    let mut old: c_int = 0;
+    // SAFETY: on the calling thread; with cancellation pending and enabled it acts on it, as
+    // entering glibc's wrapper would.
+    unsafe { pthread_setcanceltype(ASYNCHRONOUS, &mut old) };
+    let r = call();
+    let e = errno();
+    // SAFETY: as above; restores the program's cancel type.
+    unsafe { pthread_setcanceltype(old, &mut old) };
+    set_errno(e);
+    r
+}
+
+/// sendmsg(2) of a message (the program's, or one we built), marked for the supervisor's
+/// filter: the library decided about it (or it has no internet name to decide about).
 ///
 /// # Safety
-/// `m` is a valid message over readable buffers.
+/// `m` is a valid message over readable buffers (or whatever the kernel will reject).
 pub unsafe fn sendmsg_marked(fd: c_int, m: *const libc::msghdr, flags: c_int) -> libc::ssize_t {
-    // SAFETY: the caller's message; the 4th argument is ignored by the kernel.
-    unsafe {
-        libc::syscall(
-            libc::SYS_sendmsg,
-            fd as libc::c_long,
-            m,
-            flags as libc::c_long,
-            MARKER_ARG,
-        ) as libc::ssize_t
-    }
+    cancellable(|| {
+        // SAFETY: the caller's message; the 4th argument is ignored by the kernel.
+        unsafe {
+            libc::syscall(
+                libc::SYS_sendmsg,
+                fd as libc::c_long,
+                m,
+                flags as libc::c_long,
+                MARKER_ARG,
+            )
+        }
+    }) as libc::ssize_t
+}
+
+/// sendmmsg(2) of the program's vector (its first `n` messages), marked likewise.
+///
+/// # Safety
+/// `v` holds `n` valid messages (or whatever the kernel will reject).
+pub unsafe fn sendmmsg_marked(
+    fd: c_int,
+    v: *mut libc::mmsghdr,
+    n: libc::c_uint,
+    flags: c_int,
+) -> c_int {
+    cancellable(|| {
+        // SAFETY: the caller's vector; the 5th argument is ignored by the kernel.
+        unsafe {
+            libc::syscall(
+                libc::SYS_sendmmsg,
+                fd as libc::c_long,
+                v,
+                n as libc::c_long,
+                flags as libc::c_long,
+                MARKER_ARG,
+            )
+        }
+    }) as c_int
 }

@@ -1045,16 +1045,8 @@ pub unsafe fn send_framed(
     m.msg_iovlen = vec.len();
     m.msg_control = control.0;
     m.msg_controllen = control.1;
-    // SAFETY: a valid msghdr over our header and the program's buffers; raw sendmsg.
-    let n = unsafe {
-        libc::syscall(
-            libc::SYS_sendmsg,
-            fd as libc::c_long,
-            &m as *const libc::msghdr,
-            (flags | libc::MSG_NOSIGNAL) as libc::c_long,
-            sys::MARKER_ARG,
-        )
-    };
+    // SAFETY: a valid msghdr over our header and the program's buffers.
+    let n = unsafe { crate::sock::sendmsg_marked(fd, &m, flags | libc::MSG_NOSIGNAL) };
     if n < 0 {
         return Err(sys::errno());
     }

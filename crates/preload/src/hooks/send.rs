@@ -23,7 +23,7 @@ use libc::{c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, sock
 
 use super::{Route, catch, entry_errno, note_bypass};
 use crate::guard::Guard;
-use crate::sock::{read_sockaddr, sendmsg_marked, set_errno};
+use crate::sock::{read_sockaddr, sendmmsg_marked, sendmsg_marked, set_errno};
 use crate::udp::{self, Send};
 use crate::{real, state};
 
@@ -114,11 +114,10 @@ unsafe fn send_planned(
     m: &msghdr,
     flags: c_int,
     saved: c_int,
-    real: real::Sendmsg,
 ) -> ssize_t {
     let call = |m: &msghdr, flags: c_int| {
-        // SAFETY: a message over the program's buffers, to the real function.
-        unsafe { real(fd, m, flags) }
+        // SAFETY: a message over the program's buffers.
+        unsafe { sendmsg_marked(fd, m, flags) }
     };
     match plan {
         Plan::Tcp(Route::Real(why)) => {
@@ -134,11 +133,9 @@ unsafe fn send_planned(
             set_errno(saved);
             call(&plain, flags & !libc::MSG_FASTOPEN)
         }
-        // Decided here: marked, so the launcher's filter does not ask again.
         Plan::Udp(Send::Real) => {
             set_errno(saved);
-            // SAFETY: the program's message.
-            unsafe { sendmsg_marked(fd, m, flags) }
+            call(m, flags)
         }
         Plan::Udp(Send::RealTo(a)) => {
             let (st, len) = sys::to_sockaddr(&a);
@@ -146,8 +143,7 @@ unsafe fn send_planned(
             to.msg_name = &st as *const libc::sockaddr_storage as *mut c_void;
             to.msg_namelen = len;
             set_errno(saved);
-            // SAFETY: the program's message with our address.
-            unsafe { sendmsg_marked(fd, &to, flags) }
+            call(&to, flags)
         }
         Plan::Udp(Send::Framed { view, hdr, len }) => {
             // SAFETY: the program's message buffers.
@@ -236,9 +232,6 @@ pub unsafe extern "C" fn sendto(
     let Some(real) = real::sendto() else {
         return fail(libc::ENOSYS);
     };
-    let Some(real_msg) = real::sendmsg() else {
-        return fail(libc::ENOSYS);
-    };
     // SAFETY (all uses): the program's arguments, to the real function.
     let call_real = || unsafe { real(fd, buf, len, flags, addr, addrlen) };
     let mut iov = iovec {
@@ -271,18 +264,17 @@ pub unsafe extern "C" fn sendto(
     m.msg_name = addr as *mut c_void;
     m.msg_namelen = addrlen;
     // SAFETY: a message over the program's buffer and address.
-    unsafe { send_planned("sendto", fd, plan, &m, flags, saved, real_msg) }
+    unsafe { send_planned("sendto", fd, plan, &m, flags, saved) }
 }
 
 /// # Safety
 /// The sendmsg(2) contract.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    let Some(real) = real::sendmsg() else {
-        return fail(libc::ENOSYS);
-    };
-    // SAFETY (all uses): the program's arguments, to the real function.
-    let call_real = || unsafe { real(fd, msg, flags) };
+    // SAFETY (all uses): the program's arguments, to the kernel as libc's sendmsg would pass
+    // them, marked: nothing here is an internet name we would route (the supervisor's filter
+    // would otherwise ask about every sendmsg, unix sockets included).
+    let call_real = || unsafe { sendmsg_marked(fd, msg, flags) };
     // SAFETY: msg is readable (contract); its name holds namelen bytes.
     let Some(m) = (unsafe { msg.as_ref() }) else {
         return call_real();
@@ -306,7 +298,7 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
         return call_real();
     };
     // SAFETY: the program's message.
-    unsafe { send_planned("sendmsg", fd, plan, m, flags, saved, real) }
+    unsafe { send_planned("sendmsg", fd, plan, m, flags, saved) }
 }
 
 /// # Safety
@@ -318,14 +310,9 @@ pub unsafe extern "C" fn sendmmsg(
     vlen: c_uint,
     flags: c_int,
 ) -> c_int {
-    let Some(real) = real::sendmmsg() else {
-        return fail(libc::ENOSYS) as c_int;
-    };
-    let Some(real_msg) = real::sendmsg() else {
-        return fail(libc::ENOSYS) as c_int;
-    };
-    // SAFETY (all uses): the program's arguments (or a prefix of its vector), to the real one.
-    let call_real = |n: c_uint| unsafe { real(fd, msgvec, n, flags) };
+    // SAFETY (all uses): the program's arguments (or a prefix of its vector), to the kernel,
+    // marked as for sendmsg: every name in them was decided on (or is not ours).
+    let call_real = |n: c_uint| unsafe { sendmmsg_marked(fd, msgvec, n, flags) };
     if msgvec.is_null() || vlen == 0 {
         return call_real(vlen);
     }
@@ -357,7 +344,7 @@ pub unsafe extern "C" fn sendmmsg(
                 // connected stream (TCP ignores their names without MSG_FASTOPEN).
                 set_errno(saved);
                 // SAFETY: the program's vector.
-                return unsafe { real(fd, msgvec, vlen, flags & !libc::MSG_FASTOPEN) };
+                return unsafe { sendmmsg_marked(fd, msgvec, vlen, flags & !libc::MSG_FASTOPEN) };
             }
             Some(p) => {
                 first = Some((i, p));
@@ -393,10 +380,10 @@ pub unsafe extern "C" fn sendmmsg(
             // SAFETY: the program's message, on a socket connected through an association
             // (or a plain one: the kernel).
             Plan::Udp(Send::Fail(Error::Internal("connected"))) => unsafe {
-                send_connected(fd, m, flags).unwrap_or_else(|| real_msg(fd, m, flags))
+                send_connected(fd, m, flags).unwrap_or_else(|| sendmsg_marked(fd, m, flags))
             },
             // SAFETY: the program's message.
-            p => unsafe { send_planned("sendmmsg", fd, p, m, flags, saved, real_msg) },
+            p => unsafe { send_planned("sendmmsg", fd, p, m, flags, saved) },
         };
         plan = Plan::Udp(Send::Real);
         if r < 0 {

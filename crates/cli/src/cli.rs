@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
     version,
     subcommand_value_name = "SUBCOMMAND",
     override_usage = "chainsocks [OPTIONS] [--] COMMAND [ARGS]...\n       chainsocks [OPTIONS] check --target HOST:PORT [--json] [--no-probe]\n       chainsocks [OPTIONS] config [show | convert FILE]\n       chainsocks policy learn REPORT... [--merge FILE] [--collapse N]",
-    about = "Run a program with every TCP connection sent through a chain of SOCKS4/4a/5 or HTTP proxies.",
+    about = "Run a program with every TCP connection and UDP datagram sent through a chain of SOCKS4/4a/5 or HTTP proxies.",
     after_help = "Examples:\n  chainsocks -x socks5h://127.0.0.1:9050 curl https://example.com/\n  chainsocks -f chain.toml -- ssh host\n  chainsocks -f /etc/proxychains4.conf git fetch\n  chainsocks -f chain.toml check --target example.com:443\n\nConfig search order without -f/-x: $CHAINSOCKS_CONFIG, $PROXYCHAINS_CONF_FILE, ./chainsocks.toml,\n$XDG_CONFIG_HOME/chainsocks/config.toml (~/.config/…), /etc/chainsocks.toml, then proxychains'\n./proxychains.conf, ~/.proxychains/proxychains.conf, /etc/proxychains.conf, /etc/proxychains4.conf.\n$CHAINSOCKS_PROXY=\"URL,URL…\" works like -x."
 )]
 pub struct Cli {
@@ -63,7 +63,8 @@ pub struct Cli {
     /// allow it, direct.
     #[arg(long, value_name = "HOST:PORT")]
     pub allow_direct: Vec<String>,
-    /// policy = "proxy-only": refuse direct connections and UDP to non-loopback addresses.
+    /// policy = "proxy-only": refuse direct connections and direct UDP to non-loopback
+    /// addresses.
     #[arg(long)]
     pub deny_direct: bool,
     /// Append one JSON line per connection, lookup, block and UDP destination to FILE (every

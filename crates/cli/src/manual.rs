@@ -175,7 +175,10 @@ pub fn man_page() -> Vec<u8> {
     let cmd = crate::cli::Cli::command().long_about(
         "chainsocks runs COMMAND with libchainsocks.so preloaded, so that every TCP \
          connection it (and every process it starts) makes goes through a chain of proxies: \
-         SOCKS4, SOCKS4a, SOCKS5 (with user/password) or HTTP CONNECT. Host names are \
+         SOCKS4, SOCKS4a, SOCKS5 (with user/password) or HTTP CONNECT, and every UDP datagram \
+         through a SOCKS5 UDP association. Programs the library cannot see (Go, static \
+         binaries, raw syscalls) are covered by a seccomp supervisor in the launcher \
+         (--no-supervisor turns it off). Host names are \
          resolved by the last proxy (remote DNS through fake addresses). An error never falls \
          back to a direct connection. A proxychains.conf is read as it is. \
          The library is embedded in the chainsocks binary and extracted, verified, to a \

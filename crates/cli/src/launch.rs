@@ -380,7 +380,8 @@ fn try_run(cfg: &Config, command: &[OsString], extras: &Extras) -> Result<Exit, 
         match got {
             Ok(r) => {
                 crate::isolate::forward(r.listeners, &plan.forwards);
-                hub = Some(crate::udphub::Hub::start(r.hub, relay_hosts(cfg))?);
+                let net = std::path::PathBuf::from(format!("/proc/{child}/net"));
+                hub = Some(crate::udphub::Hub::start(r.hub, relay_hosts(cfg), &net)?);
                 if let (Some((u, t)), Some(redirect)) = (r.responder, &cfg.dns_redirect) {
                     let hosts =
                         std::fs::read_to_string(plan.dir.path().join("hosts")).unwrap_or_default();
@@ -399,7 +400,11 @@ fn try_run(cfg: &Config, command: &[OsString], extras: &Extras) -> Result<Exit, 
             }
         }
     } else if let Some(sock) = hub_sock {
-        hub = Some(crate::udphub::Hub::start(sock, relay_hosts(cfg))?);
+        hub = Some(crate::udphub::Hub::start(
+            sock,
+            relay_hosts(cfg),
+            std::path::Path::new("/proc/self/net"),
+        )?);
     }
     let running = match (&extras.supervisor, chan) {
         (Some(sup), Some(ours)) => start_supervisor(cfg, shm_fd, dns, hub, sup, child, ours)?,

@@ -12,8 +12,12 @@
 //!
 //! Each (sender, relay) pair gets its own outer socket in the launcher's namespace, so a
 //! relay always sees one source per association.
-//! Owns: the hub socket, the outer sockets and their lifetime (closed after [`IDLE`] without
-//! traffic, or when a registered association's control connection closes).
+//! Owns: the hub socket, the outer sockets and their lifetime: an outer socket (and a
+//! registration) lives as long as its sender's socket does — after [`IDLE`] without traffic
+//! the hub looks whether the sender's port is still bound in the program's network namespace
+//! (its `/proc/PID/net/udp{,6}`, opened at start, which pins that namespace) — or until a
+//! registered association's control connection closes. A new outer socket would have a new
+//! source port, which the relay would not accept for the same association.
 //! Must never: send a datagram anywhere but a relay a sender named or registered, or pass
 //! a registered socket's datagram on without its header.
 
@@ -26,8 +30,52 @@ use std::time::{Duration, Instant};
 use chainsocks_core::proto::Dest;
 use chainsocks_core::udp::{MAX_HEADER, encode_header, parse_envelope, parse_header};
 
-/// An outer socket unused this long is closed.
+/// After this long without traffic, an outer socket is closed once its sender's socket is gone.
 pub const IDLE: Duration = Duration::from_secs(120);
+
+/// The idle time: [`IDLE`], or `CHAINSOCKS_UDP_IDLE_MS` (for tests).
+fn idle() -> Duration {
+    std::env::var("CHAINSOCKS_UDP_IDLE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(IDLE, Duration::from_millis)
+}
+
+/// The UDP sockets of the program's network namespace, as its /proc/PID/net files list them.
+struct NetTables(Vec<std::fs::File>);
+
+impl NetTables {
+    /// Opens `dir`/udp and `dir`/udp6 (`dir`: /proc/PID/net of a process in the namespace).
+    fn open(dir: &std::path::Path) -> Option<NetTables> {
+        let v: Vec<_> = ["udp", "udp6"]
+            .iter()
+            .filter_map(|f| std::fs::File::open(dir.join(f)).ok())
+            .collect();
+        (!v.is_empty()).then_some(NetTables(v))
+    }
+
+    /// The local ports bound now (re-read from the start of each open file).
+    fn ports(&mut self) -> std::collections::HashSet<u16> {
+        use std::io::{Read, Seek};
+        let mut out = std::collections::HashSet::new();
+        for f in &mut self.0 {
+            let mut text = String::new();
+            if f.rewind().is_err() || f.read_to_string(&mut text).is_err() {
+                continue;
+            }
+            // "  sl  local_address rem_address ..." then "0: 0100007F:1F90 ..."
+            for line in text.lines().skip(1) {
+                let port = line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|a| a.rsplit(':').next())
+                    .and_then(|p| u16::from_str_radix(p, 16).ok());
+                out.extend(port);
+            }
+        }
+        out
+    }
+}
 
 /// A registered (connected-mode) sender.
 struct Registered {
@@ -65,8 +113,13 @@ pub struct Hub {
 
 impl Hub {
     /// Starts the hub on `sock` (a UDP socket bound in the program's namespace), sending only
-    /// to relays on `relay_hosts`.
-    pub fn start(sock: UdpSocket, relay_hosts: Vec<IpAddr>) -> Result<Hub, String> {
+    /// to relays on `relay_hosts`; `net` is /proc/PID/net of a process in that namespace.
+    pub fn start(
+        sock: UdpSocket,
+        relay_hosts: Vec<IpAddr>,
+        net: &std::path::Path,
+    ) -> Result<Hub, String> {
+        let tables = NetTables::open(net);
         let hub = Hub {
             sock: Arc::new(sock),
             state: Arc::default(),
@@ -76,7 +129,7 @@ impl Hub {
         std::thread::Builder::new()
             .name("cs-udp-hub".into())
             .stack_size(256 * 1024)
-            .spawn(move || h.run())
+            .spawn(move || h.run(tables))
             .map_err(|e| format!("starting the UDP hub: {e}"))?;
         Ok(hub)
     }
@@ -188,21 +241,36 @@ impl Hub {
         }
     }
 
-    fn run(&self) {
+    fn run(&self, mut tables: Option<NetTables>) {
         let mut buf = vec![0u8; 65_536];
+        let idle = idle();
+        let mut swept = Instant::now();
         loop {
             // The hub socket and every outer socket, polled together.
             let (mut fds, keys): (Vec<libc::pollfd>, Vec<(SocketAddr, SocketAddr)>) = {
                 let Ok(mut st) = self.state.lock() else {
                     return;
                 };
-                // Expire idle outer sockets and associations whose control connection closed.
+                // Associations whose control connection closed end; idle ones end with their
+                // sender's socket (without the tables: after the idle time).
                 let now = Instant::now();
-                st.outers.retain(|_, o| now.duration_since(o.last) < IDLE);
-                st.registered.retain(|_, r| match &r.ctl {
-                    Some(c) => !closed(c),
-                    None => now.duration_since(r.last) < IDLE,
-                });
+                st.registered
+                    .retain(|_, r| !r.ctl.as_ref().is_some_and(closed));
+                if now.duration_since(swept) >= idle / 4 {
+                    swept = now;
+                    let stale = |last: Instant| now.duration_since(last) >= idle;
+                    if st.outers.values().any(|o| stale(o.last))
+                        || st.registered.values().any(|r| stale(r.last))
+                    {
+                        let bound = tables.as_mut().map(NetTables::ports);
+                        let alive = |sender: &SocketAddr, last: Instant| {
+                            !stale(last)
+                                || bound.as_ref().is_some_and(|b| b.contains(&sender.port()))
+                        };
+                        st.outers.retain(|(s, _), o| alive(s, o.last));
+                        st.registered.retain(|s, r| alive(s, r.last));
+                    }
+                }
                 let keys: Vec<_> = st.outers.keys().copied().collect();
                 let mut fds = vec![libc::pollfd {
                     fd: self.sock.as_raw_fd(),

@@ -520,6 +520,66 @@ fn isolate_carries_udp_for_dynamic_and_static_programs() {
     assert_eq!(senders(&echo), ["danted"]);
 }
 
+/// The launcher's hub keeps a sender's outer socket (its source port at the relay) for as long
+/// as the sender's socket lives, idle or not: a new source port would not be accepted by the
+/// relay for the same association. With the idle time shortened to 300 ms, a supervised
+/// program's connected socket (registered) and the library's datagrams under --isolate
+/// (enveloped) are still answered after 2 s of silence.
+#[test]
+fn idle_sockets_keep_their_association_through_the_hub() {
+    netns();
+    let echo = UdpEcho::start();
+    let Some((_dante, l)) = dante_launch("") else {
+        return;
+    };
+    let Some(py) = require("python3") else { return };
+    let script = format!(
+        r#"
+import socket, time, sys
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)
+if sys.argv[1] == 'connected':
+    u.connect(('127.0.0.1', {port}))
+    send = lambda b: u.send(b)
+else:
+    send = lambda b: u.sendto(b, ('127.0.0.1', {port}))
+for word in (b'before', b'after'):
+    send(word); assert u.recv(100) == word, word
+    time.sleep(2)
+print('ok')
+"#,
+        port = echo.port()
+    );
+    // Without the library (the supervisor's path), and with it under --isolate.
+    let runs: [(&[&str], &[&str]); 2] =
+        [(&[], &["env", "-u", "LD_PRELOAD"]), (&["--isolate"], &[])];
+    for (flags, prefix) in runs {
+        let mode = if flags.is_empty() {
+            "connected"
+        } else {
+            "sendto"
+        };
+        let mut c = clean(Command::new(chainsocks_bin()));
+        c.arg("-f")
+            .arg(&l.config)
+            .args(flags)
+            .arg("--")
+            .args(prefix);
+        c.arg(&py).args(["-c", &script, mode]);
+        c.env("CHAINSOCKS_LOG_FILE", l.log_path())
+            .env("CHAINSOCKS_UDP_IDLE_MS", "300");
+        let o = run(&mut c, T);
+        assert_eq!(
+            stdout(&o).trim(),
+            "ok",
+            "{flags:?}: {}\n{}",
+            show(&o),
+            l.log()
+        );
+    }
+    assert_eq!(senders(&echo), ["danted"]);
+    assert_eq!(echo.count(), 4);
+}
+
 #[test]
 fn check_tells_which_proxies_carry_udp() {
     netns();

@@ -12,6 +12,8 @@
 //!     no LD_PRELOAD shim sees, with the client's own SOCKS5 handshake over --socks5. Both
 //!     halves of a pair run within a millisecond of each other, so background load cancels
 //!     out of their difference. B's timings are printed as floor_connect_ns / floor_echo_ns.
+//!     B's connect carries chainsocks' marker length (113, zero-padded), which the launcher's
+//!     seccomp supervisor lets through: under the launcher only A is proxied, as under a shim.
 //!     --pair --self (no shim, the null test of the method): A speaks SOCKS5 itself too.
 //!     -> connect_ns V...   per connection: socket() until connect() returned (or, with
 //!                          --socks5, until the last hop's reply was read)
@@ -41,6 +43,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::exit;
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
+
+use chainsocks_core::sys::MARKER_ADDRLEN;
 
 fn fail(msg: impl std::fmt::Display) -> ! {
     println!("error: {msg}");
@@ -115,8 +119,25 @@ impl Io {
         match self {
             // SAFETY: the caller's contract.
             Io::Libc => unsafe { libc::connect(fd, sa, len) },
-            // SAFETY: the caller's contract.
-            Io::Raw => unsafe { libc::syscall(libc::SYS_connect, fd, sa, len) as i32 },
+            // The launcher's marker length (zero-padded): its seccomp supervisor lets this
+            // connect through as it does the library's own connect to its first proxy, so
+            // the floor is never proxied itself. The kernel reads the address as usual.
+            Io::Raw => {
+                // SAFETY: all-zero is a valid sockaddr_storage.
+                let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+                let n = (len as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+                // SAFETY: `len` readable bytes at sa (contract), 128 writable in st.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        sa.cast::<u8>(),
+                        (&mut st as *mut libc::sockaddr_storage).cast::<u8>(),
+                        n,
+                    )
+                };
+                let p = &st as *const libc::sockaddr_storage;
+                // SAFETY: a complete, zero-padded address buffer of 128 bytes.
+                unsafe { libc::syscall(libc::SYS_connect, fd, p, MARKER_ADDRLEN) as i32 }
+            }
         }
     }
 

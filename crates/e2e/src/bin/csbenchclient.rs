@@ -35,6 +35,13 @@
 //!     name every time; `spin`: no lookup, a fixed CPU-bound loop of about a lookup's length
 //!     (what the machine's CPUs give THREADS threads: the calibration of the scaling limit).
 //!     -> resolve n=COUNT wall_ns W median_ns M first=ADDR
+//! csbenchclient exec ROUNDS PROGRAM VARIANT...
+//!     B3's paired breakdown: in each round PROGRAM (no arguments) is spawned once per
+//!     VARIANT, in an order rotating every round, each timed from posix_spawn until it was
+//!     reaped. VARIANT `-`: without LD_PRELOAD; anything else: the library to preload. The
+//!     spawns of a round run within a few ms of each other, so load from elsewhere cancels
+//!     out of their ratios.
+//!     -> exec_ns I V1 V2 ...   one line per variant (I: its position), ns per round
 //! ```
 //! Any failure: `error: …` on stdout and exit status 1. Usage errors exit 2.
 
@@ -55,7 +62,8 @@ fn usage() -> ! {
     eprintln!(
         "usage: csbenchclient echo HOST PORT N [--socks5 H:P,...] [--pair [--self]]\n\
          \x20      csbenchclient bulk HOST PORT BYTES [--socks5 H:P,...] [--pair [--floor-first]]\n\
-         \x20      csbenchclient resolve new|known|name=NAME THREADS COUNT"
+         \x20      csbenchclient resolve new|known|name=NAME THREADS COUNT\n\
+         \x20      csbenchclient exec ROUNDS PROGRAM -|LIBRARY..."
     );
     exit(2)
 }
@@ -592,6 +600,79 @@ fn resolve(mode: &str, threads: usize, count: usize) {
     );
 }
 
+/// `exec`: PROGRAM spawned once per variant per round (see the header).
+fn exec(rounds: usize, program: &str, variants: &[&str]) {
+    let prog = CString::new(program).unwrap_or_else(|_| usage());
+    // Each variant's environment: ours without LD_PRELOAD, plus the variant's.
+    let base: Vec<CString> = std::env::vars_os()
+        .filter(|(k, _)| k != "LD_PRELOAD")
+        .filter_map(|(k, v)| {
+            let mut e = k.into_encoded_bytes();
+            e.push(b'=');
+            e.extend(v.into_encoded_bytes());
+            CString::new(e).ok()
+        })
+        .collect();
+    let envs: Vec<Vec<CString>> = variants
+        .iter()
+        .map(|v| {
+            let mut e = base.clone();
+            if *v != "-" {
+                e.push(CString::new(format!("LD_PRELOAD={v}")).unwrap_or_else(|_| usage()));
+            }
+            e
+        })
+        .collect();
+    let ptrs: Vec<Vec<*mut libc::c_char>> = envs
+        .iter()
+        .map(|e| {
+            let mut p: Vec<*mut libc::c_char> = e.iter().map(|c| c.as_ptr().cast_mut()).collect();
+            p.push(std::ptr::null_mut());
+            p
+        })
+        .collect();
+    let argv = [prog.as_ptr().cast_mut(), std::ptr::null_mut()];
+    let mut times: Vec<Vec<u64>> = vec![Vec::with_capacity(rounds); variants.len()];
+    for r in 0..rounds {
+        for k in 0..variants.len() {
+            let i = (k + r) % variants.len();
+            let Some(env) = ptrs.get(i) else { continue };
+            let t0 = Instant::now();
+            let mut pid: libc::pid_t = 0;
+            // SAFETY: NUL-terminated program path, argv and envp arrays ending in NULL.
+            let rc = unsafe {
+                libc::posix_spawn(
+                    &mut pid,
+                    prog.as_ptr(),
+                    std::ptr::null(),
+                    std::ptr::null(),
+                    argv.as_ptr(),
+                    env.as_ptr(),
+                )
+            };
+            if rc != 0 {
+                fail(format!(
+                    "posix_spawn {program}: {}",
+                    std::io::Error::from_raw_os_error(rc)
+                ));
+            }
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            if unsafe { libc::waitpid(pid, &mut status, 0) } != pid || status != 0 {
+                fail(format!(
+                    "{program} (variant {i}) exited with status {status}"
+                ));
+            }
+            if let Some(t) = times.get_mut(i) {
+                t.push(t0.elapsed().as_nanos() as u64);
+            }
+        }
+    }
+    for (i, t) in times.iter().enumerate() {
+        println!("exec_ns {i} {}", join(t));
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut pos = Vec::new();
@@ -621,6 +702,11 @@ fn main() {
             &chain,
             pair,
             floor_first,
+        ),
+        ["exec", rounds, program, variants @ ..] if !variants.is_empty() => exec(
+            rounds.parse().unwrap_or_else(|_| usage()),
+            program,
+            variants,
         ),
         ["resolve", mode, threads, count] => resolve(
             mode,

@@ -72,6 +72,122 @@ pub fn empty_lib(ctx: &Ctx) -> Option<PathBuf> {
     ok.then_some(lib)
 }
 
+/// Debian's libproxychains.so.4, if installed.
+pub fn proxychains_lib() -> Option<PathBuf> {
+    [
+        "/usr/lib/x86_64-linux-gnu/libproxychains.so.4",
+        "/lib/x86_64-linux-gnu/libproxychains.so.4",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+}
+
+/// Execs per variant in B3's paired breakdown.
+const PAIRED_EXECS: usize = 2000;
+
+/// B3's paired breakdown: `csbenchclient exec` spawns /bin/true once per variant in turn
+/// (plain, libchainsocks.so as under the launcher, an empty library, libproxychains.so.4), so
+/// load from elsewhere cancels out of the per-turn ratios. The library's part of B3 without
+/// `sh`'s forks and the launcher.
+fn b3_paired(ctx: &Ctx, lib: &std::path::Path, res: &mut Results) -> Result<(), String> {
+    let mut variants: Vec<(&str, String)> = vec![
+        ("plain", "-".into()),
+        (
+            "libchainsocks.so (as under the launcher)",
+            lib.to_string_lossy().into_owned(),
+        ),
+    ];
+    if let Some(e) = empty_lib(ctx) {
+        variants.push(("an empty C library", e.to_string_lossy().into_owned()));
+    }
+    if let Some(p) = proxychains_lib() {
+        variants.push(("libproxychains.so.4", p.to_string_lossy().into_owned()));
+    }
+    eprintln!(
+        "B3 paired breakdown: /bin/true × {PAIRED_EXECS} per variant, {} variants in turn",
+        variants.len()
+    );
+    let pc_conf = ctx.dir.write(
+        "exec-paired-pc.conf",
+        b"strict_chain\nquiet_mode\nproxy_dns\n[ProxyList]\nsocks5 127.0.0.1 9\n",
+    );
+    let mut cmd = ctx.command(&Via::Plain, &ctx.client, &[]);
+    cmd.arg("exec")
+        .arg(PAIRED_EXECS.to_string())
+        .arg("/bin/true")
+        .args(variants.iter().map(|(_, v)| v))
+        .env("CHAINSOCKS_LOG", "off")
+        .env("CHAINSOCKS_SHM", ctx.dir.join("no-such-state"))
+        .env("PROXYCHAINS_QUIET_MODE", "1")
+        .env("PROXYCHAINS_CONF_FILE", &pc_conf);
+    let out = ctx.run_cmd(cmd)?;
+    let us: Vec<Vec<f64>> = (0..variants.len())
+        .map(|i| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(&format!("exec_ns {i} ")))
+                .map(|l| {
+                    l.split_whitespace()
+                        .filter_map(|v| v.parse::<f64>().ok())
+                        .map(|ns| ns / 1e3)
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    let plain = us.first().cloned().unwrap_or_default();
+    let case = "B3 paired breakdown: /bin/true spawned in turn";
+    let mut bars = Vec::new();
+    let above = |what: &str| {
+        let i = variants.iter().position(|(w, _)| *w == what)?;
+        let v = us.get(i)?;
+        Some(median(
+            &v.iter()
+                .zip(&plain)
+                .map(|(a, b)| a - b)
+                .collect::<Vec<f64>>(),
+        ))
+    };
+    if let (Some(l), Some(e)) = (
+        above("libchainsocks.so (as under the launcher)"),
+        above("an empty C library"),
+    ) {
+        res.facts.b3_paired = Some([l, e]);
+    }
+    for ((what, _), v) in variants.iter().zip(&us) {
+        let diff: Vec<f64> = v.iter().zip(&plain).map(|(a, b)| a - b).collect();
+        let ratio: Vec<f64> = v.iter().zip(&plain).map(|(a, b)| a / b).collect();
+        bars.push((
+            match *what {
+                "plain" => "plain (floor)".to_string(),
+                "libchainsocks.so (as under the launcher)" => "chainsocks".into(),
+                "an empty C library" => "empty library".into(),
+                "libproxychains.so.4" => "proxychains4".into(),
+                w => w.to_string(),
+            },
+            median(&diff),
+        ));
+        res.rows.push(Row::info(
+            case,
+            what,
+            format!("{:.0} µs", median(v)),
+            if what == &"plain" {
+                String::new()
+            } else {
+                format!(
+                    "{:+.1} µs, {:.3}× plain (medians of the per-turn differences and ratios)",
+                    median(&diff),
+                    median(&ratio)
+                )
+            },
+            String::new(),
+        ));
+    }
+    res.b3_plot
+        .push(("paired: /bin/true alone, spawned in turn".into(), bars));
+    Ok(())
+}
+
 pub fn b3(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<(), String> {
     eprintln!(
         "B3 exec overhead: sh looping 1,000 × /bin/true, {} rounds",
@@ -95,7 +211,7 @@ pub fn b3(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
         ("chainsocks", Via::CsNoSupervisor(conf.clone()), None),
         ("chainsocks supervised", Via::Cs(conf), None),
         ("proxychains4", ctx.pc_conf("B3", &one), None),
-        ("preload lib", Via::Plain, Some(lib)),
+        ("preload lib", Via::Plain, Some(lib.clone())),
     ];
     if let Some(e) = empty_lib(ctx) {
         variants.push(("preload empty", Via::Plain, Some(e)));
@@ -173,17 +289,23 @@ pub fn b3(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
         med(&faults, "chainsocks"),
         med(&faults, "preload empty"),
     ]);
+    // Added per exec, from the per-round ratios (robust against load that moves whole
+    // rounds) times plain's time per exec.
+    let per_exec = med(&t, "plain");
+    let mut bars = vec![("plain (floor)".to_string(), 0.0)];
     for (name, bar) in [
-        ("plain", "plain (floor)"),
-        ("preload empty", "empty library preloaded"),
-        ("chainsocks", "chainsocks --no-supervisor"),
-        ("chainsocks supervised", "chainsocks (+ supervisor)"),
+        ("preload empty", "empty library"),
+        ("chainsocks", "chainsocks, library only"),
+        ("chainsocks supervised", "chainsocks + supervisor"),
         ("proxychains4", "proxychains4"),
     ] {
         if t.contains_key(name) {
-            res.b3_plot.push((bar.to_string(), med(&t, name)));
+            let r = median(&ratios(&t, name, "plain"));
+            bars.push((bar.to_string(), (r - 1.0) * per_exec));
         }
     }
+    res.b3_plot
+        .push(("whole launch: sh + 1,000 × /bin/true".into(), bars));
     let rc = ratios(&cpu, "chainsocks", "plain");
     res.rows.push(Row::info(
         case,
@@ -222,7 +344,8 @@ pub fn b3(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
             last.spread = ratio_spread(&r);
         }
     }
-    Ok(())
+    ctx.settle();
+    b3_paired(ctx, &lib, res)
 }
 
 // ---------------------------------------------------------------- B4

@@ -414,9 +414,10 @@ pub struct Results {
     pub b2_bars: Vec<(String, f64)>,
     pub b2_limits: Vec<(String, f64)>,
     /// docs/bench-b1-b3.svg: B1's cost above the floor per connection (one group of bars per
-    /// hop count) and B3's time per exec (label, µs).
+    /// hop count) and B3's cost per exec above plain (a group for the whole launch, one for
+    /// the paired breakdown), µs.
     pub b1_plot: Vec<(String, Vec<(String, f64)>)>,
-    pub b3_plot: Vec<(String, f64)>,
+    pub b3_plot: Vec<(String, Vec<(String, f64)>)>,
     /// Missed targets: (check id, what was measured).
     pub misses: Vec<(&'static str, String)>,
     /// Measured facts the explanations of misses are built from (this run's, not remembered).
@@ -450,6 +451,9 @@ pub struct Facts {
     /// 1400 bytes [own SOCKS5, chainsocks].
     pub udp_rtt: Option<[f64; 3]>,
     pub udp_tput: Vec<(usize, [f64; 2])>,
+    /// B3's paired breakdown, µs per exec of /bin/true above plain: [libchainsocks.so, an
+    /// empty library].
+    pub b3_paired: Option<[f64; 2]>,
     /// Syscalls per getaddrinfo+freeaddrinfo: (name, [chainsocks new name, real /etc/hosts]).
     pub lookup_syscalls: Vec<(String, [f64; 2])>,
     /// B4's CPU-bound calibration, 64 threads ÷ 1 thread.

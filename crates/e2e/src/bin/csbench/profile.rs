@@ -416,13 +416,7 @@ fn exec_instructions(
         .parent()
         .map(|d| d.join("libchainsocks.so"))
         .unwrap_or_default();
-    let pc_lib = [
-        "/usr/lib/x86_64-linux-gnu/libproxychains.so.4",
-        "/lib/x86_64-linux-gnu/libproxychains.so.4",
-    ]
-    .iter()
-    .map(std::path::PathBuf::from)
-    .find(|p| p.is_file());
+    let pc_lib = crate::cases::proxychains_lib();
     let mut cases: Vec<(&str, Option<std::path::PathBuf>)> = vec![("plain", None)];
     if let Some(e) = crate::cases::empty_lib(ctx) {
         cases.push(("LD_PRELOAD=empty C library", Some(e)));

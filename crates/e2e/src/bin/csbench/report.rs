@@ -181,7 +181,14 @@ fn analysis(id: &str, f: &Facts) -> String {
                  program's memory, takes a duplicate of the socket (`pidfd_getfd`), runs the \
                  same handshake as the library on it and answers; the program's thread sleeps \
                  meanwhile, so each connect adds at least two wake-ups of another process and \
-                 the syscalls of the exchange.",
+                 the syscalls of the exchange. Counted with `strace -ff` of the launcher while \
+                 the benchmark was built (300 connects, the same per connect): its receiver \
+                 thread makes 11 syscalls per connect (`poll`, the `NOTIF_RECV` and two \
+                 `NOTIF_ID_VALID` ioctls, `pidfd_open`, `pidfd_getfd`, `close`, two \
+                 `getsockopt`, `process_vm_readv`, a `futex` waking a worker), the worker \
+                 the handshake's own 18 plus `NOTIF_SEND`, its `futex` wait and the `close` of \
+                 the duplicate; on these 2 vCPUs each hand-over between the program, the \
+                 receiver and a worker can wait for the other CPU to wake.",
             );
             if let Some([lib, sup]) = f.sup_above {
                 t.push_str(&format!(
@@ -362,6 +369,13 @@ fn b3_analysis(id: &str, f: &Facts) -> String {
              fault in every process.",
             c - p,
             e - p
+        ));
+    }
+    if let Some([lib, empty]) = f.b3_paired {
+        t.push_str(&format!(
+            " Paired per exec of /bin/true alone (breakdown rows, robust against load): the \
+             library {lib:+.1} µs, an empty C library {empty:+.1} µs: what is chainsocks' own \
+             is the difference."
         ));
     }
     if id == "B3-sup" {

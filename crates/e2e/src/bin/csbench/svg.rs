@@ -128,7 +128,7 @@ fn color_of(label: &str) -> &'static str {
     let l = label.to_lowercase();
     if l.contains("proxychains") {
         "#d9822b"
-    } else if l.contains("supervisor") {
+    } else if l.contains("supervisor") && !l.contains("no-supervisor") {
         "#2e7d32"
     } else if l.contains("chainsocks") {
         "#4a90d9"
@@ -216,8 +216,9 @@ fn panel(
                 bx + bw / 2.0,
                 ya - 6.0,
             ));
-            // Label under the bar, wrapped at spaces.
-            for (k, l) in wrap(label, 14).iter().enumerate() {
+            // Label under the bar, wrapped at spaces to about the slot's width.
+            let chars = ((slot / 6.5) as usize).max(6);
+            for (k, l) in wrap(label, chars).iter().enumerate() {
                 s.push_str(&format!(
                     "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"11\">{}</text>\n",
                     bx + bw / 2.0,
@@ -240,8 +241,12 @@ fn panel(
 }
 
 /// docs/bench-b1-b3.svg: B1's cost above the floor per connection (µs, groups by chain) and
-/// B3's time per exec (µs); either panel is left out when its case did not run.
-pub fn b1_b3_chart(b1: &[(String, Vec<(String, f64)>)], b3: &[(String, f64)]) -> String {
+/// B3's cost per exec above plain (µs, groups by method); either panel is left out when its
+/// case did not run.
+pub fn b1_b3_chart(
+    b1: &[(String, Vec<(String, f64)>)],
+    b3: &[(String, Vec<(String, f64)>)],
+) -> String {
     let panels = usize::from(!b1.is_empty()) + usize::from(!b3.is_empty());
     let (w, h) = (760.0, 330.0 * panels as f64);
     let mut s = format!(
@@ -265,10 +270,10 @@ pub fn b1_b3_chart(b1: &[(String, Vec<(String, f64)>)], b3: &[(String, f64)]) ->
         panel(
             &mut s,
             y0,
-            "B3: time per exec, sh + 1,000 × /bin/true (median of the rounds)",
+            "B3: cost per exec above plain (median ratio × plain; paired differences)",
             "µs per exec",
-            &[(String::new(), b3.to_vec())],
-            0,
+            b3,
+            1,
         );
     }
     s.push_str("</svg>\n");

@@ -8,6 +8,9 @@
 //!   DT_NEEDED on libgcc_s.so.1: one library fewer to open, map, relocate and version-check in
 //!   every exec, and no libgcc_s constructor (its CPUID probes trap to the hypervisor on a VM).
 //!   Where the C compiler has no libgcc_eh.a, libgcc_s.so.1 stays, with a warning.
+//!   `panic = "abort"` (no unwinding needed) is decided against: a panic in a hook would then
+//!   kill the host program with SIGABRT (a core dump, its work lost, its parent told
+//!   "aborted") where now that one call fails with EIO and a log line says why.
 //! - Lazy binding of the imports that go through the PLT.
 //!
 //! Must never: export an unwinder symbol (it would interpose the program's own libgcc_s).

@@ -1,5 +1,44 @@
 //! Link options of libchainsocks.so that keep its load cost low in every process it is
-//! preloaded into (most of which never connect): lazy binding of its imports.
+//! preloaded into (most of which never connect). Used by both builds of the library: the
+//! workspace's and the one crates/cli/build.rs embeds (its shim/build.rs is this file).
+//!
+//! - The unwinder (`_Unwind_*`, which `catch_unwind` needs so that a panic in a hook fails the
+//!   call closed instead of aborting the host program) comes from libgcc_eh.a, linked in and
+//!   kept private (the cdylib's version script exports only the hooks), instead of a
+//!   DT_NEEDED on libgcc_s.so.1: one library fewer to open, map, relocate and version-check in
+//!   every exec, and no libgcc_s constructor (its CPUID probes trap to the hypervisor on a VM).
+//!   Where the C compiler has no libgcc_eh.a, libgcc_s.so.1 stays, with a warning.
+//!   `panic = "abort"` (no unwinding needed) is decided against: a panic in a hook would then
+//!   kill the host program with SIGABRT (a core dump, its work lost, its parent told
+//!   "aborted") where now that one call fails with EIO and a log line says why.
+//! - Lazy binding of the imports that go through the PLT.
+//!
+//! Must never: export an unwinder symbol (it would interpose the program's own libgcc_s).
+
+use std::process::Command;
+
 fn main() {
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,lazy");
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    if var("CARGO_CFG_TARGET_OS") != "linux" || var("CARGO_CFG_TARGET_ENV") != "gnu" {
+        return;
+    }
+    // Cargo names the configured linker to build scripts; rustc's default is `cc`.
+    let linker = std::env::var("RUSTC_LINKER").unwrap_or_else(|_| "cc".into());
+    println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
+    let found = Command::new(&linker)
+        .arg("-print-file-name=libgcc_eh.a")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|p| p.starts_with('/') && std::path::Path::new(p).is_file());
+    match found {
+        // Before std's `-lgcc_s` on the link line: the archive resolves every `_Unwind_*`
+        // reference, and `--as-needed` (rustc's default) then drops libgcc_s.so.1.
+        Some(_) => println!("cargo:rustc-link-lib=static:-bundle=gcc_eh"),
+        None => println!(
+            "cargo:warning={linker} has no libgcc_eh.a: libchainsocks.so will need libgcc_s.so.1 \
+             (a slower load in every process)"
+        ),
+    }
 }

@@ -732,3 +732,49 @@ print('ok')
         [IpAddr::V4(Ipv4Addr::LOCALHOST)]
     );
 }
+
+// ---- a panic inside a hook -------------------------------------------------------------------
+
+/// A panic inside a hook is caught by the unwinder the library is linked with (libgcc_eh,
+/// inside it: crates/preload/build.rs): the call fails closed with EIO and one log line, the
+/// origin sees nothing, and the program carries on. The switch `CHAINSOCKS_TEST_PANIC` exists
+/// in debug builds of the library only.
+#[test]
+fn a_panic_in_a_hook_fails_the_call_closed_and_the_program_continues() {
+    if !cfg!(debug_assertions) {
+        return; // a release library has no panic switch
+    }
+    netns();
+    let echo = Echo::start();
+    let Some((_dante, l)) = dante_launch("") else {
+        return;
+    };
+    let script = format!(
+        r#"
+import socket, errno
+for i in range(2):
+    s = socket.socket()
+    try:
+        s.connect(('127.0.0.1', {port})); raise SystemExit('connect went through')
+    except OSError as e:
+        assert e.errno == errno.EIO, e
+    s.close()
+print('ok')
+"#,
+        port = echo.port()
+    );
+    let Some(o) = python(&l, &script, |c| {
+        c.env("CHAINSOCKS_TEST_PANIC", "connect");
+    }) else {
+        return;
+    };
+    ok_out(&o, &l);
+    assert!(echo.peers().is_empty(), "{:?}", echo.peers());
+    let log = l.log();
+    assert_eq!(
+        log.matches("connect: internal error (panic); failing closed")
+            .count(),
+        2,
+        "{log}"
+    );
+}

@@ -306,6 +306,29 @@ fn a_noexec_home_falls_back_or_refuses_never_unproxied() {
     cached_library(&home.join(".cache/chainsocks"));
 }
 
+/// The released library carries its unwinder inside (crates/preload/build.rs): no
+/// libgcc_s.so.1 to load in every process, and no `_Unwind_*` exported that could interpose
+/// the program's own.
+fn unwinder_is_private(lib: &Path) {
+    let Some(readelf) = require("readelf") else {
+        return;
+    };
+    let o = run(
+        Command::new(readelf)
+            .args(["-d", "--dyn-syms", "-W"])
+            .arg(lib),
+        T,
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let out = stdout(&o);
+    assert!(!out.contains("[libgcc_s"), "{out}");
+    let exported: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("_Unwind_") && !l.contains(" UND "))
+        .collect();
+    assert!(exported.is_empty(), "{exported:?}");
+}
+
 #[test]
 fn print_lib_path_with_plain_ld_preload_proxies_curl() {
     let Some(net) = Net::start() else { return };
@@ -316,6 +339,7 @@ fn print_lib_path_with_plain_ld_preload_proxies_curl() {
     assert!(o.status.success(), "{}", show(&o));
     let lib = PathBuf::from(stdout(&o).trim_end());
     assert_eq!(lib, cached_library(&home.join(".cache/chainsocks")));
+    unwinder_is_private(&lib);
     let conf = home.write(
         "chain.toml",
         format!("proxy = [\"socks5h://127.0.0.1:{}\"]\n", net.dante.port()),

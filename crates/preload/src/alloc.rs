@@ -7,10 +7,15 @@
 //! and allocates again is fine), takes memory only with raw mmap/munmap syscalls, and is safe
 //! across fork at any moment.
 //! Owns: power-of-two size classes from 16 bytes to 64 KiB, each a lock-free stack of free
-//! blocks (a Treiber stack whose head packs a 16-bit tag against ABA with a 48-bit pointer),
-//! refilled from fresh 64 KiB (or larger) mmap chunks; bigger requests map and unmap directly.
+//! blocks (a Treiber stack whose head packs a 16-bit tag against ABA with a 48-bit pointer)
+//! and, behind it, the class's current fresh 64 KiB (or larger) mmap chunk, carved one block
+//! at a time (a word packing the next block's address with the blocks left): a chunk's pages
+//! are touched only as its blocks are handed out, so a process that allocates a few blocks
+//! faults in a page or two, not the whole chunk. Bigger requests map and unmap directly.
 //! Must never: take a lock, call malloc or any libc function that may, or return class memory
-//! to the kernel (a stale pointer read by a racing pop must stay readable).
+//! to the kernel once a block of it was handed out (a stale pointer read by a racing pop must
+//! stay readable; a chunk that lost the race to become a class's fresh chunk was never seen by
+//! anyone and is unmapped).
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ptr;
@@ -23,14 +28,24 @@ const CHUNK: usize = 64 * 1024;
 const PTR_BITS: u32 = 48;
 const PTR_MASK: u64 = (1 << PTR_BITS) - 1;
 
+/// Bits of a fresh-chunk word that count the blocks left (a chunk has at most 4096).
+const LEFT_BITS: u32 = 16;
+const LEFT_MASK: u64 = (1 << LEFT_BITS) - 1;
+
 pub struct SignalSafeAlloc {
+    /// Free blocks per class: tag << 48 | address of the first.
     heads: [AtomicU64; CLASSES],
+    /// The fresh chunk per class: address of its next unused block << 16 | blocks left.
+    /// Addresses only grow within a chunk and a published chunk is never unmapped, so a value
+    /// never comes back (no ABA).
+    fresh: [AtomicU64; CLASSES],
 }
 
 impl SignalSafeAlloc {
     pub const fn new() -> SignalSafeAlloc {
         SignalSafeAlloc {
             heads: [const { AtomicU64::new(0) }; CLASSES],
+            fresh: [const { AtomicU64::new(0) }; CLASSES],
         }
     }
 }
@@ -54,7 +69,10 @@ fn map(len: usize) -> *mut u8 {
             0 as libc::c_long,
         )
     };
-    if p < 0 || p as u64 > PTR_MASK {
+    if p < 0 || (p as u64).saturating_add(len as u64) > PTR_MASK {
+        if p >= 0 {
+            unmap(p as *mut u8, len);
+        }
         ptr::null_mut()
     } else {
         p as *mut u8
@@ -98,7 +116,7 @@ impl SignalSafeAlloc {
             let h = head.load(Ordering::Acquire);
             let p = h & PTR_MASK;
             if p == 0 {
-                return self.refill(c);
+                return self.carve(c);
             }
             // SAFETY: class blocks are never unmapped: even if another thread popped `p` in the
             // meantime, the read is of mapped memory (the tag then makes our CAS fail).
@@ -134,27 +152,43 @@ impl SignalSafeAlloc {
         }
     }
 
-    /// A fresh chunk for class `c`: one block for the caller, the rest pushed as one chain.
-    fn refill(&self, c: usize) -> *mut u8 {
-        let size = 1usize << (c as u32 + MIN_SHIFT);
-        let len = CHUNK.max(size * 4);
-        let base = map(len);
-        if base.is_null() {
+    /// The next unused block of class `c`'s fresh chunk; a new chunk when it is used up (the
+    /// caller gets its first block, the rest become the fresh chunk).
+    fn carve(&self, c: usize) -> *mut u8 {
+        let Some(fresh) = self.fresh.get(c) else {
             return ptr::null_mut();
-        }
-        let n = len / size;
-        if n > 1 {
-            let first = base as u64 + size as u64;
-            let last = base as u64 + ((n - 1) * size) as u64;
-            let mut b = first;
-            while b < last {
-                // SAFETY: inside our fresh chunk; no one else sees it yet.
-                unsafe { next_of(b) }.store(b + size as u64, Ordering::Relaxed);
-                b += size as u64;
+        };
+        let size = 1u64 << (c as u32 + MIN_SHIFT);
+        loop {
+            let f = fresh.load(Ordering::Acquire);
+            let (p, left) = (f >> LEFT_BITS, f & LEFT_MASK);
+            if left > 0 {
+                let next = ((p + size) << LEFT_BITS) | (left - 1);
+                if fresh
+                    .compare_exchange_weak(f, next, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return p as *mut u8;
+                }
+                continue;
             }
-            self.push_chain(c, first, last);
+            let len = CHUNK.max(size as usize * 4);
+            let base = map(len);
+            if base.is_null() {
+                return ptr::null_mut();
+            }
+            let n = (len as u64 / size).min(LEFT_MASK + 1);
+            let next = ((base as u64 + size) << LEFT_BITS) | (n - 1);
+            if fresh
+                .compare_exchange(f, next, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return base;
+            }
+            // Another thread (or a signal handler) installed a chunk meanwhile: this one was
+            // never seen by anyone.
+            unmap(base, len);
         }
-        base
     }
 }
 
@@ -213,6 +247,36 @@ mod tests {
         assert!(!b.is_null());
         unsafe { ptr::write_bytes(b, 1, 200_000) };
         unsafe { a.dealloc(b, big) };
+    }
+
+    #[test]
+    fn concurrent_carving_hands_out_every_block_once() {
+        static A: SignalSafeAlloc = SignalSafeAlloc::new();
+        // 48-byte requests (class 64): 1024 blocks per chunk, so 8 threads × 5000 blocks race
+        // over ~40 chunk refills, with nothing freed (every block comes from carving).
+        let l = Layout::from_size_align(48, 8).unwrap();
+        let hs: Vec<_> = (0..8)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    (0..5000)
+                        .map(|_| {
+                            let p = unsafe { A.alloc(l) };
+                            assert!(!p.is_null());
+                            assert_eq!(p as usize % 64, 0);
+                            unsafe { ptr::write_bytes(p, 0xCD, 48) };
+                            p as usize
+                        })
+                        .collect::<Vec<usize>>()
+                })
+            })
+            .collect();
+        let mut all = std::collections::HashSet::new();
+        for h in hs {
+            for p in h.join().unwrap() {
+                assert!(all.insert(p), "block {p:#x} handed out twice");
+            }
+        }
+        assert_eq!(all.len(), 40_000);
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //!     no LD_PRELOAD shim sees, with the client's own SOCKS5 handshake over --socks5. Both
 //!     halves of a pair run within a millisecond of each other, so background load cancels
 //!     out of their difference. B's timings are printed as floor_connect_ns / floor_echo_ns.
+//!     B's connect carries chainsocks' marker length (113, zero-padded), which the launcher's
+//!     seccomp supervisor lets through: under the launcher only A is proxied, as under a shim.
 //!     --pair --self (no shim, the null test of the method): A speaks SOCKS5 itself too.
 //!     -> connect_ns V...   per connection: socket() until connect() returned (or, with
 //!                          --socks5, until the last hop's reply was read)
@@ -33,6 +35,13 @@
 //!     name every time; `spin`: no lookup, a fixed CPU-bound loop of about a lookup's length
 //!     (what the machine's CPUs give THREADS threads: the calibration of the scaling limit).
 //!     -> resolve n=COUNT wall_ns W median_ns M first=ADDR
+//! csbenchclient exec ROUNDS PROGRAM VARIANT...
+//!     B3's paired breakdown: in each round PROGRAM (no arguments) is spawned once per
+//!     VARIANT, in an order rotating every round, each timed from posix_spawn until it was
+//!     reaped. VARIANT `-`: without LD_PRELOAD; anything else: the library to preload. The
+//!     spawns of a round run within a few ms of each other, so load from elsewhere cancels
+//!     out of their ratios.
+//!     -> exec_ns I V1 V2 ...   one line per variant (I: its position), ns per round
 //! ```
 //! Any failure: `error: …` on stdout and exit status 1. Usage errors exit 2.
 
@@ -41,6 +50,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::exit;
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
+
+use chainsocks_core::sys::MARKER_ADDRLEN;
 
 fn fail(msg: impl std::fmt::Display) -> ! {
     println!("error: {msg}");
@@ -51,7 +62,8 @@ fn usage() -> ! {
     eprintln!(
         "usage: csbenchclient echo HOST PORT N [--socks5 H:P,...] [--pair [--self]]\n\
          \x20      csbenchclient bulk HOST PORT BYTES [--socks5 H:P,...] [--pair [--floor-first]]\n\
-         \x20      csbenchclient resolve new|known|name=NAME THREADS COUNT"
+         \x20      csbenchclient resolve new|known|name=NAME THREADS COUNT\n\
+         \x20      csbenchclient exec ROUNDS PROGRAM -|LIBRARY..."
     );
     exit(2)
 }
@@ -115,8 +127,25 @@ impl Io {
         match self {
             // SAFETY: the caller's contract.
             Io::Libc => unsafe { libc::connect(fd, sa, len) },
-            // SAFETY: the caller's contract.
-            Io::Raw => unsafe { libc::syscall(libc::SYS_connect, fd, sa, len) as i32 },
+            // The launcher's marker length (zero-padded): its seccomp supervisor lets this
+            // connect through as it does the library's own connect to its first proxy, so
+            // the floor is never proxied itself. The kernel reads the address as usual.
+            Io::Raw => {
+                // SAFETY: all-zero is a valid sockaddr_storage.
+                let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+                let n = (len as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+                // SAFETY: `len` readable bytes at sa (contract), 128 writable in st.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        sa.cast::<u8>(),
+                        (&mut st as *mut libc::sockaddr_storage).cast::<u8>(),
+                        n,
+                    )
+                };
+                let p = &st as *const libc::sockaddr_storage;
+                // SAFETY: a complete, zero-padded address buffer of 128 bytes.
+                unsafe { libc::syscall(libc::SYS_connect, fd, p, MARKER_ADDRLEN) as i32 }
+            }
         }
     }
 
@@ -571,6 +600,79 @@ fn resolve(mode: &str, threads: usize, count: usize) {
     );
 }
 
+/// `exec`: PROGRAM spawned once per variant per round (see the header).
+fn exec(rounds: usize, program: &str, variants: &[&str]) {
+    let prog = CString::new(program).unwrap_or_else(|_| usage());
+    // Each variant's environment: ours without LD_PRELOAD, plus the variant's.
+    let base: Vec<CString> = std::env::vars_os()
+        .filter(|(k, _)| k != "LD_PRELOAD")
+        .filter_map(|(k, v)| {
+            let mut e = k.into_encoded_bytes();
+            e.push(b'=');
+            e.extend(v.into_encoded_bytes());
+            CString::new(e).ok()
+        })
+        .collect();
+    let envs: Vec<Vec<CString>> = variants
+        .iter()
+        .map(|v| {
+            let mut e = base.clone();
+            if *v != "-" {
+                e.push(CString::new(format!("LD_PRELOAD={v}")).unwrap_or_else(|_| usage()));
+            }
+            e
+        })
+        .collect();
+    let ptrs: Vec<Vec<*mut libc::c_char>> = envs
+        .iter()
+        .map(|e| {
+            let mut p: Vec<*mut libc::c_char> = e.iter().map(|c| c.as_ptr().cast_mut()).collect();
+            p.push(std::ptr::null_mut());
+            p
+        })
+        .collect();
+    let argv = [prog.as_ptr().cast_mut(), std::ptr::null_mut()];
+    let mut times: Vec<Vec<u64>> = vec![Vec::with_capacity(rounds); variants.len()];
+    for r in 0..rounds {
+        for k in 0..variants.len() {
+            let i = (k + r) % variants.len();
+            let Some(env) = ptrs.get(i) else { continue };
+            let t0 = Instant::now();
+            let mut pid: libc::pid_t = 0;
+            // SAFETY: NUL-terminated program path, argv and envp arrays ending in NULL.
+            let rc = unsafe {
+                libc::posix_spawn(
+                    &mut pid,
+                    prog.as_ptr(),
+                    std::ptr::null(),
+                    std::ptr::null(),
+                    argv.as_ptr(),
+                    env.as_ptr(),
+                )
+            };
+            if rc != 0 {
+                fail(format!(
+                    "posix_spawn {program}: {}",
+                    std::io::Error::from_raw_os_error(rc)
+                ));
+            }
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            if unsafe { libc::waitpid(pid, &mut status, 0) } != pid || status != 0 {
+                fail(format!(
+                    "{program} (variant {i}) exited with status {status}"
+                ));
+            }
+            if let Some(t) = times.get_mut(i) {
+                t.push(t0.elapsed().as_nanos() as u64);
+            }
+        }
+    }
+    for (i, t) in times.iter().enumerate() {
+        println!("exec_ns {i} {}", join(t));
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut pos = Vec::new();
@@ -600,6 +702,11 @@ fn main() {
             &chain,
             pair,
             floor_first,
+        ),
+        ["exec", rounds, program, variants @ ..] if !variants.is_empty() => exec(
+            rounds.parse().unwrap_or_else(|_| usage()),
+            program,
+            variants,
         ),
         ["resolve", mode, threads, count] => resolve(
             mode,

@@ -43,6 +43,20 @@
 //!     getpeername of a connected socket must be the destination.
 //!     Failure of a call: errno=NAME (n) call=<function> answered=N/M; a failed lookup:
 //!     gai=EAI_NAME (rc).
+//! csudp pair PROXY_IP:PORT DEST_IP:PORT [--count N] [--size B] [--window W] [--chunk K]
+//!              [--timeout-ms T]
+//!     The benchmark's paired mode, run under a shim: three links in one process, each sending
+//!     K datagrams in turn (order rotating ABC, BCA, CAB, …), so that load from elsewhere
+//!     cancels out of their differences:
+//!       A  plain libc sendto/recvfrom to DEST (the shim carries it),
+//!       B  this client's own SOCKS5 UDP association through PROXY, made of raw syscalls that
+//!          no LD_PRELOAD shim sees (the control connection's connect carries chainsocks'
+//!          marker length, which the launcher's seccomp supervisor lets through),
+//!       C  raw sendto/recvfrom straight to DEST (the floor).
+//!     -> ok answered=A,B,C/N bad=K median_us=A,B,C above_us=A-C,B-C elapsed_us=A,B,C
+//!     median_us: of every answered round trip of a link; above_us: the medians of the
+//!     per-turn differences to C's round trip (K = 1: datagram by datagram); elapsed_us: each
+//!     link's loop time summed over its turns (N / elapsed is its throughput).
 //! ```
 //! Pacing: at most W datagrams in flight (default 1: each awaits its echo); one whose echo
 //! has not come T ms (default 2000) after it was sent counts as lost. With W = 1 `median_us`
@@ -84,6 +98,7 @@ struct Opts {
     family: i32,
     timeout_ms: i32,
     batch: usize,
+    chunk: usize,
     nonblock: bool,
     name: bool,
     auth: Option<(String, String)>,
@@ -102,7 +117,9 @@ fn usage() -> ! {
          csudp socks5 PROXY_HOST:PORT DEST_HOST:PORT [--count N] [--size B] [--window W] \
          [--name] [--timeout-ms T] [--auth USER:PASS] [--zero-client]\n\
          csudp sendto|connected|sendmsg|mmsg|readwrite HOST PORT [--count N] [--size B] \
-         [--window W] [--family 4|6] [--timeout-ms T] [--batch K] [--nonblock]"
+         [--window W] [--family 4|6] [--timeout-ms T] [--batch K] [--nonblock]\n\
+         csudp pair PROXY_IP:PORT DEST_IP:PORT [--count N] [--size B] [--window W] [--chunk K] \
+         [--timeout-ms T]"
     );
     exit(2)
 }
@@ -219,14 +236,20 @@ impl Tally {
 /// Sends `o.count` datagrams over `link`, at most `o.window` in flight, each awaited for
 /// `o.timeout_ms` after it was sent.
 fn run_loop(link: &mut dyn Link, o: &Opts) -> Tally {
+    run_loop_from(link, o, 0)
+}
+
+/// [`run_loop`] with sequence numbers from `first` (a link used for several turns: an echo
+/// from an earlier turn is then "late", never mistaken for a current one).
+fn run_loop_from(link: &mut dyn Link, o: &Opts, first: u64) -> Tally {
     let timeout = o.timeout();
     let window = o.window.max(1);
     let mut in_flight: VecDeque<(u64, Instant)> = VecDeque::new();
-    let mut next = 0u64;
+    let mut next = first;
     let mut t = Tally::default();
     let start = Instant::now();
     loop {
-        while (next as usize) < o.count && in_flight.len() < window {
+        while ((next - first) as usize) < o.count && in_flight.len() < window {
             let p = payload(next, o.size);
             let at = Instant::now(); // the round trip includes the send call
             link.send(&p);
@@ -315,11 +338,17 @@ struct Socks5Link {
     buf: Vec<u8>,
 }
 
+/// A datagram for the relay: the SOCKS5 UDP header, then the payload.
+fn framed(header: &[u8], p: &[u8]) -> Vec<u8> {
+    let mut d = Vec::with_capacity(header.len() + p.len());
+    d.extend_from_slice(header);
+    d.extend_from_slice(p);
+    d
+}
+
 impl Link for Socks5Link {
     fn send(&mut self, p: &[u8]) {
-        let mut d = Vec::with_capacity(self.header.len() + p.len());
-        d.extend_from_slice(&self.header);
-        d.extend_from_slice(p);
+        let d = framed(&self.header, p);
         if let Err(e) = self.udp.send_to(&d, self.relay) {
             io_fail("sendto", &e);
         }
@@ -856,6 +885,451 @@ fn cmd_plain(mode: Mode, host: &str, port: &str, o: &Opts) {
     exit(if all_ok { 0 } else { 3 })
 }
 
+// ------------------------------------------------------------------------------- pair mode
+
+/// The calls of the pair mode's B and C links: raw `syscall()`s, which no LD_PRELOAD shim
+/// sees (`libc::` wrappers of hooked symbols would be the shim's).
+mod raw {
+    use super::Addr;
+    use chainsocks_core::sys::MARKER_ADDRLEN;
+
+    fn ret(r: libc::c_long) -> Result<i64, i32> {
+        if r < 0 { Err(super::errno()) } else { Ok(r) }
+    }
+
+    pub fn socket(domain: i32, ty: i32) -> Result<i32, i32> {
+        // SAFETY: plain syscall.
+        ret(unsafe { libc::syscall(libc::SYS_socket, domain, ty | libc::SOCK_CLOEXEC, 0) })
+            .map(|fd| fd as i32)
+    }
+
+    pub fn close(fd: i32) {
+        // SAFETY: plain syscall on our descriptor.
+        unsafe { libc::syscall(libc::SYS_close, fd) };
+    }
+
+    /// connect(2) with the address in a zero-padded buffer of the marker length.
+    pub fn connect_marked(fd: i32, a: &Addr) -> Result<(), i32> {
+        let st = a.ss; // sockaddr_storage: 128 bytes, zero past the address
+        // SAFETY: a complete, zero-padded address buffer of 128 bytes.
+        ret(unsafe { libc::syscall(libc::SYS_connect, fd, &st, MARKER_ADDRLEN) }).map(|_| ())
+    }
+
+    pub fn bind(fd: i32, a: &Addr) -> Result<(), i32> {
+        // SAFETY: a valid address of `a.len` bytes.
+        ret(unsafe { libc::syscall(libc::SYS_bind, fd, &a.ss, a.len) }).map(|_| ())
+    }
+
+    pub fn sockname(fd: i32) -> Result<Addr, i32> {
+        let mut a = Addr {
+            // SAFETY: all-zero is a valid sockaddr_storage.
+            ss: unsafe { std::mem::zeroed() },
+            len: std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        };
+        // SAFETY: storage and its length; the kernel writes at most that.
+        ret(unsafe { libc::syscall(libc::SYS_getsockname, fd, &mut a.ss, &mut a.len) })?;
+        Ok(a)
+    }
+
+    pub fn nodelay(fd: i32) {
+        let one: libc::c_int = 1;
+        // SAFETY: an int option and its size.
+        unsafe {
+            libc::syscall(
+                libc::SYS_setsockopt,
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                &one,
+                std::mem::size_of::<libc::c_int>(),
+            )
+        };
+    }
+
+    /// Waits until `fd` is readable (true) or `ms` passed (false); EINTR restarts.
+    pub fn readable(fd: i32, ms: i32) -> Result<bool, i32> {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: one valid pollfd.
+            match ret(unsafe { libc::syscall(libc::SYS_poll, &mut p, 1, ms) }) {
+                Ok(n) => return Ok(n > 0),
+                Err(libc::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub fn write_all(fd: i32, mut b: &[u8]) -> Result<(), i32> {
+        while !b.is_empty() {
+            // SAFETY: the buffer is valid for its length.
+            match ret(unsafe { libc::syscall(libc::SYS_write, fd, b.as_ptr(), b.len()) }) {
+                Ok(n) => b = b.get(n as usize..).unwrap_or_default(),
+                Err(libc::EINTR) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads exactly `b.len()` bytes, waiting at most `ms` for each read.
+    pub fn read_exact(fd: i32, b: &mut [u8], ms: i32) -> Result<(), i32> {
+        let mut got = 0;
+        while got < b.len() {
+            if !readable(fd, ms)? {
+                return Err(libc::ETIMEDOUT);
+            }
+            let rest = b.get_mut(got..).unwrap_or_default();
+            // SAFETY: the buffer is valid for its length.
+            match ret(unsafe { libc::syscall(libc::SYS_read, fd, rest.as_mut_ptr(), rest.len()) }) {
+                Ok(0) => return Err(libc::ECONNRESET),
+                Ok(n) => got += n as usize,
+                Err(libc::EINTR) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn sendto(fd: i32, b: &[u8], to: &Addr) -> Result<usize, i32> {
+        loop {
+            // SAFETY: buffer and address are valid for the call.
+            let r = unsafe {
+                libc::syscall(libc::SYS_sendto, fd, b.as_ptr(), b.len(), 0, &to.ss, to.len)
+            };
+            match ret(r) {
+                Ok(n) => return Ok(n as usize),
+                Err(libc::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One datagram: its length and sender.
+    pub fn recvfrom(fd: i32, b: &mut [u8]) -> Result<(usize, Addr), i32> {
+        let mut a = Addr {
+            // SAFETY: all-zero is a valid sockaddr_storage.
+            ss: unsafe { std::mem::zeroed() },
+            len: std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        };
+        loop {
+            // SAFETY: buffer and storage are valid for the call.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_recvfrom,
+                    fd,
+                    b.as_mut_ptr(),
+                    b.len(),
+                    libc::MSG_DONTWAIT,
+                    &mut a.ss,
+                    &mut a.len,
+                )
+            };
+            match ret(r) {
+                Ok(n) => return Ok((n as usize, a)),
+                Err(libc::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Milliseconds left until `deadline` (0: passed), for poll.
+fn ms_left(deadline: Instant) -> i32 {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        0
+    } else {
+        left.as_millis().clamp(1, i32::MAX as u128) as i32
+    }
+}
+
+/// The next datagram on a raw UDP socket from `want` (others are ignored), or `None` at
+/// `deadline`.
+fn raw_recv(fd: i32, buf: &mut [u8], want: SocketAddr, deadline: Instant) -> Option<usize> {
+    loop {
+        let ms = ms_left(deadline);
+        if ms == 0 {
+            return None;
+        }
+        match raw::readable(fd, ms) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => fail_call("poll", e),
+        }
+        match raw::recvfrom(fd, buf) {
+            Ok((n, from)) if from.to_std() == Some(want) => return Some(n),
+            Ok((_, from)) => eprintln!("{PROG}: datagram from {}: ignored", from.text()),
+            Err(libc::EAGAIN) => {}
+            Err(e) => fail_call("recvfrom", e),
+        }
+    }
+}
+
+/// C: raw datagrams straight to the destination.
+struct RawDirectLink {
+    fd: i32,
+    dest: SocketAddr,
+    buf: Vec<u8>,
+}
+
+impl Link for RawDirectLink {
+    fn send(&mut self, p: &[u8]) {
+        if let Err(e) = raw::sendto(self.fd, p, &Addr::from_std(self.dest)) {
+            fail_call("sendto", e);
+        }
+    }
+
+    fn recv(&mut self, deadline: Instant) -> Option<(Vec<u8>, Source)> {
+        let n = raw_recv(self.fd, &mut self.buf, self.dest, deadline)?;
+        Some((self.buf.get(..n).unwrap_or_default().to_vec(), Source::Ok))
+    }
+}
+
+/// B: the client's own SOCKS5 UDP association, raw syscalls only.
+struct RawSocks5Link {
+    ctl: i32,
+    udp: i32,
+    relay: SocketAddr,
+    header: Vec<u8>,
+    dest: SocketAddr,
+    buf: Vec<u8>,
+}
+
+impl Link for RawSocks5Link {
+    fn send(&mut self, p: &[u8]) {
+        let d = framed(&self.header, p);
+        if let Err(e) = raw::sendto(self.udp, &d, &Addr::from_std(self.relay)) {
+            fail_call("sendto", e);
+        }
+    }
+
+    fn recv(&mut self, deadline: Instant) -> Option<(Vec<u8>, Source)> {
+        let n = raw_recv(self.udp, &mut self.buf, self.relay, deadline)?;
+        let got = self.buf.get(..n).unwrap_or_default();
+        let Ok(Decoded::Done((_frag, src), used)) = decode_udp_header(got) else {
+            return Some((Vec::new(), Source::NotChecked));
+        };
+        let source = if src == WireAddr::Ip(self.dest) {
+            Source::Ok
+        } else {
+            Source::Bad(format!("{src:?}"))
+        };
+        Some((got.get(used..).unwrap_or_default().to_vec(), source))
+    }
+}
+
+/// Reads one message decoded by `decode` from a raw control connection.
+fn raw_msg<T>(
+    fd: i32,
+    what: &str,
+    ms: i32,
+    decode: impl Fn(&[u8]) -> Result<Decoded<T>, ProtoError>,
+) -> T {
+    let mut buf = Vec::new();
+    loop {
+        match decode(&buf) {
+            Ok(Decoded::Done(v, _)) => return v,
+            Ok(Decoded::Need(n)) => {
+                let at = buf.len();
+                buf.resize(at + n, 0);
+                if let Err(e) = raw::read_exact(fd, buf.get_mut(at..).unwrap_or_default(), ms) {
+                    fail_call(&format!("read-{what}"), e);
+                }
+            }
+            Err(e) => error(&format!("proto {what}: {e}")),
+        }
+    }
+}
+
+fn raw_send_msg(fd: i32, what: &str, encoded: Result<Vec<u8>, ProtoError>) {
+    let b = encoded.unwrap_or_else(|e| error(&format!("proto {what}: {e}")));
+    if let Err(e) = raw::write_all(fd, &b) {
+        fail_call(&format!("write-{what}"), e);
+    }
+}
+
+/// B's association: control connection (no auth), UDP ASSOCIATE from a raw UDP socket on the
+/// control connection's local IP.
+fn raw_associate(proxy: SocketAddr, dest: SocketAddr, o: &Opts) -> RawSocks5Link {
+    let domain = if proxy.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    let ms = o.timeout_ms.max(1);
+    let ctl = raw::socket(domain, libc::SOCK_STREAM).unwrap_or_else(|e| fail_call("socket", e));
+    if let Err(e) = raw::connect_marked(ctl, &Addr::from_std(proxy)) {
+        fail_call("connect", e);
+    }
+    raw::nodelay(ctl);
+    raw_send_msg(
+        ctl,
+        "greeting",
+        encoded(|b| encode_greeting(&[Method::NoAuth], b)),
+    );
+    let chosen = raw_msg(ctl, "method", ms, decode_method_selection);
+    if chosen != Method::NoAuth {
+        error(&format!("method {:#04x}", chosen.to_u8()));
+    }
+    let local_ip = raw::sockname(ctl)
+        .unwrap_or_else(|e| fail_call("getsockname", e))
+        .to_std()
+        .map(|a| a.ip())
+        .unwrap_or_else(|| error("getsockname: not an internet address"));
+    let udp = raw::socket(domain, libc::SOCK_DGRAM).unwrap_or_else(|e| fail_call("socket", e));
+    if let Err(e) = raw::bind(udp, &Addr::from_std(SocketAddr::new(local_ip, 0))) {
+        fail_call("bind", e);
+    }
+    let client = raw::sockname(udp)
+        .unwrap_or_else(|e| fail_call("getsockname", e))
+        .to_std()
+        .unwrap_or_else(|| error("getsockname: not an internet address"));
+    let request = encoded(|b| encode_request(Command::UdpAssociate, &Dest::Ip(client), b));
+    raw_send_msg(ctl, "request", request);
+    let reply = raw_msg(ctl, "reply", ms, decode_reply);
+    if reply.code != ReplyCode::Succeeded {
+        error(&format!("reply {:#04x}", reply.code.to_u8()));
+    }
+    let relay = match reply.bound {
+        WireAddr::Ip(a) if a.ip().is_unspecified() => SocketAddr::new(proxy.ip(), a.port()),
+        WireAddr::Ip(a) => a,
+        WireAddr::Name(..) => error("proto relay address is a name"),
+    };
+    let header = encoded(|b| encode_udp_header(0, &Dest::Ip(dest), b))
+        .unwrap_or_else(|e| error(&format!("proto header: {e}")));
+    RawSocks5Link {
+        ctl,
+        udp,
+        relay,
+        header,
+        dest,
+        buf: vec![0u8; BUF],
+    }
+}
+
+fn cmd_pair(proxy: &str, dest: &str, o: &Opts) {
+    let ip_port = |s: &str| -> SocketAddr {
+        let (h, p) = parse_hostport(s);
+        match h.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, p),
+            Err(_) => usage(),
+        }
+    };
+    let (proxy, dest) = (ip_port(proxy), ip_port(dest));
+    let domain = if dest.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // A: through libc, where the shim is.
+    // SAFETY: plain socket call; the descriptor is owned by `Fd`.
+    let fd = Fd(unsafe { libc::socket(domain, libc::SOCK_DGRAM, 0) });
+    if fd.0 < 0 {
+        fail_call("socket", errno());
+    }
+    let mut a = PlainLink {
+        fd: fd.0,
+        dest: Addr::from_std(dest),
+        dest_std: Some(dest),
+        mode: Mode::SendTo,
+        nonblock: false,
+        timeout_ms: o.timeout_ms,
+        buf: vec![0u8; BUF],
+    };
+    let mut b = raw_associate(proxy, dest, o);
+    let cfd = raw::socket(domain, libc::SOCK_DGRAM).unwrap_or_else(|e| fail_call("socket", e));
+    let mut c = RawDirectLink {
+        fd: cfd,
+        dest,
+        buf: vec![0u8; BUF],
+    };
+    let chunk = o.chunk.max(1);
+    let mut answered = [0usize; 3];
+    let mut bad = 0usize;
+    let mut elapsed = [0u128; 3];
+    let mut rtts: [Vec<u64>; 3] = Default::default();
+    let mut above: [Vec<f64>; 2] = Default::default();
+    let mut source_bad: Option<String> = None;
+    let (mut sent, mut turn) = (0usize, 0usize);
+    while sent < o.count {
+        let k = chunk.min(o.count - sent);
+        let part = Opts {
+            count: k,
+            ..o.clone()
+        };
+        let mut medians = [None; 3];
+        for j in 0..3 {
+            let i = (j + turn) % 3;
+            let link: &mut dyn Link = match i {
+                0 => &mut a,
+                1 => &mut b,
+                _ => &mut c,
+            };
+            let t = run_loop_from(link, &part, sent as u64);
+            if let (Some(x), Some(y), Some(z), Some(r)) = (
+                answered.get_mut(i),
+                elapsed.get_mut(i),
+                medians.get_mut(i),
+                rtts.get_mut(i),
+            ) {
+                *x += t.answered;
+                *y += t.elapsed_us;
+                if t.answered > 0 {
+                    *z = Some(t.median_us() as f64);
+                }
+                r.extend_from_slice(&t.rtts_us);
+            }
+            bad += t.bad;
+            if source_bad.is_none() {
+                source_bad = t.source_bad.clone();
+            }
+        }
+        if let [Some(ma), Some(mb), Some(mc)] = medians {
+            above[0].push(ma - mc);
+            above[1].push(mb - mc);
+        }
+        sent += k;
+        turn += 1;
+    }
+    raw::close(b.udp);
+    raw::close(b.ctl);
+    raw::close(c.fd);
+    let med_u = |v: &mut Vec<u64>| {
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0)
+    };
+    let med_f = |v: &mut Vec<f64>| {
+        v.sort_by(|x, y| x.total_cmp(y));
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let [ra, rb, rc] = &mut rtts;
+    let [aa, ab] = &mut above;
+    println!(
+        "ok answered={},{},{}/{} bad={bad} source={} median_us={},{},{} above_us={:.1},{:.1} elapsed_us={},{},{}",
+        answered[0],
+        answered[1],
+        answered[2],
+        o.count,
+        source_bad
+            .as_deref()
+            .map_or("ok".to_string(), |b| format!("BAD:{b}")),
+        med_u(ra),
+        med_u(rb),
+        med_u(rc),
+        med_f(aa),
+        med_f(ab),
+        elapsed[0],
+        elapsed[1],
+        elapsed[2],
+    );
+    let all_ok = answered.iter().all(|&n| n == o.count) && bad == 0 && source_bad.is_none();
+    exit(if all_ok { 0 } else { 3 })
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut pos: Vec<&str> = Vec::new();
@@ -866,6 +1340,7 @@ fn main() {
         family: libc::AF_UNSPEC,
         timeout_ms: 2000,
         batch: 8,
+        chunk: 1,
         nonblock: false,
         name: false,
         auth: None,
@@ -879,6 +1354,7 @@ fn main() {
             "--size" => o.size = val().parse().unwrap_or_else(|_| usage()),
             "--window" => o.window = val().parse().unwrap_or_else(|_| usage()),
             "--batch" => o.batch = val().parse().unwrap_or_else(|_| usage()),
+            "--chunk" => o.chunk = val().parse().unwrap_or_else(|_| usage()),
             "--timeout-ms" => o.timeout_ms = val().parse().unwrap_or_else(|_| usage()),
             "--family" => o.family = clientsys::family_arg(val()).unwrap_or_else(|| usage()),
             "--nonblock" => o.nonblock = true,
@@ -899,6 +1375,7 @@ fn main() {
     COUNT.store(o.count, Ordering::Relaxed);
     match pos.as_slice() {
         ["socks5", proxy, dest] => cmd_socks5(proxy, dest, &o),
+        ["pair", proxy, dest] => cmd_pair(proxy, dest, &o),
         [m, host, port] => {
             let mode = match *m {
                 "sendto" => Mode::SendTo,

@@ -25,7 +25,10 @@ use crate::sock::{errno, set_errno};
 
 /// Runs a hook body; `None` (and an error line) if it panicked: the caller fails closed.
 pub fn catch<T>(hook: &str, body: impl FnOnce() -> T) -> Option<T> {
-    match catch_unwind(AssertUnwindSafe(body)) {
+    match catch_unwind(AssertUnwindSafe(|| {
+        test_panic(hook);
+        body()
+    })) {
         Ok(v) => Some(v),
         Err(_) => {
             let sink = &crate::state::get().sink;
@@ -37,6 +40,22 @@ pub fn catch<T>(hook: &str, body: impl FnOnce() -> T) -> Option<T> {
         }
     }
 }
+
+/// Debug builds only (tests): `CHAINSOCKS_TEST_PANIC=<hook>` panics inside that hook's
+/// `catch`, so a test can show that a panic fails the call closed with the unwinder the
+/// library is really linked with. Release builds have no such switch.
+#[cfg(debug_assertions)]
+fn test_panic(hook: &str) {
+    if crate::state::env("CHAINSOCKS_TEST_PANIC").is_some_and(|h| h == hook) {
+        #[allow(clippy::panic)]
+        {
+            panic!("CHAINSOCKS_TEST_PANIC={hook}");
+        }
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn test_panic(_hook: &str) {}
 
 /// Runs a hook body, catching panics (fail closed with [`Error::Internal`]).
 pub fn run(hook: &'static str, body: impl FnOnce() -> Route) -> Route {

@@ -52,15 +52,140 @@ fn children_usage() -> (f64, f64) {
     (ms(ru.ru_utime) + ms(ru.ru_stime), ru.ru_minflt as f64)
 }
 
-/// Where libgcc_s.so.1 is (the one library libchainsocks.so pulls in that /bin/true does not).
-fn libgcc_s() -> Option<PathBuf> {
+/// An empty shared library (one function, built with the system's C compiler into the
+/// benchmark's temp dir): what preloading any library costs, the floor of every LD_PRELOAD
+/// shim. `None` without a C compiler.
+pub fn empty_lib(ctx: &Ctx) -> Option<PathBuf> {
+    let lib = ctx.dir.join("libcsempty.so");
+    if lib.is_file() {
+        return Some(lib);
+    }
+    let src = ctx
+        .dir
+        .write("csempty.c", b"int csbench_empty(void) { return 0; }\n");
+    let ok = std::process::Command::new("cc")
+        .args(["-O2", "-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(lib)
+}
+
+/// Debian's libproxychains.so.4, if installed.
+pub fn proxychains_lib() -> Option<PathBuf> {
     [
-        "/lib/x86_64-linux-gnu/libgcc_s.so.1",
-        "/usr/lib/x86_64-linux-gnu/libgcc_s.so.1",
+        "/usr/lib/x86_64-linux-gnu/libproxychains.so.4",
+        "/lib/x86_64-linux-gnu/libproxychains.so.4",
     ]
     .iter()
     .map(PathBuf::from)
     .find(|p| p.is_file())
+}
+
+/// Execs per variant in B3's paired breakdown.
+const PAIRED_EXECS: usize = 2000;
+
+/// B3's paired breakdown: `csbenchclient exec` spawns /bin/true once per variant in turn
+/// (plain, libchainsocks.so as under the launcher, an empty library, libproxychains.so.4), so
+/// load from elsewhere cancels out of the per-turn ratios. The library's part of B3 without
+/// `sh`'s forks and the launcher.
+fn b3_paired(ctx: &Ctx, lib: &std::path::Path, res: &mut Results) -> Result<(), String> {
+    let mut variants: Vec<(&str, String)> = vec![
+        ("plain", "-".into()),
+        (
+            "libchainsocks.so (as under the launcher)",
+            lib.to_string_lossy().into_owned(),
+        ),
+    ];
+    if let Some(e) = empty_lib(ctx) {
+        variants.push(("an empty C library", e.to_string_lossy().into_owned()));
+    }
+    if let Some(p) = proxychains_lib() {
+        variants.push(("libproxychains.so.4", p.to_string_lossy().into_owned()));
+    }
+    eprintln!(
+        "B3 paired breakdown: /bin/true × {PAIRED_EXECS} per variant, {} variants in turn",
+        variants.len()
+    );
+    let pc_conf = ctx.dir.write(
+        "exec-paired-pc.conf",
+        b"strict_chain\nquiet_mode\nproxy_dns\n[ProxyList]\nsocks5 127.0.0.1 9\n",
+    );
+    let mut cmd = ctx.command(&Via::Plain, &ctx.client, &[]);
+    cmd.arg("exec")
+        .arg(PAIRED_EXECS.to_string())
+        .arg("/bin/true")
+        .args(variants.iter().map(|(_, v)| v))
+        .env("CHAINSOCKS_LOG", "off")
+        .env("CHAINSOCKS_SHM", ctx.dir.join("no-such-state"))
+        .env("PROXYCHAINS_QUIET_MODE", "1")
+        .env("PROXYCHAINS_CONF_FILE", &pc_conf);
+    let out = ctx.run_cmd(cmd)?;
+    let us: Vec<Vec<f64>> = (0..variants.len())
+        .map(|i| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(&format!("exec_ns {i} ")))
+                .map(|l| {
+                    l.split_whitespace()
+                        .filter_map(|v| v.parse::<f64>().ok())
+                        .map(|ns| ns / 1e3)
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    let plain = us.first().cloned().unwrap_or_default();
+    let case = "B3 paired breakdown: /bin/true spawned in turn";
+    let mut bars = Vec::new();
+    let above = |what: &str| {
+        let i = variants.iter().position(|(w, _)| *w == what)?;
+        let v = us.get(i)?;
+        Some(median(
+            &v.iter()
+                .zip(&plain)
+                .map(|(a, b)| a - b)
+                .collect::<Vec<f64>>(),
+        ))
+    };
+    if let (Some(l), Some(e)) = (
+        above("libchainsocks.so (as under the launcher)"),
+        above("an empty C library"),
+    ) {
+        res.facts.b3_paired = Some([l, e]);
+    }
+    for ((what, _), v) in variants.iter().zip(&us) {
+        let diff: Vec<f64> = v.iter().zip(&plain).map(|(a, b)| a - b).collect();
+        let ratio: Vec<f64> = v.iter().zip(&plain).map(|(a, b)| a / b).collect();
+        bars.push((
+            match *what {
+                "plain" => "plain (floor)".to_string(),
+                "libchainsocks.so (as under the launcher)" => "chainsocks".into(),
+                "an empty C library" => "empty library".into(),
+                "libproxychains.so.4" => "proxychains4".into(),
+                w => w.to_string(),
+            },
+            median(&diff),
+        ));
+        res.rows.push(Row::info(
+            case,
+            what,
+            format!("{:.0} µs", median(v)),
+            if what == &"plain" {
+                String::new()
+            } else {
+                format!(
+                    "{:+.1} µs, {:.3}× plain (medians of the per-turn differences and ratios)",
+                    median(&diff),
+                    median(&ratio)
+                )
+            },
+            String::new(),
+        ));
+    }
+    res.b3_plot
+        .push(("paired: /bin/true alone, spawned in turn".into(), bars));
+    Ok(())
 }
 
 pub fn b3(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<(), String> {
@@ -77,15 +202,19 @@ pub fn b3(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
         .parent()
         .map(|d| d.join("libchainsocks.so"))
         .unwrap_or_default();
+    let Via::Cs(conf) = ctx.cs_conf("B3", &urls(&one, false)) else {
+        return Err("B3: config".into());
+    };
     // (name, how, LD_PRELOAD without a launcher)
     let mut variants: Vec<(&'static str, Via, Option<PathBuf>)> = vec![
         ("plain", Via::Plain, None),
-        ("chainsocks", ctx.cs_conf("B3", &urls(&one, false)), None),
+        ("chainsocks", Via::CsNoSupervisor(conf.clone()), None),
+        ("chainsocks supervised", Via::Cs(conf), None),
         ("proxychains4", ctx.pc_conf("B3", &one), None),
-        ("preload lib", Via::Plain, Some(lib)),
+        ("preload lib", Via::Plain, Some(lib.clone())),
     ];
-    if let Some(g) = libgcc_s() {
-        variants.push(("preload libgcc_s", Via::Plain, Some(g)));
+    if let Some(e) = empty_lib(ctx) {
+        variants.push(("preload empty", Via::Plain, Some(e)));
     }
     let mut t: Series = BTreeMap::new();
     let mut cpu: Series = BTreeMap::new();
@@ -106,7 +235,7 @@ pub fn b3(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
             let ms = start.elapsed().as_secs_f64() * 1e3;
             let (c1, f1) = children_usage();
             eprintln!(
-                "  {name:<17} round {}: {ms:.0} ms, CPU {:.0} ms, {:.1} page faults per exec",
+                "  {name:<21} round {}: {ms:.0} ms, CPU {:.0} ms, {:.1} page faults per exec",
                 round + 1,
                 c1 - c0,
                 (f1 - f0) / 1000.0
@@ -117,20 +246,26 @@ pub fn b3(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
         }
     }
     let case = "B3 exec: sh + 1,000 × /bin/true";
-    let plain = med(&t, "plain");
     let mut names: Vec<(&str, &str)> = vec![
         ("plain", "plain"),
         ("proxychains4", "under proxychains4 (info)"),
-        ("chainsocks", "under chainsocks"),
+        (
+            "chainsocks",
+            "under chainsocks --no-supervisor (the library; launcher included)",
+        ),
+        (
+            "chainsocks supervised",
+            "under chainsocks, default launch: library + seccomp supervisor",
+        ),
         (
             "preload lib",
             "breakdown: LD_PRELOAD=libchainsocks.so alone, no launcher",
         ),
     ];
-    if t.contains_key("preload libgcc_s") {
+    if t.contains_key("preload empty") {
         names.push((
-            "preload libgcc_s",
-            "breakdown: LD_PRELOAD=libgcc_s.so.1 alone (libchainsocks' one extra dependency)",
+            "preload empty",
+            "reference: LD_PRELOAD of an empty C library (what preloading anything costs)",
         ));
     }
     for (name, what) in names {
@@ -149,34 +284,68 @@ pub fn b3(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
             spread(&t, name, 1.0, 0),
         ));
     }
-    let _ = plain;
     res.facts.b3_faults = Some([
         med(&faults, "plain"),
         med(&faults, "chainsocks"),
-        med(&faults, "preload libgcc_s"),
+        med(&faults, "preload empty"),
     ]);
+    // Added per exec, from the per-round ratios (robust against load that moves whole
+    // rounds) times plain's time per exec.
+    let per_exec = med(&t, "plain");
+    let mut bars = vec![("plain (floor)".to_string(), 0.0)];
+    for (name, bar) in [
+        ("preload empty", "empty library"),
+        ("chainsocks", "chainsocks, library only"),
+        ("chainsocks supervised", "chainsocks + supervisor"),
+        ("proxychains4", "proxychains4"),
+    ] {
+        if t.contains_key(name) {
+            let r = median(&ratios(&t, name, "plain"));
+            bars.push((bar.to_string(), (r - 1.0) * per_exec));
+        }
+    }
+    res.b3_plot
+        .push(("whole launch: sh + 1,000 × /bin/true".into(), bars));
     let rc = ratios(&cpu, "chainsocks", "plain");
     res.rows.push(Row::info(
         case,
-        "chainsocks ÷ plain in CPU time of the processes (info: less sensitive to other load)",
+        "chainsocks --no-supervisor ÷ plain in CPU time of the processes (info: less sensitive \
+         to other load)",
         format!("{:.3}", median(&rc)),
         String::new(),
         ratio_spread(&rc),
     ));
-    let r = ratios(&t, "chainsocks", "plain");
-    let v = median(&r);
-    res.check(
-        "B3",
-        case,
-        "chainsocks ÷ plain, median of the per-round ratios",
-        format!("{v:.3}"),
-        "≤ 1.05",
-        v <= 1.05,
-    );
-    if let Some(last) = res.rows.last_mut() {
-        last.spread = ratio_spread(&r);
+    for (id, name, what, limit) in [
+        (
+            "B3",
+            "chainsocks",
+            "chainsocks --no-supervisor ÷ plain, median of the per-round ratios",
+            1.10,
+        ),
+        (
+            "B3-sup",
+            "chainsocks supervised",
+            "chainsocks with the supervisor's seccomp filter ÷ plain, median of the per-round \
+             ratios",
+            1.15,
+        ),
+    ] {
+        let r = ratios(&t, name, "plain");
+        let v = median(&r);
+        res.check(
+            id,
+            case,
+            what,
+            format!("{v:.3}"),
+            &format!("≤ {limit:.2}"),
+            v <= limit,
+        );
+        if let Some(last) = res.rows.last_mut() {
+            last.spread = ratio_spread(&r);
+        }
     }
-    Ok(())
+    ctx.settle();
+    b3_paired(ctx, &lib, res)
 }
 
 // ---------------------------------------------------------------- B4

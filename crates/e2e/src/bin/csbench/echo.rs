@@ -55,6 +55,9 @@ pub struct Variant {
     pub peer: IpAddr,
     /// Fewer connections than the case's (a variant that takes 40 ms each).
     pub conns: Option<usize>,
+    /// Run the client without the library (`env -u LD_PRELOAD`): under the launcher only its
+    /// seccomp supervisor sees the client's connects.
+    pub bare: bool,
 }
 
 pub const DANTE_EXTERNAL: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
@@ -108,7 +111,15 @@ pub fn echo_case(
                 }
             }
             let before = srv.echo.peers().len();
-            let text = ctx.client(&v.via, &args)?;
+            let text = if v.bare {
+                let env = e2e::find_program("env").ok_or("env is not installed")?;
+                let mut a = vec!["-u".to_string(), "LD_PRELOAD".into()];
+                a.push(ctx.client.to_string_lossy().into_owned());
+                a.extend(args);
+                ctx.run(&v.via, &env, &a)?
+            } else {
+                ctx.client(&v.via, &args)?
+            };
             let r = parse_echo(&text)?;
             let peers = srv.echo.peers();
             let new: Vec<_> = peers.get(before..).unwrap_or_default().to_vec();
@@ -192,6 +203,7 @@ pub fn b1(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
                 pair: false,
                 peer: LOCAL,
                 conns: None,
+                bare: false,
             },
             Variant {
                 name: "floor",
@@ -200,6 +212,7 @@ pub fn b1(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
                 pair: true,
                 peer: DANTE_EXTERNAL,
                 conns: None,
+                bare: false,
             },
             Variant {
                 name: "chainsocks",
@@ -208,6 +221,7 @@ pub fn b1(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
                 pair: true,
                 peer: DANTE_EXTERNAL,
                 conns: None,
+                bare: false,
             },
             Variant {
                 name: "chainsocks pipelined",
@@ -217,6 +231,7 @@ pub fn b1(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
                 peer: DANTE_EXTERNAL,
                 // Through ssh -D every pipelined connection waits ~40 ms (see B2): fewer.
                 conns: (ports.len() > 1).then_some(plan.b1_conns.min(100)),
+                bare: false,
             },
             Variant {
                 name: "proxychains4",
@@ -225,6 +240,7 @@ pub fn b1(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
                 pair: true,
                 peer: DANTE_EXTERNAL,
                 conns: None,
+                bare: false,
             },
         ];
         let m = echo_case(ctx, srv, dest, &variants, plan.b1_conns, plan.b1_runs)?;
@@ -271,6 +287,14 @@ pub fn b1(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
         let cs = get(&m, "chainsocks")?.diff.median();
         let pc = get(&m, "proxychains4")?.diff.median();
         res.facts.b1_above.push((ports.len(), [cs, pc]));
+        res.b1_plot.push((
+            label.to_string(),
+            vec![
+                ("floor (null test)".into(), get(&m, "floor")?.diff.median()),
+                ("chainsocks".into(), cs),
+                ("proxychains4".into(), pc),
+            ],
+        ));
         let ratio = cs / pc;
         res.check(
             id,
@@ -390,6 +414,7 @@ pub fn b2(ctx: &mut Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Resul
         pair: false,
         peer,
         conns: None,
+        bare: false,
     };
     // The echo server sees its relay (127.0.0.1) in every variant; that the chain was used is
     // checked below on the relay in front of the first dante.

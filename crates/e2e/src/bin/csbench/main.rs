@@ -7,10 +7,13 @@
 //! there — all on 127.0.0.1 — and runs the `csbenchclient` binary plainly, under the release
 //! `chainsocks` launcher (`-q`, `quiet = true`, `CHAINSOCKS_LOG=off`) and under
 //! `proxychains4 -q` (strict_chain, quiet_mode). It prints one Markdown table and writes
-//! docs/benchmarks.md and docs/bench-b2.svg.
+//! docs/benchmarks.md, docs/bench-b2.svg and docs/bench-b1-b3.svg.
+//! The supervisor cases (SUP) run the same client without LD_PRELOAD under the launcher (its
+//! seccomp supervisor proxies it) and Debian's `hey` (Go) under the launcher against hey's own
+//! SOCKS5 client; the UDP cases run `csudp` through dante's UDP ASSOCIATE.
 //!
 //! ```text
-//! csbench [--quick] [--only B1,B2,B3,B4,B5,B6,PROFILE] [--docs DIR | --no-write]
+//! csbench [--quick] [--only B1,B2,B3,B4,B5,B6,SUP,UDP,PROFILE] [--docs DIR | --no-write]
 //! csbench --serve      start the servers and relays, print their ports, wait for EOF on stdin
 //!                      (for profiling by hand: nsenter -t PID -n …)
 //! ```
@@ -34,7 +37,9 @@ mod profile;
 mod relay;
 mod report;
 mod stats;
+mod sup;
 mod svg;
+mod udp;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -68,6 +73,16 @@ pub struct Plan {
     /// B5: bytes per transfer; pairs (chainsocks) per run... runs.
     pub b5_bytes: u64,
     pub b5_runs: usize,
+    /// SUP: connections (pairs) per client run and rounds of the connect case; requests per
+    /// `hey` run and rounds of the hey case.
+    pub sup_conns: usize,
+    pub sup_runs: usize,
+    pub hey_requests: usize,
+    pub hey_runs: usize,
+    /// UDP: datagrams per round-trip run and per throughput run; rounds.
+    pub udp_rtt_count: usize,
+    pub udp_tput_count: usize,
+    pub udp_runs: usize,
 }
 
 impl Plan {
@@ -85,6 +100,13 @@ impl Plan {
                 b4_runs: 3,
                 b5_bytes: GIB,
                 b5_runs: 2,
+                sup_conns: 300,
+                sup_runs: 2,
+                hey_requests: 1008,
+                hey_runs: 2,
+                udp_rtt_count: 500,
+                udp_tput_count: 5_000,
+                udp_runs: 2,
             }
         } else {
             Plan {
@@ -101,6 +123,13 @@ impl Plan {
                 b4_runs: 5,
                 b5_bytes: GIB,
                 b5_runs: 5,
+                sup_conns: 2_000,
+                sup_runs: 3,
+                hey_requests: 2_000,
+                hey_runs: 5,
+                udp_rtt_count: 2_000,
+                udp_tput_count: 20_000,
+                udp_runs: 5,
             }
         }
     }
@@ -110,8 +139,10 @@ impl Plan {
 #[derive(Clone)]
 pub enum Via {
     Plain,
-    /// chainsocks with this config file.
+    /// chainsocks with this config file (the library and, as root, the seccomp supervisor).
     Cs(PathBuf),
+    /// chainsocks `--no-supervisor` with this config file: the library alone.
+    CsNoSupervisor(PathBuf),
     /// proxychains4 with this config file.
     Pc(PathBuf),
     /// chainsocks `--isolate` with this config file (first hop through the forwarder).
@@ -275,6 +306,14 @@ impl Ctx {
                 c.arg("-f").arg(conf).arg("-q").arg("--").arg(program);
                 c
             }
+            Via::CsNoSupervisor(conf) => {
+                let mut c = Command::new(&self.cs_bin);
+                c.arg("-f")
+                    .arg(conf)
+                    .args(["-q", "--no-supervisor", "--"])
+                    .arg(program);
+                c
+            }
             Via::Pc(conf) => {
                 let mut c = Command::new(&self.pc_bin);
                 c.arg("-q").arg("-f").arg(conf).arg(program);
@@ -291,7 +330,7 @@ impl Ctx {
         };
         c.args(args);
         let mut c = e2e::clean(c);
-        if let Via::Cs(_) | Via::CsIsolated(_) = via {
+        if let Via::Cs(_) | Via::CsNoSupervisor(_) | Via::CsIsolated(_) = via {
             match &self.cs_log_debug {
                 Some(f) => c
                     .env("CHAINSOCKS_LOG", "debug")
@@ -374,6 +413,11 @@ pub struct Results {
     /// B2 bars (label, median ms) and limits (label, ms).
     pub b2_bars: Vec<(String, f64)>,
     pub b2_limits: Vec<(String, f64)>,
+    /// docs/bench-b1-b3.svg: B1's cost above the floor per connection (one group of bars per
+    /// hop count) and B3's cost per exec above plain (a group for the whole launch, one for
+    /// the paired breakdown), µs.
+    pub b1_plot: Vec<(String, Vec<(String, f64)>)>,
+    pub b3_plot: Vec<(String, Vec<(String, f64)>)>,
     /// Missed targets: (check id, what was measured).
     pub misses: Vec<(&'static str, String)>,
     /// Measured facts the explanations of misses are built from (this run's, not remembered).
@@ -389,11 +433,27 @@ pub struct Facts {
     pub instr: Option<[f64; 3]>,
     /// Instructions of one /bin/true: (variant, count), plain first.
     pub exec_instr: Vec<(String, f64)>,
-    /// B3 per exec: page faults (plain, chainsocks, libgcc_s alone).
+    /// B3 per exec: page faults (plain, chainsocks, an empty library preloaded).
     pub b3_faults: Option<[f64; 3]>,
     /// libchainsocks.so's dynamic section: needs libgcc_s.so.1, binds every import at load.
     pub lib_needs_gcc: Option<bool>,
     pub lib_bind_now: Option<bool>,
+    /// libchainsocks.so's relocations: relative, symbol lookups at load (GLOB_DAT and the
+    /// like), PLT slots bound on first call.
+    pub lib_relocs: Option<[usize; 3]>,
+    /// Where the loader's added instructions go: (function, instructions added per exec of
+    /// /bin/true with libchainsocks.so preloaded, against plain), largest first.
+    pub loader_top: Vec<(String, f64)>,
+    /// SUP: cost above the floor (µs) [library, supervisor]; hey requests/s [own, chainsocks].
+    pub sup_above: Option<[f64; 2]>,
+    pub hey_rps: Option<[f64; 2]>,
+    /// UDP medians: round trip µs [direct, own SOCKS5, chainsocks]; datagrams/s of 64 and
+    /// 1400 bytes [own SOCKS5, chainsocks].
+    pub udp_rtt: Option<[f64; 3]>,
+    pub udp_tput: Vec<(usize, [f64; 2])>,
+    /// B3's paired breakdown, µs per exec of /bin/true above plain: [libchainsocks.so, an
+    /// empty library].
+    pub b3_paired: Option<[f64; 2]>,
     /// Syscalls per getaddrinfo+freeaddrinfo: (name, [chainsocks new name, real /etc/hosts]).
     pub lookup_syscalls: Vec<(String, [f64; 2])>,
     /// B4's CPU-bound calibration, 64 threads ÷ 1 thread.
@@ -443,7 +503,7 @@ fn main() {
             "--no-write" => docs = None,
             "-h" | "--help" => {
                 eprintln!(
-                    "usage: csbench [--quick] [--only B1,B2,B3,B4,B5,B6,PROFILE] [--docs DIR | --no-write]\n\
+                    "usage: csbench [--quick] [--only B1,B2,B3,B4,B5,B6,SUP,UDP,PROFILE] [--docs DIR | --no-write]\n\
                      \x20      csbench --serve"
                 );
                 return;
@@ -556,6 +616,13 @@ fn run(
     if want("B6") {
         cases::b6(&ctx, &plan, &srv, &mut res)?;
     }
+    if want("SUP") {
+        sup::connect_cost(&ctx, &plan, &srv, &mut res)?;
+        sup::hey(&ctx, &plan, &srv, &mut res)?;
+    }
+    if want("UDP") {
+        udp::udp(&ctx, &plan, &mut res)?;
+    }
     if want("PROFILE") {
         profile::profile(&ctx, &srv, &mut res)?;
     }
@@ -590,6 +657,12 @@ fn run(
         if !res.b2_bars.is_empty() {
             let p = docs.join("bench-b2.svg");
             let svg = svg::b2_chart(&res.b2_bars, &res.b2_limits, 2.0 * DELAY_MS as f64);
+            std::fs::write(&p, svg).map_err(|e| format!("{}: {e}", p.display()))?;
+            eprintln!("wrote {}", p.display());
+        }
+        if !res.b1_plot.is_empty() || !res.b3_plot.is_empty() {
+            let p = docs.join("bench-b1-b3.svg");
+            let svg = svg::b1_b3_chart(&res.b1_plot, &res.b3_plot);
             std::fs::write(&p, svg).map_err(|e| format!("{}: {e}", p.display()))?;
             eprintln!("wrote {}", p.display());
         }

@@ -154,7 +154,7 @@ pub fn profile(ctx: &Ctx, srv: &Servers, res: &mut Results) -> Result<(), String
         if let [a, b, c] = per[..] {
             res.facts.instr = Some([a, b, c]);
         }
-        res.facts.exec_instr = exec_instructions(ctx, &valgrind, &mut text)?;
+        res.facts.exec_instr = exec_instructions(ctx, &valgrind, res, &mut text)?;
     } else {
         text.push_str("valgrind is not installed: no instruction counts.\n\n");
     }
@@ -198,14 +198,38 @@ fn elf_facts(ctx: &Ctx, res: &mut Results, text: &mut String) {
     res.facts.lib_needs_gcc = Some(needed.iter().any(|n| n.starts_with("libgcc_s")));
     res.facts.lib_bind_now = Some(bind_now);
     text.push_str(&format!(
-        "libchainsocks.so (`readelf -d`): needs {}; {}.\n\n",
+        "libchainsocks.so (`readelf -d`): needs {}; {}.",
         needed.join(", "),
         if bind_now {
             "linked with BIND_NOW (every import bound at load)"
         } else {
-            "lazy binding (imports bound on first call)"
+            "lazy binding for its PLT slots"
         }
     ));
+    // Relocations (`readelf -r`): relative ones cost a store each (and dirty the page they
+    // are on); a symbol reference outside the PLT is looked up at load, lazy or not.
+    if let Ok(o) = std::process::Command::new("readelf")
+        .args(["-r", "-W"])
+        .arg(&lib)
+        .output()
+    {
+        let out = String::from_utf8_lossy(&o.stdout);
+        let count = |k: &str| out.lines().filter(|l| l.contains(k)).count();
+        let relative = count("R_X86_64_RELATIVE");
+        let plt = count("R_X86_64_JUMP_SLOT");
+        let at_load = out
+            .lines()
+            .filter(|l| {
+                l.contains("R_X86_64_") && !l.contains("RELATIVE") && !l.contains("JUMP_SLOT")
+            })
+            .count();
+        res.facts.lib_relocs = Some([relative, at_load, plt]);
+        text.push_str(&format!(
+            " Relocations (`readelf -r`): {relative} relative, {at_load} symbol references \
+             bound at load (GOT), {plt} PLT slots bound on first call."
+        ));
+    }
+    text.push_str("\n\n");
 }
 
 /// Where new-name lookups spend their time with 1 and with 64 threads (`perf record -e
@@ -376,10 +400,14 @@ fn lookup_syscalls(
 }
 
 /// B3's unit of work, one `/bin/true`, under callgrind: instructions from exec to exit
-/// (dynamic loader included) plainly and with each library preloaded.
+/// (dynamic loader included) plainly and with each library preloaded; then where the
+/// loader's added instructions go with libchainsocks.so (`callgrind_annotate`, per function,
+/// against plain). libchainsocks.so runs as under the launcher (`CHAINSOCKS_SHM` set: its
+/// constructor maps nothing).
 fn exec_instructions(
     ctx: &Ctx,
     valgrind: &std::path::Path,
+    res: &mut Results,
     text: &mut String,
 ) -> Result<Vec<(String, f64)>, String> {
     let mut got = Vec::new();
@@ -388,23 +416,10 @@ fn exec_instructions(
         .parent()
         .map(|d| d.join("libchainsocks.so"))
         .unwrap_or_default();
-    let pc_lib = [
-        "/usr/lib/x86_64-linux-gnu/libproxychains.so.4",
-        "/lib/x86_64-linux-gnu/libproxychains.so.4",
-    ]
-    .iter()
-    .map(std::path::PathBuf::from)
-    .find(|p| p.is_file());
-    let gcc = [
-        "/lib/x86_64-linux-gnu/libgcc_s.so.1",
-        "/usr/lib/x86_64-linux-gnu/libgcc_s.so.1",
-    ]
-    .iter()
-    .map(std::path::PathBuf::from)
-    .find(|p| p.is_file());
+    let pc_lib = crate::cases::proxychains_lib();
     let mut cases: Vec<(&str, Option<std::path::PathBuf>)> = vec![("plain", None)];
-    if let Some(g) = gcc {
-        cases.push(("LD_PRELOAD=libgcc_s.so.1", Some(g)));
+    if let Some(e) = crate::cases::empty_lib(ctx) {
+        cases.push(("LD_PRELOAD=empty C library", Some(e)));
     }
     cases.push(("LD_PRELOAD=libchainsocks.so", Some(lib)));
     if let Some(p) = pc_lib {
@@ -417,10 +432,12 @@ fn exec_instructions(
     );
     text.push_str(
         "Instructions of one `/bin/true` from exec to exit, dynamic loader and library \
-         constructors included (`valgrind --tool=callgrind`), B3's unit of work:\n\n\
+         constructors included (`valgrind --tool=callgrind`), B3's unit of work \
+         (libchainsocks.so as under the launcher):\n\n\
          | | instructions | added |\n|---|---:|---:|\n",
     );
     let mut base = None;
+    let mut outs = Vec::new();
     for (i, (name, pre)) in cases.iter().enumerate() {
         let log = ctx.dir.join(&format!("callgrind-true-{i}.log"));
         let out = ctx.dir.join(&format!("callgrind-true-{i}.out"));
@@ -430,6 +447,7 @@ fn exec_instructions(
             .arg(format!("--log-file={}", log.display()))
             .arg("/bin/true")
             .env("CHAINSOCKS_LOG", "off")
+            .env("CHAINSOCKS_SHM", ctx.dir.join("no-such-state"))
             .env("PROXYCHAINS_QUIET_MODE", "1")
             .env("PROXYCHAINS_CONF_FILE", &pc_conf);
         if let Some(p) = pre {
@@ -445,9 +463,81 @@ fn exec_instructions(
         let b = *base.get_or_insert(c);
         text.push_str(&format!("| {name} | {c:.0} | {:+.0} |\n", c - b));
         got.push((name.to_string(), c));
+        outs.push((name.to_string(), out));
     }
     text.push('\n');
+    let per_fn = |name: &str| {
+        outs.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, f)| annotate(f))
+            .unwrap_or_default()
+    };
+    let (plain, cs) = (per_fn("plain"), per_fn("LD_PRELOAD=libchainsocks.so"));
+    if !plain.is_empty() && !cs.is_empty() {
+        let mut added: Vec<(String, f64)> = cs
+            .iter()
+            .map(|(f, n)| (f.clone(), n - plain.get(f).copied().unwrap_or(0.0)))
+            .filter(|(_, d)| *d >= 500.0)
+            .collect();
+        added.sort_by(|a, b| b.1.total_cmp(&a.1));
+        added.truncate(10);
+        text.push_str(
+            "Where the added instructions of one `/bin/true` with libchainsocks.so go, per \
+             function (`callgrind_annotate`, against plain; the dynamic loader's symbol \
+             lookups are `do_lookup_x`, `_dl_lookup_symbol_x`, `check_match`, `strcmp`; its \
+             relocation loop `_dl_relocate_object`; symbol versions `_dl_check_map_versions`):\n\n\
+             | function | instructions added |\n|---|---:|\n",
+        );
+        for (f, d) in &added {
+            text.push_str(&format!("| `{f}` | {d:+.0} |\n"));
+        }
+        text.push('\n');
+        res.facts.loader_top = added;
+    }
     Ok(got)
+}
+
+/// Instructions per function (`callgrind_annotate`, exclusive), summed over files.
+fn annotate(out: &std::path::Path) -> BTreeMap<String, f64> {
+    let mut m = BTreeMap::new();
+    let Ok(o) = std::process::Command::new("callgrind_annotate")
+        .args(["--auto=no", "--inclusive=no", "--threshold=100"])
+        .arg(out)
+        .output()
+    else {
+        return m;
+    };
+    for l in String::from_utf8_lossy(&o.stdout).lines() {
+        // "12,345 (10.00%)  file:function [object]"
+        let t = l.trim_start();
+        let Some((num, rest)) = t.split_once(' ') else {
+            continue;
+        };
+        let Ok(n) = num.replace(',', "").parse::<f64>() else {
+            continue;
+        };
+        let Some((_, func)) = rest.split_once(')') else {
+            continue;
+        };
+        let func = func.trim();
+        if func.is_empty() || func.contains("PROGRAM TOTALS") {
+            continue;
+        }
+        let func = func.split(" [").next().unwrap_or(func);
+        // Drop the source file in front ("./elf/dl-lookup.c:do_lookup_x"), not a path
+        // inside a Rust name ("chainsocks::state::init").
+        let func = match func.split_once(':') {
+            Some((file, f))
+                if !f.starts_with(':') && (file.contains('/') || file.contains('.')) =>
+            {
+                f
+            }
+            _ => func,
+        };
+        let func = func.trim().to_string();
+        *m.entry(func).or_insert(0.0) += n;
+    }
+    m
 }
 
 fn parse_strace(text: &str) -> BTreeMap<String, f64> {

@@ -1,6 +1,7 @@
 //! In-process servers of the benchmark: [`DelayRelay`] (a TCP forwarder that holds every chunk
-//! `D` ms in each direction: this kernel has no netem) and [`BulkSource`] (sends what it is
-//! asked for).
+//! `D` ms in each direction: this kernel has no netem), [`BulkSource`] (sends what it is
+//! asked for) and [`UdpBenchEcho`] (a UDP echo that only counts senders: the harness's
+//! `UdpEcho` looks each sender up in /proc, too slow for a datagram benchmark).
 //!
 //! Both bind 127.0.0.1 only and run on threads of the benchmark process, which is already in
 //! its private network namespace (`e2e::netns()` on the main thread first).
@@ -11,8 +12,9 @@
 //! target when it accepts. What a link costs is therefore the data crossing it, D per
 //! crossing; see `b2_limits` in main.rs for what that means for the physical limits.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -293,6 +295,73 @@ fn send_bulk(mut s: TcpStream) {
                 return;
             }
             left -= k as u64;
+        }
+    }
+}
+
+/// A UDP echo on 127.0.0.1: every datagram goes back to its sender at once; the count per
+/// sender address is all it records.
+pub struct UdpBenchEcho {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    senders: Arc<Mutex<BTreeMap<IpAddr, u64>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UdpBenchEcho {
+    pub fn start() -> Result<UdpBenchEcho, String> {
+        let sock =
+            UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| format!("udp echo: {e}"))?;
+        let port = sock
+            .local_addr()
+            .map_err(|e| format!("udp echo: {e}"))?
+            .port();
+        // Big buffers (forced: we are root), so a window of datagrams is never dropped here;
+        // a short timeout, so the thread sees `stop`.
+        for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
+            set_int(sock.as_raw_fd(), libc::SOL_SOCKET, opt, 4 << 20);
+        }
+        let _ = sock.set_read_timeout(Some(Duration::from_millis(50)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let senders: Arc<Mutex<BTreeMap<IpAddr, u64>>> = Arc::default();
+        let (stop2, senders2) = (stop.clone(), senders.clone());
+        let thread = std::thread::Builder::new()
+            .name("udp-echo".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while !stop2.load(Ordering::SeqCst) {
+                    if let Ok((n, peer)) = sock.recv_from(&mut buf) {
+                        let _ = sock.send_to(buf.get(..n).unwrap_or_default(), peer);
+                        if let Ok(mut m) = senders2.lock() {
+                            *m.entry(peer.ip()).or_insert(0) += 1;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| format!("udp echo: spawn: {e}"))?;
+        Ok(UdpBenchEcho {
+            port,
+            stop,
+            senders,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Datagrams received so far per sender address.
+    pub fn senders(&self) -> BTreeMap<IpAddr, u64> {
+        self.senders.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for UdpBenchEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

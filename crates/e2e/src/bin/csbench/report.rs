@@ -172,54 +172,65 @@ fn analysis(id: &str, f: &Facts) -> String {
              handshake: some hop did not accept or did not pass on the pipelined bytes in one \
              piece (see the sizes in Details)."
             .into(),
-        "B3" => {
+        "B3" | "B3-sup" => b3_analysis(id, f),
+        "SUP-connect" => {
             let mut t = String::from(
-                "The cost is loading the library into every process, not the launcher \
-                 (`LD_PRELOAD=libchainsocks.so` without it costs the same: breakdown rows).",
+                "A connect the library cannot see costs the supervisor's round trip on top of \
+                 the handshake: the kernel stops the program's `connect` and queues a \
+                 notification, a launcher worker receives it, reads the address from the \
+                 program's memory, takes a duplicate of the socket (`pidfd_getfd`), runs the \
+                 same handshake as the library on it and answers; the program's thread sleeps \
+                 meanwhile, so each connect adds at least two wake-ups of another process and \
+                 the syscalls of the exchange. Counted with `strace -ff` of the launcher while \
+                 the benchmark was built (300 connects, the same per connect): its receiver \
+                 thread makes 11 syscalls per connect (`poll`, the `NOTIF_RECV` and two \
+                 `NOTIF_ID_VALID` ioctls, `pidfd_open`, `pidfd_getfd`, `close`, two \
+                 `getsockopt`, `process_vm_readv`, a `futex` waking a worker), the worker \
+                 the handshake's own 18 plus `NOTIF_SEND`, its `futex` wait and the `close` of \
+                 the duplicate; on these 2 vCPUs each hand-over between the program, the \
+                 receiver and a worker can wait for the other CPU to wake.",
             );
-            if let (Some(plain), Some(cs)) = (
-                f.exec_instr.iter().find(|(n, _)| n == "plain"),
-                f.exec_instr
-                    .iter()
-                    .find(|(n, _)| n.contains("libchainsocks")),
-            ) {
+            if let Some([lib, sup]) = f.sup_above {
                 t.push_str(&format!(
-                    " Per exec of /bin/true the dynamic loader and the constructors run {:+.0} \
-                     instructions (callgrind",
-                    cs.1 - plain.1
-                ));
-                if let Some(g) = f.exec_instr.iter().find(|(n, _)| n.contains("libgcc_s")) {
-                    t.push_str(&format!("; libgcc_s.so.1 alone {:+.0}", g.1 - plain.1));
-                }
-                t.push(')');
-            }
-            if let Some([p, c, g]) = f.b3_faults {
-                t.push_str(&format!(
-                    " and take {:+.1} page faults per exec ({c:.1} against {p:.1}; libgcc_s.so.1 \
-                     alone {:+.1}); on this VM an anonymous page fault costs ~2.5 µs, and `sh`, \
-                     preloaded too, forks a bigger image for every command.",
-                    c - p,
-                    g - p
-                ));
-            } else {
-                t.push('.');
-            }
-            if let (Some(gcc), Some(now)) = (f.lib_needs_gcc, f.lib_bind_now) {
-                t.push_str(&format!(
-                    " libchainsocks.so {} libgcc_s.so.1 (Rust's unwinder) and {}.",
-                    if gcc { "pulls in" } else { "does not need" },
-                    if now {
-                        "is linked with BIND_NOW, so every import is bound at load"
-                    } else {
-                        "binds its imports lazily"
-                    }
+                    " Above the floor: library {lib:+.1} µs, supervisor {sup:+.1} µs per \
+                     connection."
                 ));
             }
-            t.push_str(
-                " Reaching 1.05× (~25–30 µs per exec here) needs a smaller load footprint in \
-                 crates/preload: fewer pages touched at load and no extra library (libgcc_s.so.1 \
-                 alone is a visible share: its row).",
+            t
+        }
+        "SUP-hey" => {
+            let mut t = String::from(
+                "hey's own SOCKS5 client runs the handshake inside each goroutine; under \
+                 chainsocks every connect of the 16 workers waits for the supervisor (a \
+                 notification, a launcher worker thread, the handshake on a duplicate of the \
+                 socket), on the same 2 CPUs as hey, danted and the origin.",
             );
+            if let Some([own, cs]) = f.hey_rps {
+                t.push_str(&format!(
+                    " Requests/s: hey's own SOCKS5 {own:.0}, under chainsocks {cs:.0}."
+                ));
+            }
+            t
+        }
+        "UDP-rtt" | "UDP-64" | "UDP-1400" => {
+            let mut t = String::from(
+                "Per datagram the library does in the program what the reference client does \
+                 itself (header added on send, checked and stripped on receive) plus its own \
+                 bookkeeping: the socket's association looked up in its table, the hooks' \
+                 guard and errno handling, and the source address rewritten for \
+                 `recvfrom`.",
+            );
+            if let Some([d, o, c]) = f.udp_rtt {
+                t.push_str(&format!(
+                    " Round trip of 64 B: direct {d:.1} µs, reference {o:.1} µs, chainsocks \
+                     {c:.1} µs."
+                ));
+            }
+            for (bytes, [o, c]) in &f.udp_tput {
+                t.push_str(&format!(
+                    " {bytes} B: reference {o:.0} datagrams/s, chainsocks {c:.0}."
+                ));
+            }
             t
         }
         "B4-new" => {
@@ -297,6 +308,85 @@ fn analysis(id: &str, f: &Facts) -> String {
             .into(),
         _ => "No explanation recorded for this target.".into(),
     }
+}
+
+/// Why B3 (the library) or B3-sup (the default launch, with the seccomp filter) missed.
+fn b3_analysis(id: &str, f: &Facts) -> String {
+    let mut t = String::from(
+        "The cost is loading the library into every process (`sh` and each `/bin/true`): \
+         `LD_PRELOAD=libchainsocks.so` without the launcher costs about the same (breakdown \
+         row), and an empty C library preloaded shows what preloading anything costs here.",
+    );
+    let instr = |k: &str| {
+        f.exec_instr
+            .iter()
+            .find(|(n, _)| n.contains(k))
+            .map(|x| x.1)
+    };
+    if let (Some(plain), Some(cs)) = (instr("plain"), instr("libchainsocks")) {
+        t.push_str(&format!(
+            " Per exec of /bin/true the dynamic loader and the constructors run {:+.0} \
+             instructions (callgrind",
+            cs - plain
+        ));
+        if let Some(e) = instr("empty") {
+            t.push_str(&format!("; the empty library {:+.0}", e - plain));
+        }
+        t.push(')');
+        if !f.loader_top.is_empty() {
+            let top: Vec<String> = f
+                .loader_top
+                .iter()
+                .take(6)
+                .map(|(n, d)| format!("`{n}` {d:+.0}"))
+                .collect();
+            t.push_str(&format!(", most of them in the loader: {}", top.join(", ")));
+        }
+        t.push('.');
+    }
+    if let Some([relative, at_load, plt]) = f.lib_relocs {
+        t.push_str(&format!(
+            " libchainsocks.so has {relative} relative relocations (each a store into a page \
+             of .data.rel.ro or the GOT, which that exec then copies on write), {at_load} \
+             symbol references the loader looks up at load (Rust calls imports through the \
+             GOT, so `-z lazy` defers only the {plt} PLT slots)"
+        ));
+        if let Some(gcc) = f.lib_needs_gcc {
+            t.push_str(if gcc {
+                ", and it pulls in libgcc_s.so.1 (Rust's unwinder: another library to map, \
+                 relocate and version-check, and a constructor whose CPUID probes trap to the \
+                 hypervisor on a VM)"
+            } else {
+                "; its unwinder is linked in (libgcc_eh), no libgcc_s.so.1"
+            });
+        }
+        t.push('.');
+    }
+    if let Some([p, c, e]) = f.b3_faults {
+        t.push_str(&format!(
+            " Page faults per exec: {c:.1} against {p:.1} plain ({:+.1}; the empty library \
+             {:+.1}): the pages of its headers, relocated data and constructors' code, each a \
+             fault in every process.",
+            c - p,
+            e - p
+        ));
+    }
+    if let Some([lib, empty]) = f.b3_paired {
+        t.push_str(&format!(
+            " Paired per exec of /bin/true alone (breakdown rows, robust against load): the \
+             library {lib:+.1} µs, an empty C library {empty:+.1} µs: what is chainsocks' own \
+             is the difference."
+        ));
+    }
+    if id == "B3-sup" {
+        t.push_str(
+            " With the supervisor, the launcher also starts its notification thread and the \
+             DNS responder, and every syscall of every process in the tree passes the seccomp \
+             filter (the kernel's constant-action cache skips the filter program for the \
+             syscalls it never inspects).",
+        );
+    }
+    t
 }
 
 /// What the other processes on this machine did to the rounds.
@@ -379,7 +469,10 @@ pub fn markdown(
          connection, which the shim proxies, with a *floor* connection built from raw \
          `syscall()`s, which no LD_PRELOAD shim sees, the client speaking SOCKS5 itself over the \
          same proxies. The two halves of a pair run within a millisecond of each other, so load \
-         from elsewhere cancels out of their difference. Before each round the benchmark waits \
+         from elsewhere cancels out of their difference. The floor's `connect` carries the \
+         launcher's marker length (113 bytes, zero-padded), which its seccomp supervisor lets \
+         through as it does the library's own connect to its first proxy: under the launcher \
+         only the libc half is proxied. Before each round the benchmark waits \
          (at most {wr:.0} s) until other processes use at most {q:.0} % of the CPUs.\n\n\
          - **B1 connect cost**: per run, {n} sequential connections (under a shim {n} pairs): \
          `socket` → `connect` → write 1 byte → read it back → `close`, timed from `socket` \
@@ -404,7 +497,9 @@ pub fn markdown(
          `connect()` returning as the end point, which gives the same 7 and 16.\n\
          - **B3 exec overhead**: `sh -c` running a loop of 1,000 `/bin/true`, wall time of the \
          whole command (the launcher included), {r3} rounds; the ratio is the median of the \
-         per-round ratios.\n\
+         per-round ratios. *The library*: `chainsocks --no-supervisor`; *the default launch*: \
+         the library plus the supervisor's seccomp filter, which every process of the tree \
+         inherits (as root without NO_NEW_PRIVS).\n\
          - **B4 fake DNS**: `getaddrinfo(name, \"80\", {{AF_UNSPEC, SOCK_STREAM}})` + \
          `freeaddrinfo`, {b4a} lookups with 1 thread and {b4b} with 64 threads started together \
          (aggregate lookups/s), {r4} rounds. *New*: a name never seen before; *known*: 64 names \
@@ -415,6 +510,26 @@ pub fn markdown(
          native one, in alternating order). *Native*: the client speaks SOCKS5 itself.\n\
          - **Memory**: the client's peak RSS (VmHWM) at the end of each B1 run, chainsocks \
          against the plain floor runs.\n\
+         - **SUP supervisor path**: the B1a workload ({sn} pairs per run, {sr} rounds) under \
+         the launcher with the library and without it (`env -u LD_PRELOAD csbenchclient`: its \
+         connects go to the seccomp supervisor), cost above the floor as in B1. A Go program: \
+         Debian's `hey -n {hn} -c 16 -disable-keepalive` (a connection per request) to an HTTP \
+         origin through the same dante, under the launcher against hey speaking SOCKS5 itself \
+         (`-x socks5://…`: Debian's hey takes its proxy from `-x` only, not from HTTP_PROXY), \
+         {hr} rounds, ratio of requests/s per round; every request must reach the origin from \
+         dante.\n\
+         - **UDP**: through a danted of its own without per-datagram logging (UDP \
+         ASSOCIATE) to an in-process UDP echo that counts senders, B1's paired method for \
+         datagrams: one `csudp pair` process under the launcher takes turns (order rotating) \
+         between three links: *chainsocks* (plain libc `sendto`/`recvfrom`: the library frames \
+         the datagrams), the client's *own SOCKS5* UDP association made of raw syscalls no shim \
+         sees (the reference: header added and stripped in the client), and raw datagrams \
+         *direct* to the echo (the floor). Round trip: {ur} datagrams of 64 B per link one at a \
+         time, turns of one datagram, the median of the differences to the floor's datagram of \
+         the same turn; throughput: {ut} datagrams of 64 B and of 1,400 B per link with 16 in \
+         flight (one whose echo is 200 ms late counts as lost), turns of 1,000, datagrams/s \
+         from each link's summed loop time; {urr} runs, ratios per run; every datagram must \
+         reach the echo from dante's address (the floor's from 127.0.0.1).\n\
          - **Profile**: per connection of the B1a workload, syscall counts (`strace -c`) and \
          user-space instruction counts (`callgrind`), which do not depend on the load; \
          instructions of one `/bin/true` with each library preloaded; libchainsocks.so's dynamic \
@@ -434,6 +549,13 @@ pub fn markdown(
         r4 = plan.b4_runs,
         gib = plan.b5_bytes >> 20,
         r5 = plan.b5_runs,
+        sn = plan.sup_conns,
+        sr = plan.sup_runs,
+        hn = plan.hey_requests,
+        hr = plan.hey_runs,
+        ur = plan.udp_rtt_count,
+        ut = plan.udp_tput_count,
+        urr = plan.udp_runs,
     ));
     s.push_str("## Results\n\n");
     s.push_str(table);
@@ -442,6 +564,11 @@ pub fn markdown(
     s.push_str(&format!("\n{passed} of {checked} targets met.\n\n"));
     if !res.b2_bars.is_empty() {
         s.push_str("![B2: time to the first echo byte through a 3-hop chain](bench-b2.svg)\n\n");
+    }
+    if !res.b1_plot.is_empty() || !res.b3_plot.is_empty() {
+        s.push_str(
+            "![B1: cost per connection above the floor; B3: time per exec](bench-b1-b3.svg)\n\n",
+        );
     }
     if !res.misses.is_empty() {
         s.push_str(

@@ -9,7 +9,8 @@
 //!     this client itself, one hop after the other], write 1 byte, read it back, close.
 //!     --pair (run under a shim): N pairs instead, alternately ordered (AB BA AB …): A is the
 //!     libc path without --socks5 (the shim proxies it), B the floor: raw `syscall()`s, which
-//!     no LD_PRELOAD shim sees, with the client's own SOCKS5 handshake over --socks5. Both
+//!     no LD_PRELOAD shim sees (its connect carries the length the launcher's seccomp filter
+//!     lets through unseen, 113), with the client's own SOCKS5 handshake over --socks5. Both
 //!     halves of a pair run within a millisecond of each other, so background load cancels
 //!     out of their difference. B's timings are printed as floor_connect_ns / floor_echo_ns.
 //!     --pair --self (no shim, the null test of the method): A speaks SOCKS5 itself too.
@@ -115,8 +116,31 @@ impl Io {
         match self {
             // SAFETY: the caller's contract.
             Io::Libc => unsafe { libc::connect(fd, sa, len) },
-            // SAFETY: the caller's contract.
-            Io::Raw => unsafe { libc::syscall(libc::SYS_connect, fd, sa, len) as i32 },
+            // The launcher's seccomp supervisor lets a connect of the marker length through
+            // unseen (as it does the library's own connects to its first proxy): the floor
+            // reaches its proxy itself under every variant.
+            Io::Raw => {
+                // SAFETY: all-zero is a valid sockaddr_storage (128 bytes).
+                let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+                let n = (len as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+                // SAFETY: `n` readable bytes at sa (the caller's contract), 128 writable.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        sa.cast::<u8>(),
+                        (&mut st as *mut libc::sockaddr_storage).cast::<u8>(),
+                        n,
+                    )
+                };
+                // SAFETY: a zero-padded 128-byte address buffer.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_connect,
+                        fd,
+                        &st as *const libc::sockaddr_storage,
+                        chainsocks_core::sys::MARKER_ADDRLEN,
+                    ) as i32
+                }
+            }
         }
     }
 

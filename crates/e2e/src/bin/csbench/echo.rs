@@ -226,6 +226,14 @@ pub fn b1(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
                 peer: DANTE_EXTERNAL,
                 conns: None,
             },
+            Variant {
+                name: "proxychains4 no proxy_dns",
+                via: ctx.pc_conf_dns(&format!("{id}-nodns"), &ports, false),
+                socks: floor.clone(),
+                pair: true,
+                peer: DANTE_EXTERNAL,
+                conns: None,
+            },
         ];
         let m = echo_case(ctx, srv, dest, &variants, plan.b1_conns, plan.b1_runs)?;
         let case = format!("{id} {label}");
@@ -247,6 +255,10 @@ pub fn b1(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
                 },
             ),
             ("proxychains4", "proxychains4 (strict_chain)"),
+            (
+                "proxychains4 no proxy_dns",
+                "proxychains4 (strict_chain) without proxy_dns (info)",
+            ),
         ] {
             let r = get(&m, name)?;
             let (derived, spread) = if r.diff.all.is_empty() {
@@ -284,6 +296,18 @@ pub fn b1(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
             "≤ 0.25",
             pc > 0.0 && ratio <= 0.25,
         );
+        let pc_plain = get(&m, "proxychains4 no proxy_dns")?.diff.median();
+        res.rows.push(Row::info(
+            &case,
+            "chainsocks ÷ proxychains4 without proxy_dns, cost above the floor (info)",
+            if pc_plain > 0.0 {
+                format!("{:.2}", cs / pc_plain)
+            } else {
+                format!("n/a (proxychains4 {pc_plain:+.1} µs)")
+            },
+            String::new(),
+            String::new(),
+        ));
         let mut t = String::from(
             "| variant | connect() returned | first echo byte back | floor half of the pairs | paired difference |\n\
              |---|---:|---:|---:|---:|\n",

@@ -385,7 +385,9 @@ pub fn markdown(
          `socket` → `connect` → write 1 byte → read it back → `close`, timed from `socket` \
          until the echo byte is back; {r} rounds. *Floor*: the client speaks SOCKS5 itself (for \
          3 hops the whole chain handshake, one step after the other). *Cost above the floor*: \
-         the median of the paired differences. The floor's own row is the null test of the \
+         the median of the paired differences. proxychains4 runs twice: with `proxy_dns` (the \
+         target's reference, like chainsocks' default) and without it (info: how it runs for \
+         programs that connect to addresses). The floor's own row is the null test of the \
          method: a plain process pairing a libc floor connection with a raw-syscall one, whose \
          difference should be ~0. Absolute medians move between rounds (see their spread \
          column; \"direct\" went from ~80 µs to ~900 µs per connection in some rounds even with \

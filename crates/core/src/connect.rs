@@ -12,7 +12,6 @@
 //! (no fallback to direct), leave the socket half-connected after a failure, replace the
 //! program's socket, or go through a libc symbol the library hooks (I/O is [`crate::sys`]).
 
-use std::cell::Cell;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -506,48 +505,11 @@ pub(crate) fn random_below(n: usize) -> usize {
     (u64::from_ne_bytes(b) % n.max(1) as u64) as usize
 }
 
-/// How long a dial runs before it looks at the two socket options only a handshake that waits
-/// needs: the program's SO_SNDTIMEO (a bound on a blocking socket's handshake; the kernel
-/// itself rounds it up to whole clock ticks, at least 1 ms) and SO_RCVLOWAT (a low-water mark
-/// above 1 keeps poll from seeing a short reply). A handshake done sooner never asks.
-const LOOK_AFTER: Duration = Duration::from_millis(1);
-
-/// The program's socket during a dial: its file status flags (restored exactly at the end),
-/// and what the dial learns about it once it has lasted [`LOOK_AFTER`].
-pub struct Program {
+/// The socket's state the dial changes and restores: file status flags, SO_RCVLOWAT.
+struct Saved {
     flags: c_int,
-    start: Instant,
-    looked: Cell<bool>,
-    /// When the program's SO_SNDTIMEO ends a blocking socket's handshake (once looked at).
-    bound: Cell<Option<Instant>>,
-    /// The program's SO_RCVLOWAT when it was above 1 (lowered to 1 until the dial ends).
-    rcvlowat: Cell<Option<c_int>>,
-}
-
-impl Program {
-    fn new(flags: c_int, start: Instant) -> Program {
-        Program {
-            flags,
-            start,
-            looked: Cell::new(false),
-            bound: Cell::new(None),
-            rcvlowat: Cell::new(None),
-        }
-    }
-
-    fn look(&self, fd: c_int) {
-        self.looked.set(true);
-        if self.flags & libc::O_NONBLOCK == 0
-            && let Some(t) = send_timeout(fd)
-        {
-            // The kernel bounds a blocking connect by SO_SNDTIMEO: so does the handshake.
-            self.bound.set(Some(self.start + t));
-        }
-        if let Ok(v @ 2..) = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT) {
-            let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT, 1);
-            self.rcvlowat.set(Some(v));
-        }
-    }
+    /// The program's SO_RCVLOWAT when it was not 1 (lowered for the handshake).
+    rcvlowat: Option<c_int>,
 }
 
 /// A failure before the first proxy was reached.
@@ -602,37 +564,34 @@ fn dial_chain<'a, H: Host>(
             .unwrap_or(cfg.handshake_timeout_ms)
     };
     let now = Instant::now();
-    let deadline = now + Duration::from_millis(budget);
-    let _scope = h.begin_dial();
-    if blocking {
-        // Waits are ours (poll, with deadlines and signal checks), never the kernel's.
-        sys::set_fl(fd, flags | libc::O_NONBLOCK);
+    let mut deadline = now + Duration::from_millis(budget);
+    if blocking && let Some(t) = send_timeout(fd) {
+        // The kernel bounds a blocking connect by SO_SNDTIMEO: so does the handshake.
+        deadline = deadline.min(now + t);
     }
-    let program = Program::new(flags, now);
-    let t = FdTransport {
-        fd,
-        host: h,
-        program: Some(&program),
-    };
+    let _scope = h.begin_dial();
+    let saved = prepare(fd, flags);
     let r = if view.mode == ChainMode::Strict {
         // Every proxy, in order, once: a strict chain is never retried and has no dead marks.
         let r = if view.proxies.is_empty() {
             Err(at_connect(Error::NoProxyAlive))
         } else {
-            dial_on(t, family, cfg, view.proxies, target, deadline, steps)
+            dial_on(h, fd, family, cfg, view.proxies, target, deadline, steps)
         };
         (Hops::All(view.proxies), r)
     } else {
-        dial_picked(t, family, cfg, view, target, deadline, steps)
+        dial_picked(h, fd, family, cfg, view, target, deadline, steps)
     };
-    restore(fd, &program);
+    restore(fd, &saved);
     r
 }
 
 /// The attempts of a dynamic, random or round-robin chain: each picks its proxies
 /// ([`chain::plan`]); a proxy found dead is marked and the next attempt goes without it.
+#[allow(clippy::too_many_arguments)]
 fn dial_picked<'a, H: Host>(
-    t: FdTransport<'_, H>,
+    h: &H,
+    fd: c_int,
     family: c_int,
     cfg: &Config,
     view: ChainView<'a>,
@@ -640,7 +599,6 @@ fn dial_picked<'a, H: Host>(
     deadline: Instant,
     mut steps: Option<&mut Vec<Step>>,
 ) -> (Hops<'a>, Result<SocketAddr, DialError>) {
-    let h = t.host;
     let health: Health = h.health();
     let mut tried: Vec<usize> = Vec::new();
     loop {
@@ -653,7 +611,8 @@ fn dial_picked<'a, H: Host>(
             s.clear();
         }
         let r = dial_on(
-            t.clone(),
+            h,
+            fd,
             family,
             cfg,
             &hops,
@@ -674,7 +633,7 @@ fn dial_picked<'a, H: Host>(
         };
         let dead = e.dead_proxy(hops.len()).and_then(|k| plan.get(k).copied());
         match dead {
-            Some(i) if Instant::now() < t.cap(deadline) && e.error != Error::Interrupted => {
+            Some(i) if Instant::now() < deadline && e.error != Error::Interrupted => {
                 health.mark_dead(view.first_proxy + i, now_ms() + cfg.dead_retry_ms);
                 if let Some(p) = view.proxies.get(i) {
                     h.log(
@@ -703,13 +662,28 @@ fn send_timeout(fd: c_int) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
 }
 
-/// Puts back what the dial changed: SO_RCVLOWAT (if it was lowered), the file status flags.
-fn restore(fd: c_int, p: &Program) {
-    if let Some(v) = p.rcvlowat.get() {
+/// Makes the socket ready for the handshake: non-blocking (event loops' sockets are already),
+/// SO_RCVLOWAT 1 (a program's larger low-water mark would keep poll from ever seeing a reply).
+fn prepare(fd: c_int, flags: c_int) -> Saved {
+    if flags & libc::O_NONBLOCK == 0 {
+        sys::set_fl(fd, flags | libc::O_NONBLOCK);
+    }
+    let rcvlowat = match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT) {
+        Ok(v) if v > 1 => {
+            let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT, 1);
+            Some(v)
+        }
+        _ => None,
+    };
+    Saved { flags, rcvlowat }
+}
+
+fn restore(fd: c_int, s: &Saved) {
+    if let Some(v) = s.rcvlowat {
         let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT, v);
     }
-    if p.flags & libc::O_NONBLOCK == 0 {
-        sys::set_fl(fd, p.flags);
+    if s.flags & libc::O_NONBLOCK == 0 {
+        sys::set_fl(fd, s.flags);
     }
 }
 
@@ -741,8 +715,10 @@ fn reachable(
 /// `deadline`; the first proxy's address it connected to. On failure the socket is disconnected
 /// again, unless it was already connected or connecting when we were called (then it is left
 /// alone: EISCONN / EALREADY).
+#[allow(clippy::too_many_arguments)]
 pub fn dial_on<H: Host, P: std::borrow::Borrow<Proxy>>(
-    mut t: FdTransport<'_, H>,
+    h: &H,
+    fd: c_int,
     family: c_int,
     cfg: &Config,
     hops: &[P],
@@ -750,7 +726,6 @@ pub fn dial_on<H: Host, P: std::borrow::Borrow<Proxy>>(
     deadline: Instant,
     steps: Option<&mut Vec<Step>>,
 ) -> Result<SocketAddr, DialError> {
-    let (h, fd) = (t.host, t.fd);
     let first: &Proxy = hops
         .first()
         .ok_or_else(|| at_connect(Error::NoProxyAlive))?
@@ -819,18 +794,26 @@ pub fn dial_on<H: Host, P: std::borrow::Borrow<Proxy>>(
             sys::disconnect(fd);
         }
         actual = Some(addr);
-        result = connect_nb(&t, &addr, connect_deadline).map_err(at_connect);
+        result = connect_nb(h, fd, &addr, connect_deadline).map_err(at_connect);
         match &result {
             Ok(()) => break,
             Err(DialError {
                 error: Error::Os(libc::EISCONN | libc::EALREADY) | Error::Interrupted,
                 ..
             }) => break,
-            Err(_) if Instant::now() >= t.cap(connect_deadline) => break,
+            Err(_) if Instant::now() >= connect_deadline => break,
             Err(_) => {}
         }
     }
-    let r = result.and_then(|()| dial::handshake(&mut t, hops, target, limits, steps));
+    let r = result.and_then(|()| {
+        dial::handshake(
+            &mut FdTransport { fd, host: h },
+            hops,
+            target,
+            limits,
+            steps,
+        )
+    });
     match &r {
         // The program's socket was already connected (or connecting): leave it alone.
         Err(DialError {
@@ -850,11 +833,11 @@ pub fn dial_on<H: Host, P: std::borrow::Borrow<Proxy>>(
 /// this machine the kernel has usually finished the TCP handshake by the time the first
 /// connect returns (then no wait at all), and otherwise it answers EALREADY at once.
 pub(crate) fn connect_nb<H: Host>(
-    t: &FdTransport<'_, H>,
+    h: &H,
+    fd: c_int,
     addr: &SocketAddr,
     deadline: Instant,
 ) -> Result<(), Error> {
-    let fd = t.fd;
     match sys::connect(fd, addr, true) {
         Ok(()) => return Ok(()),
         Err(libc::EINPROGRESS | libc::EINTR) => {}
@@ -865,7 +848,7 @@ pub(crate) fn connect_nb<H: Host>(
         Err(libc::EALREADY | libc::EINPROGRESS | libc::EINTR) => {}
         Err(e) => return Err(Error::Os(e)),
     }
-    t.wait(libc::POLLOUT, deadline)?;
+    h.wait(fd, libc::POLLOUT, deadline)?;
     match sys::connect(fd, addr, true) {
         Ok(()) | Err(libc::EISCONN) => Ok(()),
         Err(libc::EALREADY | libc::EINPROGRESS) => {
@@ -883,15 +866,6 @@ pub(crate) fn connect_nb<H: Host>(
 pub struct FdTransport<'h, H: Host> {
     pub fd: c_int,
     pub host: &'h H,
-    /// The program's socket (its options looked at once the dial has lasted [`LOOK_AFTER`]);
-    /// `None` for a socket of our own.
-    pub program: Option<&'h Program>,
-}
-
-impl<H: Host> Clone for FdTransport<'_, H> {
-    fn clone(&self) -> Self {
-        FdTransport { ..*self }
-    }
 }
 
 impl<H: Host> Transport for FdTransport<'_, H> {
@@ -900,7 +874,7 @@ impl<H: Host> Transport for FdTransport<'_, H> {
             match sys::send(self.fd, buf, 0) {
                 Ok(n) => buf = buf.get(n..).unwrap_or(&[]),
                 Err(libc::EINTR) => {}
-                Err(libc::EAGAIN) => self.wait(libc::POLLOUT, deadline)?,
+                Err(libc::EAGAIN) => self.host.wait(self.fd, libc::POLLOUT, deadline)?,
                 Err(e) => return Err(Error::Os(e)),
             }
         }
@@ -935,34 +909,6 @@ impl<H: Host> Transport for FdTransport<'_, H> {
 }
 
 impl<H: Host> FdTransport<'_, H> {
-    /// Waits through the host until `fd` has one of `events` or `deadline` (or the program's
-    /// SO_SNDTIMEO bound) passes. On the program's socket, a wait that reaches [`LOOK_AFTER`]
-    /// first looks at SO_SNDTIMEO and SO_RCVLOWAT ([`Program::look`]), then goes on.
-    fn wait(&self, events: i16, deadline: Instant) -> Result<(), Error> {
-        let Some(p) = self.program else {
-            return self.host.wait(self.fd, events, deadline);
-        };
-        let look_at = p.start + LOOK_AFTER;
-        if !p.looked.get() && look_at < deadline {
-            if Instant::now() < look_at {
-                match self.host.wait(self.fd, events, look_at) {
-                    Err(Error::Timeout) => {}
-                    r => return r,
-                }
-            }
-            p.look(self.fd);
-        }
-        self.host.wait(self.fd, events, self.cap(deadline))
-    }
-
-    /// `deadline`, or the program's SO_SNDTIMEO bound when that comes first.
-    fn cap(&self, deadline: Instant) -> Instant {
-        match self.program.and_then(|p| p.bound.get()) {
-            Some(b) => b.min(deadline),
-            None => deadline,
-        }
-    }
-
     /// recv(2) with `flags`, waiting for data first when `wait_first`, and after EAGAIN.
     fn receive(
         &self,
@@ -972,18 +918,13 @@ impl<H: Host> FdTransport<'_, H> {
         flags: c_int,
     ) -> Result<usize, Error> {
         if wait_first {
-            self.wait(libc::POLLIN, deadline)?;
-        } else if let Some(b) = self.program.and_then(|p| p.bound.get())
-            && Instant::now() >= b
-        {
-            // A read that finds data never waits: the SO_SNDTIMEO bound is checked here too.
-            return Err(Error::Timeout);
+            self.host.wait(self.fd, libc::POLLIN, deadline)?;
         }
         loop {
             match sys::recv(self.fd, buf, flags) {
                 Ok(n) => return Ok(n),
                 Err(libc::EINTR) => {}
-                Err(libc::EAGAIN) => self.wait(libc::POLLIN, deadline)?,
+                Err(libc::EAGAIN) => self.host.wait(self.fd, libc::POLLIN, deadline)?,
                 Err(e) => return Err(Error::Os(e)),
             }
         }

@@ -215,12 +215,7 @@ pub fn associate<H: Host>(
             Err(e) => return Err(at_connect(Error::Os(e))),
         };
         let _scope = h.begin_dial();
-        let t = crate::connect::FdTransport {
-            fd: ctl,
-            host: h,
-            program: None,
-        };
-        let r = connect_nb(&t, &addr, connect_deadline)
+        let r = connect_nb(h, ctl, &addr, connect_deadline)
             .map_err(at_connect)
             .and_then(|()| {
                 let any: IpAddr = match addr {
@@ -229,7 +224,7 @@ pub fn associate<H: Host>(
                 };
                 let target = Dest::Ip(SocketAddr::new(any, client_port));
                 dial::handshake_cmd(
-                    &mut t.clone(),
+                    &mut crate::connect::FdTransport { fd: ctl, host: h },
                     &[proxy],
                     &target,
                     socks5::Command::UdpAssociate,

@@ -35,6 +35,10 @@ use std::time::Duration;
 pub struct SshOpts {
     /// Names only sshd resolves (private /etc/hosts), e.g. `origin.test`.
     pub hosts: Vec<(String, IpAddr)>,
+    /// Run `ssh -tt -D … sleep` (a session with a pty) instead of `ssh -N -D`: sshd and ssh
+    /// then set TCP_NODELAY on the connection (OpenSSH does for interactive sessions only), so
+    /// sshd never holds a small packet back for an ACK (Nagle).
+    pub tty: bool,
 }
 
 /// A running `ssh -D` SOCKS server on 127.0.0.1, backed by a private sshd.
@@ -124,8 +128,8 @@ impl SshSocks {
         let port = free_port();
         let ssh_log = dir.join("ssh.log");
         let user = current_user();
-        let args = vec![
-            "-N".into(),
+        let mut args: Vec<std::ffi::OsString> = vec![
+            if opts.tty { "-tt" } else { "-N" }.into(),
             "-D".into(),
             format!("127.0.0.1:{port}").into(),
             "-F".into(),
@@ -153,6 +157,9 @@ impl SshSocks {
             ssh_log.clone().into_os_string(),
             format!("{user}@127.0.0.1").into(),
         ];
+        if opts.tty {
+            args.push("sleep 2147483647".into());
+        }
         let ssh_proc = ServerProc::start(
             &dir,
             Spec {

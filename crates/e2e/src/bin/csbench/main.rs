@@ -415,6 +415,9 @@ pub struct Facts {
     pub perf_growth: Option<Vec<(String, f64)>>,
     /// B1 cost above the floor (µs) [chainsocks, proxychains4] for 1 and 3 hops.
     pub b1_above: Vec<(usize, [f64; 2])>,
+    /// B2 in RTT: chainsocks pipelined, the client's own pipelined handshake, the same with
+    /// hop 3's CONNECT held, chainsocks pipelined through ssh -D with a pty.
+    pub b2_rtt: Vec<f64>,
 }
 
 impl Results {

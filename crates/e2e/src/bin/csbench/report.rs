@@ -152,10 +152,23 @@ fn analysis(id: &str, f: &Facts) -> String {
                 ));
             }
             t.push_str(
-                " Each extra syscall is a kernel entry (~0.2 µs on this VM) plus the socket work \
-                 it does, and the handshake's syscalls repeat per hop, so to reach a quarter of \
-                 proxychains4 the shim has to make fewer of them per hop (the list above is the \
-                 budget) — a change in crates/preload and crates/core, outside this benchmark.",
+                " Where the rest goes was measured while the connect path was trimmed (thread CPU \
+                 time per connection, paired with a raw-syscall floor, 3000 pairs): the same \
+                 syscall sequence made by a small C client costs about 5 µs above the floor \
+                 against dante; chainsocks itself about 4 µs against a one-process SOCKS5 \
+                 server, and about 25 µs against one that touches 4 MB between its replies. So \
+                 most of the cost is the shim's own code and data (per connection about 370 \
+                 cache lines of code and 120 of data, valgrind lackey) and the kernel's, cold \
+                 again after dante's processes ran between the handshake's steps: each syscall \
+                 and each line touched costs far more there than in a loop. The syscalls left \
+                 each carry a semantic of README \"Socket semantics\": the socket's type and \
+                 family (2 getsockopt), its flags (F_GETFL, and F_SETFL twice for a blocking \
+                 socket, whose waits are ours), SO_SNDTIMEO and SO_RCVLOWAT (reading them only \
+                 once a dial had lasted 1 ms cost more: a slower dial then takes an extra timer \
+                 wakeup), the interrupting signals blocked and unblocked, a second connect (the \
+                 kernel's own EISCONN later), a poll per reply, a second read of a SOCKS5 reply \
+                 (its length is known from its first 5 bytes) and the fstat that ties \
+                 getpeername's answer to the socket.",
             );
             t
         }

@@ -1,5 +1,6 @@
-//! `SshSocks`: an OpenSSH `ssh -N -D 127.0.0.1:PORT` client connected to a
-//! loopback-only `sshd` that this module starts (OpenSSH 9.2 on Debian 12).
+//! `SshSocks`: an OpenSSH `ssh -N -D 127.0.0.1:PORT` client (or, with
+//! [`SshOpts::tty`], `ssh -tt -D … sleep`) connected to a loopback-only `sshd`
+//! that this module starts (OpenSSH 9.2 on Debian 12).
 //!
 //! Owns: generating a host key and a user key (ed25519, `ssh-keygen -q -N ''`),
 //! writing an sshd config, an authorized_keys file, starting sshd and then the
@@ -21,7 +22,10 @@
 //!   sshd logs `connect_to HOST port P: failed.`
 //! - `ssh -v -E FILE` logs each forwarded destination:
 //!   `channel 1: free: direct-tcpip: listening port 11090 for 127.0.0.1 port 18000, connect from …`.
-//! - Small writes can stall ~40 ms on delayed ACKs (use echo workloads for latency).
+//! - Small writes can stall ~40 ms on delayed ACKs (use echo workloads for latency):
+//!   OpenSSH sets TCP_NODELAY only for sessions with a pty, so `ssh -N -D`'s sshd
+//!   holds a second small packet until the first is acknowledged (Nagle); through
+//!   `ssh -tt -D` it does not (csbench B2 measures both).
 
 use crate::process::{ServerProc, Spec, free_port, run};
 use crate::{TempDir, require};

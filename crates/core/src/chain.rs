@@ -104,14 +104,14 @@ pub fn is_loopback(ip: std::net::IpAddr) -> bool {
     }
 }
 
-/// Decides the route of a destination (after dnat). `views` is `cfg.chain_views()`.
+/// Decides the route of a destination (after dnat).
 ///
 /// The order: an allowlist entry marked `direct` sends its destinations direct; localnet
 /// sends direct; the first matching rule decides (direct, block, a chain); else the default
 /// chain. When an allowlist is configured and no entry matches, the result is refused
 /// (`By::Allowlist`) unless it is a `block` already or a direct connection to a loopback
 /// address. (The proxy-only policy then refuses direct routes; the caller applies it.)
-pub fn decide<'a>(cfg: &'a Config, views: &[ChainView<'a>], d: &Destination) -> Decision<'a> {
+pub fn decide<'a>(cfg: &'a Config, d: &Destination) -> Decision<'a> {
     let allowed = allowlist(cfg, d);
     if let Allowed::Entry {
         index,
@@ -123,7 +123,7 @@ pub fn decide<'a>(cfg: &'a Config, views: &[ChainView<'a>], d: &Destination) -> 
             by: By::Allow(index),
         };
     }
-    let decision = route(cfg, views, d);
+    let decision = route(cfg, d);
     if allowed == Allowed::NotListed
         && !matches!(decision.route, Route::Block)
         && !exempt_from_allowlist(&decision.route, d)
@@ -137,9 +137,9 @@ pub fn decide<'a>(cfg: &'a Config, views: &[ChainView<'a>], d: &Destination) -> 
 }
 
 /// localnet → rules → default chain.
-fn route<'a>(cfg: &'a Config, views: &[ChainView<'a>], d: &Destination) -> Decision<'a> {
-    let chain = |name: &str| views.iter().find(|v| v.name == name).copied();
-    let default = views.first().copied();
+fn route<'a>(cfg: &'a Config, d: &Destination) -> Decision<'a> {
+    let chain = |name: &str| cfg.views().find(|v| v.name == name);
+    let default = cfg.views().next();
     if cfg.localnet.iter().any(|p| p.matches(d)) {
         return Decision {
             route: Route::Direct,
@@ -381,21 +381,20 @@ action = "block"
 dest = "*.onion"
 chain = "tor"
 "#);
-        let v = c.chain_views();
         let d = |ip: Option<&str>, name: Option<&'static str>, port| Destination {
             ip: ip.map(|s| s.parse().unwrap()),
             name,
             port,
         };
-        let r = decide(&c, &v, &d(Some("10.1.1.1"), None, 80));
+        let r = decide(&c, &d(Some("10.1.1.1"), None, 80));
         assert!(matches!(r.route, Route::Direct) && r.by == By::Localnet);
-        let r = decide(&c, &v, &d(None, Some("git.corp.example"), 22));
+        let r = decide(&c, &d(None, Some("git.corp.example"), 22));
         assert!(matches!(r.route, Route::Direct) && r.by == By::Rule(0));
-        let r = decide(&c, &v, &d(Some("192.168.1.1"), None, 443));
+        let r = decide(&c, &d(Some("192.168.1.1"), None, 443));
         assert!(matches!(r.route, Route::Block) && r.by == By::Rule(1));
-        let r = decide(&c, &v, &d(Some("192.168.1.1"), None, 80));
+        let r = decide(&c, &d(Some("192.168.1.1"), None, 80));
         assert!(matches!(r.route, Route::Chain(ch) if ch.name == "default") && r.by == By::Default);
-        let r = decide(&c, &v, &d(None, Some("abc.onion"), 80));
+        let r = decide(&c, &d(None, Some("abc.onion"), 80));
         assert!(matches!(r.route, Route::Chain(ch) if ch.name == "tor" && ch.first_proxy == 1));
     }
 
@@ -415,7 +414,6 @@ action = "block"
 dest = "github.com"
 chain = "tor"
 "#);
-        let v = c.chain_views();
         let d = |ip: Option<&str>, name: Option<&'static str>, port| Destination {
             ip: ip.map(|s| s.parse().unwrap()),
             name,
@@ -451,13 +449,12 @@ chain = "tor"
             Route::Chain(ch) => ch.name.to_string(),
         };
         for (dest, by, want) in cases {
-            let r = decide(&c, &v, &dest);
+            let r = decide(&c, &dest);
             assert_eq!((route(r).as_str(), r.by), (want, by), "{dest:?}");
         }
         // An empty list refuses everything that would leave.
         let c = cfg("proxy = [\"socks5://127.0.0.1:1\"]\nallow = []\n");
-        let v = c.chain_views();
-        let r = decide(&c, &v, &name("pypi.org", 443));
+        let r = decide(&c, &name("pypi.org", 443));
         assert_eq!((route(r).as_str(), r.by), ("block", By::Allowlist));
         assert_eq!(
             allowlist(&c, &d(Some("10.0.0.1"), None, 1)),

@@ -472,6 +472,16 @@ pub struct Proxy {
     /// [`Config::resolve_proxies`]); a first hop is tried at each in turn.
     #[serde(default, rename = "addresses", skip_serializing_if = "Vec::is_empty")]
     pub addrs: Vec<IpAddr>,
+    /// `host` parsed as an IP address, when it is one: set with `host` by every constructor
+    /// ([`literal_host`]), so that a connect never parses it again. `None` with no `addrs`:
+    /// parsed when asked.
+    #[serde(skip)]
+    pub literal: Option<IpAddr>,
+}
+
+/// A proxy host as an IP address, when it is a literal (for [`Proxy::literal`]).
+pub fn literal_host(host: &str) -> Option<IpAddr> {
+    host.parse().ok()
 }
 
 fn is_false(b: &bool) -> bool {
@@ -582,6 +592,7 @@ impl Proxy {
         }
         let p = Proxy {
             kind,
+            literal: literal_host(&host),
             host,
             port,
             username,
@@ -636,9 +647,7 @@ impl Proxy {
     /// The proxy's (first) address: its host when that is an IP literal, else the first
     /// address [`Config::resolve_proxies`] found (always `Some` after it).
     pub fn socket_addr(&self) -> Option<SocketAddr> {
-        self.host
-            .parse::<IpAddr>()
-            .ok()
+        self.literal_ip()
             .or_else(|| self.addrs.first().copied())
             .map(|ip| SocketAddr::new(ip, self.port))
     }
@@ -646,12 +655,21 @@ impl Proxy {
     /// Every address of the proxy, in order: its IP literal, or all the addresses its name
     /// resolved to.
     pub fn socket_addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        let literal = self.host.parse::<IpAddr>().ok();
+        let literal = self.literal_ip();
         let list: &[IpAddr] = if literal.is_some() { &[] } else { &self.addrs };
         literal
             .into_iter()
             .chain(list.iter().copied())
             .map(|ip| SocketAddr::new(ip, self.port))
+    }
+
+    /// `host` as an IP address, when it is one (a resolved name has `addrs` instead).
+    fn literal_ip(&self) -> Option<IpAddr> {
+        match self.literal {
+            Some(ip) => Some(ip),
+            None if self.addrs.is_empty() => literal_host(&self.host),
+            None => None,
+        }
     }
 
     /// Username and password, when configured (password defaults to empty).
@@ -797,19 +815,23 @@ impl TryFrom<ProxyTable> for Proxy {
         let mut p = match (t.url, t.kind, t.host) {
             (Some(url), None, None) => Proxy::from_url(&url)?,
             (Some(_), _, _) => return Err("give either `url` or `type` + `host`, not both".into()),
-            (None, Some(kind), Some(host)) => Proxy {
-                kind,
-                port: t.port.unwrap_or(kind.default_port()),
-                host: match split_host_port(&host) {
+            (None, Some(kind), Some(host)) => {
+                let host = match split_host_port(&host) {
                     Ok((h, None)) => h,
                     _ => return Err(format!("bad host `{host}` (put the port in `port`)")),
-                },
-                username: None,
-                password: None,
-                pipeline: false,
-                connect_timeout_ms: None,
-                addrs: Vec::new(),
-            },
+                };
+                Proxy {
+                    kind,
+                    port: t.port.unwrap_or(kind.default_port()),
+                    literal: literal_host(&host),
+                    host,
+                    username: None,
+                    password: None,
+                    pipeline: false,
+                    connect_timeout_ms: None,
+                    addrs: Vec::new(),
+                }
+            }
             (None, None, _) => return Err("a proxy needs `type` and `host` (or `url`)".into()),
             (None, Some(_), None) => return Err("a proxy needs `host`".into()),
         };
@@ -1136,28 +1158,33 @@ impl Config {
 
     /// Every chain: index 0 is the top-level (default) chain, then the named ones by name.
     pub fn chain_views(&self) -> Vec<ChainView<'_>> {
-        let mut out = Vec::with_capacity(1 + self.chains.len());
-        out.push(ChainView {
+        self.views().collect()
+    }
+
+    /// The chains as the router sees them, without allocating: the default chain (index 0),
+    /// then the named chains in order.
+    pub fn views(&self) -> impl Iterator<Item = ChainView<'_>> + '_ {
+        let default = ChainView {
             name: DEFAULT_CHAIN,
             mode: self.chain,
             len: self.chain_len.unwrap_or(1),
             proxies: &self.proxies,
             index: 0,
             first_proxy: 0,
-        });
+        };
         let mut first = self.proxies.len();
-        for (i, (name, c)) in self.chains.iter().enumerate() {
-            out.push(ChainView {
+        std::iter::once(default).chain(self.chains.iter().enumerate().map(move |(i, (name, c))| {
+            let v = ChainView {
                 name,
                 mode: c.chain,
                 len: c.chain_len.unwrap_or(1),
                 proxies: &c.proxies,
                 index: i + 1,
                 first_proxy: first,
-            });
+            };
             first += c.proxies.len();
-        }
-        out
+            v
+        }))
     }
 
     /// The normalized TOML that the launcher hands to the processes it starts.

@@ -188,8 +188,7 @@ pub fn connect<H: Host>(h: &H, fd: c_int, dest: SocketAddr) -> Outcome {
         name: name.as_deref(),
         port: addr.port(),
     };
-    let views = cfg.chain_views();
-    let decision = chain::decide(cfg, &views, &d);
+    let decision = chain::decide(cfg, &d);
     // Formatted only if a log line or a report record is written.
     let shown = Shown {
         name: name.as_deref(),
@@ -262,7 +261,8 @@ pub fn connect<H: Host>(h: &H, fd: c_int, dest: SocketAddr) -> Outcome {
             };
             let debug = h.log_enabled(LogLevel::Debug);
             let mut steps = Vec::new();
-            let start = Instant::now();
+            // Read only by the debug timeline and the report.
+            let start = (debug || h.report_enabled()).then(Instant::now);
             let (used, result) = dial_chain(
                 h,
                 fd,
@@ -289,7 +289,7 @@ pub fn connect<H: Host>(h: &H, fd: c_int, dest: SocketAddr) -> Outcome {
                 Some(&by),
                 Some(view.name),
                 &outcome,
-                Some(start),
+                start,
             );
             Outcome::Done(result.map(|_| 0).map_err(|e| e.error))
         }
@@ -512,6 +512,35 @@ struct Saved {
     rcvlowat: Option<c_int>,
 }
 
+/// A failure before the first proxy was reached.
+fn at_connect(error: Error) -> DialError {
+    DialError {
+        hop: 0,
+        phase: Phase::Connect,
+        error,
+    }
+}
+
+/// The proxies a dial went through: a strict chain's own list (no copy), or the ones a
+/// dynamic / random / round-robin attempt picked.
+enum Hops<'a> {
+    All(&'a [Proxy]),
+    Picked(Vec<&'a Proxy>),
+}
+
+impl<'a> Hops<'a> {
+    fn get(&self, k: usize) -> Option<&'a Proxy> {
+        match self {
+            Hops::All(p) => p.get(k),
+            Hops::Picked(p) => p.get(k).copied(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &'a Proxy> + '_ {
+        (0..).map_while(|k| self.get(k))
+    }
+}
+
 /// Connects through `view`, retrying without proxies found dead (except in strict chains, and
 /// never when the destination itself failed). Returns the proxies of the last attempt.
 fn dial_chain<'a, H: Host>(
@@ -521,16 +550,11 @@ fn dial_chain<'a, H: Host>(
     cfg: &Config,
     view: ChainView<'a>,
     target: &Dest,
-    mut steps: Option<&mut Vec<Step>>,
-) -> (Vec<&'a Proxy>, Result<SocketAddr, DialError>) {
-    let at_connect = |error| DialError {
-        hop: 0,
-        phase: Phase::Connect,
-        error,
-    };
+    steps: Option<&mut Vec<Step>>,
+) -> (Hops<'a>, Result<SocketAddr, DialError>) {
     let flags = match sys::get_fl(fd) {
         Ok(f) => f,
-        Err(e) => return (Vec::new(), Err(at_connect(Error::Os(e)))),
+        Err(e) => return (Hops::Picked(Vec::new()), Err(at_connect(Error::Os(e)))),
     };
     let blocking = flags & libc::O_NONBLOCK == 0;
     let budget = if blocking {
@@ -539,19 +563,48 @@ fn dial_chain<'a, H: Host>(
         cfg.nonblocking_timeout_ms
             .unwrap_or(cfg.handshake_timeout_ms)
     };
-    let mut deadline = Instant::now() + Duration::from_millis(budget);
+    let now = Instant::now();
+    let mut deadline = now + Duration::from_millis(budget);
     if blocking && let Some(t) = send_timeout(fd) {
         // The kernel bounds a blocking connect by SO_SNDTIMEO: so does the handshake.
-        deadline = deadline.min(Instant::now() + t);
+        deadline = deadline.min(now + t);
     }
     let _scope = h.begin_dial();
     let saved = prepare(fd, flags);
+    let r = if view.mode == ChainMode::Strict {
+        // Every proxy, in order, once: a strict chain is never retried and has no dead marks.
+        let r = if view.proxies.is_empty() {
+            Err(at_connect(Error::NoProxyAlive))
+        } else {
+            dial_on(h, fd, family, cfg, view.proxies, target, deadline, steps)
+        };
+        (Hops::All(view.proxies), r)
+    } else {
+        dial_picked(h, fd, family, cfg, view, target, deadline, steps)
+    };
+    restore(fd, &saved);
+    r
+}
+
+/// The attempts of a dynamic, random or round-robin chain: each picks its proxies
+/// ([`chain::plan`]); a proxy found dead is marked and the next attempt goes without it.
+#[allow(clippy::too_many_arguments)]
+fn dial_picked<'a, H: Host>(
+    h: &H,
+    fd: c_int,
+    family: c_int,
+    cfg: &Config,
+    view: ChainView<'a>,
+    target: &Dest,
+    deadline: Instant,
+    mut steps: Option<&mut Vec<Step>>,
+) -> (Hops<'a>, Result<SocketAddr, DialError>) {
     let health: Health = h.health();
     let mut tried: Vec<usize> = Vec::new();
-    let r = loop {
+    loop {
         let plan = match chain::plan(&view, &health, now_ms(), &tried, &mut random_below) {
             Ok(p) => p,
-            Err(e) => break (Vec::new(), Err(at_connect(e))),
+            Err(e) => break (Hops::Picked(Vec::new()), Err(at_connect(e))),
         };
         let hops: Vec<&Proxy> = plan.iter().filter_map(|&i| view.proxies.get(i)).collect();
         if let Some(s) = steps.as_deref_mut() {
@@ -574,17 +627,13 @@ fn dial_chain<'a, H: Host>(
                         health.mark_alive(view.first_proxy + i);
                     }
                 }
-                break (hops, Ok(actual));
+                break (Hops::Picked(hops), Ok(actual));
             }
             Err(e) => e,
         };
         let dead = e.dead_proxy(hops.len()).and_then(|k| plan.get(k).copied());
         match dead {
-            Some(i)
-                if view.mode != ChainMode::Strict
-                    && Instant::now() < deadline
-                    && e.error != Error::Interrupted =>
-            {
+            Some(i) if Instant::now() < deadline && e.error != Error::Interrupted => {
                 health.mark_dead(view.first_proxy + i, now_ms() + cfg.dead_retry_ms);
                 if let Some(p) = view.proxies.get(i) {
                     h.log(
@@ -597,11 +646,9 @@ fn dial_chain<'a, H: Host>(
                 }
                 tried.push(i);
             }
-            _ => break (hops, Err(e)),
+            _ => break (Hops::Picked(hops), Err(e)),
         }
-    };
-    restore(fd, &saved);
-    r
+    }
 }
 
 /// The program's SO_SNDTIMEO, if set.
@@ -640,34 +687,28 @@ fn restore(fd: c_int, s: &Saved) {
     }
 }
 
-/// The addresses at which this socket can reach the first proxy, in order: every address of the
-/// proxy of the socket's family, and IPv4 ones as v4-mapped from an IPv6 socket that allows it.
-/// An AF_INET6 socket with IPV6_V6ONLY set and an IPv4-only proxy: the option is cleared if
-/// the socket is not bound yet (it no longer matters once the socket is connected), else the
-/// proxy is unreachable for it.
-fn reachable(fd: c_int, family: c_int, addrs: &[SocketAddr]) -> Vec<SocketAddr> {
-    let mut out = Vec::with_capacity(addrs.len());
-    let mut v6only: Option<bool> = None;
-    for &a in addrs {
-        match (family, a) {
-            (libc::AF_INET, SocketAddr::V4(_)) | (libc::AF_INET6, SocketAddr::V6(_)) => out.push(a),
-            (libc::AF_INET6, SocketAddr::V4(v4)) => {
-                let only = *v6only.get_or_insert_with(|| {
-                    sys::getsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) != Ok(0)
-                        && sys::setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0)
-                            .is_err()
-                });
-                if !only {
-                    out.push(SocketAddr::new(
-                        IpAddr::V6(v4.ip().to_ipv6_mapped()),
-                        v4.port(),
-                    ));
-                }
-            }
-            _ => {}
+/// Where this socket can reach the first proxy at `addr`, if it can: an address of the
+/// socket's family as is, an IPv4 one v4-mapped from an IPv6 socket that allows it. An AF_INET6
+/// socket with IPV6_V6ONLY set and an IPv4 proxy address: the option is cleared if the socket
+/// is not bound yet (it no longer matters once the socket is connected), else that address is
+/// unreachable for it. `v6only` keeps the answer for the proxy's other addresses.
+fn reachable(
+    fd: c_int,
+    family: c_int,
+    addr: SocketAddr,
+    v6only: &mut Option<bool>,
+) -> Option<SocketAddr> {
+    match (family, addr) {
+        (libc::AF_INET, SocketAddr::V4(_)) | (libc::AF_INET6, SocketAddr::V6(_)) => Some(addr),
+        (libc::AF_INET6, SocketAddr::V4(v4)) => {
+            let only = *v6only.get_or_insert_with(|| {
+                sys::getsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) != Ok(0)
+                    && sys::setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0).is_err()
+            });
+            (!only).then(|| SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()))
         }
+        _ => None,
     }
-    out
 }
 
 /// Connects `fd` (of `family`, already non-blocking) through `hops` to `target`, all before
@@ -675,28 +716,23 @@ fn reachable(fd: c_int, family: c_int, addrs: &[SocketAddr]) -> Vec<SocketAddr> 
 /// again, unless it was already connected or connecting when we were called (then it is left
 /// alone: EISCONN / EALREADY).
 #[allow(clippy::too_many_arguments)]
-pub fn dial_on<H: Host>(
+pub fn dial_on<H: Host, P: std::borrow::Borrow<Proxy>>(
     h: &H,
     fd: c_int,
     family: c_int,
     cfg: &Config,
-    hops: &[&Proxy],
+    hops: &[P],
     target: &Dest,
     deadline: Instant,
     steps: Option<&mut Vec<Step>>,
 ) -> Result<SocketAddr, DialError> {
-    let at_connect = |error| DialError {
-        hop: 0,
-        phase: Phase::Connect,
-        error,
-    };
-    let first = *hops
+    let first: &Proxy = hops
         .first()
-        .ok_or_else(|| at_connect(Error::NoProxyAlive))?;
+        .ok_or_else(|| at_connect(Error::NoProxyAlive))?
+        .borrow();
     // Under --isolate the first hop is reached through the launcher's in-namespace forwarder.
-    let addrs: Vec<SocketAddr> = first
-        .socket_addrs()
-        .map(|a| {
+    let addrs = || {
+        first.socket_addrs().map(|a| {
             if cfg.via.is_empty() {
                 return a;
             }
@@ -705,14 +741,21 @@ pub fn dial_on<H: Host>(
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(a)
         })
-        .collect();
-    if addrs.is_empty() {
+    };
+    // Which addresses this socket can reach is settled for all of them before the first
+    // connect (clearing IPV6_V6ONLY needs a socket not bound yet).
+    let mut v6only = None;
+    let (mut any, mut reached) = (false, false);
+    for a in addrs() {
+        any = true;
+        reached |= reachable(fd, family, a, &mut v6only).is_some();
+    }
+    if !any {
         return Err(at_connect(Error::Config(format!(
             "proxy {first} was not resolved"
         ))));
     }
-    let candidates = reachable(fd, family, &addrs);
-    if candidates.is_empty() {
+    if !reached {
         h.log(
             LogLevel::Error,
             format_args!(
@@ -744,13 +787,14 @@ pub fn dial_on<H: Host>(
     };
     let mut result = Err(at_connect(Error::NoProxyAlive));
     let mut actual = None;
-    for (i, addr) in candidates.iter().enumerate() {
+    let candidates = addrs().filter_map(|a| reachable(fd, family, a, &mut v6only));
+    for (i, addr) in candidates.enumerate() {
         if i > 0 {
             // The previous address failed: back to unconnected before the next one.
             sys::disconnect(fd);
         }
-        actual = Some(*addr);
-        result = connect_nb(h, fd, addr, connect_deadline).map_err(at_connect);
+        actual = Some(addr);
+        result = connect_nb(h, fd, &addr, connect_deadline).map_err(at_connect);
         match &result {
             Ok(()) => break,
             Err(DialError {
@@ -783,9 +827,11 @@ pub fn dial_on<H: Host>(
     r.and_then(|()| actual.ok_or_else(|| at_connect(Error::Internal("no address"))))
 }
 
-/// Connects the non-blocking `fd` to `addr`, waiting until `deadline`. The second connect after
-/// the wait both reports the result and moves the kernel's socket to "connected", so that a
-/// later connect by the program gets the kernel's own EISCONN.
+/// Connects the non-blocking `fd` to `addr`, waiting until `deadline`. The second connect both
+/// reports the result and moves the kernel's socket to "connected", so that a later connect by
+/// the program gets the kernel's own EISCONN. It is made once before waiting: to a proxy on
+/// this machine the kernel has usually finished the TCP handshake by the time the first
+/// connect returns (then no wait at all), and otherwise it answers EALREADY at once.
 pub(crate) fn connect_nb<H: Host>(
     h: &H,
     fd: c_int,
@@ -795,6 +841,11 @@ pub(crate) fn connect_nb<H: Host>(
     match sys::connect(fd, addr, true) {
         Ok(()) => return Ok(()),
         Err(libc::EINPROGRESS | libc::EINTR) => {}
+        Err(e) => return Err(Error::Os(e)),
+    }
+    match sys::connect(fd, addr, true) {
+        Ok(()) | Err(libc::EISCONN) => return Ok(()),
+        Err(libc::EALREADY | libc::EINPROGRESS | libc::EINTR) => {}
         Err(e) => return Err(Error::Os(e)),
     }
     h.wait(fd, libc::POLLOUT, deadline)?;
@@ -830,18 +881,16 @@ impl<H: Host> Transport for FdTransport<'_, H> {
         Ok(())
     }
 
+    fn recv(&mut self, buf: &mut [u8], deadline: Instant, ready: bool) -> Result<usize, Error> {
+        // A reply is rarely there yet when we ask: wait first (one poll), then read, instead
+        // of a read that fails with EAGAIN, a poll and a second read. The rest of a message
+        // begun usually is: read first, wait only after EAGAIN.
+        self.receive(buf, deadline, !ready, libc::MSG_DONTWAIT)
+    }
+
     fn peek(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize, Error> {
-        // A reply is rarely there yet when we ask: wait first (one poll), then peek, instead
-        // of a peek that fails with EAGAIN, a poll and a second peek.
-        self.host.wait(self.fd, libc::POLLIN, deadline)?;
-        loop {
-            match sys::recv(self.fd, buf, libc::MSG_PEEK) {
-                Ok(n) => return Ok(n),
-                Err(libc::EINTR) => {}
-                Err(libc::EAGAIN) => self.host.wait(self.fd, libc::POLLIN, deadline)?,
-                Err(e) => return Err(Error::Os(e)),
-            }
-        }
+        // As `recv`: wait first, then peek.
+        self.receive(buf, deadline, true, libc::MSG_PEEK | libc::MSG_DONTWAIT)
     }
 
     fn consume(&mut self, mut n: usize) -> Result<(), Error> {
@@ -856,6 +905,29 @@ impl<H: Host> Transport for FdTransport<'_, H> {
             }
         }
         Ok(())
+    }
+}
+
+impl<H: Host> FdTransport<'_, H> {
+    /// recv(2) with `flags`, waiting for data first when `wait_first`, and after EAGAIN.
+    fn receive(
+        &self,
+        buf: &mut [u8],
+        deadline: Instant,
+        wait_first: bool,
+        flags: c_int,
+    ) -> Result<usize, Error> {
+        if wait_first {
+            self.host.wait(self.fd, libc::POLLIN, deadline)?;
+        }
+        loop {
+            match sys::recv(self.fd, buf, flags) {
+                Ok(n) => return Ok(n),
+                Err(libc::EINTR) => {}
+                Err(libc::EAGAIN) => self.host.wait(self.fd, libc::POLLIN, deadline)?,
+                Err(e) => return Err(Error::Os(e)),
+            }
+        }
     }
 }
 
@@ -903,17 +975,17 @@ pub fn wait_sliced(
 fn describe(
     view: ChainView,
     by: By,
-    hops: &[&Proxy],
+    hops: &Hops,
     target: &Dest,
     result: &Result<SocketAddr, DialError>,
-    start: Instant,
+    start: Option<Instant>,
     steps: &[Step],
 ) -> String {
     let mut s = String::with_capacity(128);
     if view.index != 0 || by != By::Default {
         let _ = write!(s, "[{} by {by}] ", view.name);
     }
-    for p in hops {
+    for p in hops.iter() {
         let _ = match p.socket_addr() {
             Some(sa) => write!(s, "{sa} -> "),
             None => write!(s, "{}:{} -> ", p.host, p.port),
@@ -935,7 +1007,8 @@ fn describe(
         }
     }
     if !steps.is_empty() {
-        let _ = write!(s, " [total {:.2} ms;", start.elapsed().as_secs_f64() * 1e3);
+        let total = start.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3);
+        let _ = write!(s, " [total {total:.2} ms;");
         for st in steps {
             let _ = write!(
                 s,

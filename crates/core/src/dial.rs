@@ -5,9 +5,13 @@
 //! of a run of pipelined hops in one write, then every reply verified in order), deadlines per
 //! hop and for the whole handshake, and which hop failed.
 //! Must never: consume a byte after the last reply (it belongs to the program), or succeed on
-//! any reply it did not verify. I/O goes through [`Transport`], so the preloaded library can
-//! use its own raw-fd implementation and tests can use anything.
+//! any reply it did not verify. A SOCKS reply is read with reads of exactly the length its
+//! decoder still needs (`Need`, which never reaches past the message); an HTTP response, whose
+//! end is only found by looking, is peeked and only its own bytes are consumed. I/O goes
+//! through [`Transport`], so the preloaded library can use its own raw-fd implementation and
+//! tests can use anything.
 
+use std::borrow::{Borrow, Cow};
 use std::time::{Duration, Instant};
 
 use crate::config::{Proxy, ProxyKind};
@@ -19,6 +23,11 @@ use crate::proto::{Decoded, Dest, ProtoError, http, socks4};
 pub trait Transport {
     /// Writes all of `buf`, or fails (Timeout at `deadline`).
     fn send_all(&mut self, buf: &[u8], deadline: Instant) -> Result<(), Error>;
+    /// Reads (consumes) up to `buf.len()` bytes, waiting for them until `deadline`; `Ok(0)`
+    /// means the peer closed the stream. The handshake never asks for a byte past the message
+    /// it is reading. `ready`: the bytes are probably there already (the rest of a message
+    /// begun, a pipelined reply after the first): read before waiting.
+    fn recv(&mut self, buf: &mut [u8], deadline: Instant, ready: bool) -> Result<usize, Error>;
     /// Waits for data and copies up to `buf.len()` bytes WITHOUT consuming them (MSG_PEEK);
     /// `Ok(0)` means the peer closed the stream.
     fn peek(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize, Error>;
@@ -100,9 +109,9 @@ pub struct Limits {
 
 /// Runs the handshake of every hop over `t`, which is already connected to `hops[0]`.
 /// `steps` receives the timeline (pass `None` to skip it).
-pub fn handshake<T: Transport>(
+pub fn handshake<T: Transport, P: Borrow<Proxy>>(
     t: &mut T,
-    hops: &[&Proxy],
+    hops: &[P],
     target: &Dest,
     limits: Limits,
     steps: Option<&mut Vec<Step>>,
@@ -113,47 +122,53 @@ pub fn handshake<T: Transport>(
 /// [`handshake`] with `cmd` as the last hop's request (CONNECT, or UDP ASSOCIATE, which only a
 /// SOCKS5 last hop can carry); returns the last hop's bound address (BND.ADDR/BND.PORT of a
 /// SOCKS5 or SOCKS4 reply; `None` for HTTP and raw hops).
-pub fn handshake_cmd<T: Transport>(
+pub fn handshake_cmd<T: Transport, P: Borrow<Proxy>>(
     t: &mut T,
-    hops: &[&Proxy],
+    hops: &[P],
     target: &Dest,
     cmd: socks5::Command,
     limits: Limits,
     mut steps: Option<&mut Vec<Step>>,
 ) -> Result<Option<socks5::WireAddr>, DialError> {
-    if cmd != socks5::Command::Connect && !hops.last().is_some_and(|p| p.kind.is_socks5()) {
+    let pipelined = |k: usize| hops.get(k).is_some_and(|p| p.borrow().pipeline);
+    if cmd != socks5::Command::Connect && !hops.last().is_some_and(|p| p.borrow().kind.is_socks5())
+    {
         return Err(fail(
             hops.len().saturating_sub(1),
             Phase::Request,
             Error::Socks5(ReplyCode::CommandNotSupported),
         ));
     }
-    let start = Instant::now();
+    // The timeline's origin, only when one is kept.
+    let start = steps.is_some().then(Instant::now);
     let last = hops.len().saturating_sub(1);
     let mut bound = None;
     let mut rd = Reader::default();
+    let mut out = Vec::with_capacity(64);
     let mut i = 0;
     while i < hops.len() {
-        let run_end = if hops.get(i).is_some_and(|p| p.pipeline) {
+        let run_end = if pipelined(i) {
             // A run of pipelined hops: all their messages in one write.
             let mut j = i;
-            while hops.get(j).is_some_and(|p| p.pipeline) {
+            while pipelined(j) {
                 j += 1;
             }
             j
         } else {
             i + 1
         };
-        if hops.get(i).is_some_and(|p| p.pipeline) {
-            let mut out = Vec::with_capacity(64 * (run_end - i));
+        let cmd_of = |k: usize| {
+            if k == last {
+                cmd
+            } else {
+                socks5::Command::Connect
+            }
+        };
+        out.clear();
+        if pipelined(i) {
             for k in i..run_end {
                 let (proxy, dest) = hop_at(hops, k, target)?;
-                let c = if k == last {
-                    cmd
-                } else {
-                    socks5::Command::Connect
-                };
-                encode_pipelined(proxy, &dest, c, &mut out)
+                encode_pipelined(proxy, &dest, cmd_of(k), &mut out)
                     .map_err(|e| fail(k, Phase::Greeting, e))?;
             }
             t.send_all(&out, limits.deadline)
@@ -164,12 +179,13 @@ pub fn handshake_cmd<T: Transport>(
             }
         } else {
             let (proxy, dest) = hop_at(hops, i, target)?;
-            let c = if i == last {
-                cmd
-            } else {
-                socks5::Command::Connect
+            let hop = Hop {
+                k: i,
+                proxy,
+                dest: &dest,
+                cmd: cmd_of(i),
             };
-            bound = run_safe(t, &mut rd, i, proxy, &dest, c, limits, start, &mut steps)?;
+            bound = run_safe(t, &mut rd, &mut out, hop, limits, start, &mut steps)?;
         }
         i = run_end;
     }
@@ -185,16 +201,21 @@ fn fail(hop: usize, phase: Phase, error: impl Into<Error>) -> DialError {
 }
 
 /// The proxy at `k` and where it must connect: the next proxy, or the target.
-fn hop_at<'a>(hops: &[&'a Proxy], k: usize, target: &Dest) -> Result<(&'a Proxy, Dest), DialError> {
-    let proxy = *hops
+fn hop_at<'a, P: Borrow<Proxy>>(
+    hops: &'a [P],
+    k: usize,
+    target: &'a Dest,
+) -> Result<(&'a Proxy, Cow<'a, Dest>), DialError> {
+    let proxy = hops
         .get(k)
-        .ok_or_else(|| fail(k, Phase::Request, Error::Internal("hop index")))?;
-    let dest = match hops.get(k + 1) {
-        None => target.clone(),
-        Some(next) => match next.socket_addr() {
+        .ok_or_else(|| fail(k, Phase::Request, Error::Internal("hop index")))?
+        .borrow();
+    let dest = match hops.get(k + 1).map(Borrow::borrow) {
+        None => Cow::Borrowed(target),
+        Some(next) => Cow::Owned(match next.socket_addr() {
             Some(sa) => Dest::Ip(sa),
             None => Dest::Name(next.host.clone(), next.port),
-        },
+        }),
     };
     Ok((proxy, dest))
 }
@@ -262,7 +283,7 @@ fn verify_pipelined<T: Transport>(
     k: usize,
     proxy: &Proxy,
     limits: Limits,
-    start: Instant,
+    start: Option<Instant>,
     steps: &mut Option<&mut Vec<Step>>,
 ) -> Result<Option<socks5::WireAddr>, DialError> {
     if proxy.kind.is_socks5() {
@@ -290,19 +311,31 @@ fn verify_pipelined<T: Transport>(
     Ok(bound)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One hop of a safe-mode handshake: which, the proxy, what it must reach, with which command.
+struct Hop<'a> {
+    k: usize,
+    proxy: &'a Proxy,
+    dest: &'a Dest,
+    cmd: socks5::Command,
+}
+
+/// One hop, one step at a time: each message is sent after the previous reply was verified.
+/// `out` is the handshake's one write buffer.
 fn run_safe<T: Transport>(
     t: &mut T,
     rd: &mut Reader,
-    k: usize,
-    proxy: &Proxy,
-    dest: &Dest,
-    cmd: socks5::Command,
+    out: &mut Vec<u8>,
+    hop: Hop,
     limits: Limits,
-    start: Instant,
+    start: Option<Instant>,
     steps: &mut Option<&mut Vec<Step>>,
 ) -> Result<Option<socks5::WireAddr>, DialError> {
-    let mut out = Vec::with_capacity(64);
+    let Hop {
+        k,
+        proxy,
+        dest,
+        cmd,
+    } = hop;
     if proxy.kind.is_socks5() {
         let has_creds = proxy.credentials().is_some();
         let offer: &[Method] = if has_creds {
@@ -310,8 +343,9 @@ fn run_safe<T: Transport>(
         } else {
             &[Method::NoAuth]
         };
-        socks5::encode_greeting(offer, &mut out).map_err(|e| fail(k, Phase::Greeting, e))?;
-        t.send_all(&out, limits.deadline)
+        out.clear();
+        socks5::encode_greeting(offer, out).map_err(|e| fail(k, Phase::Greeting, e))?;
+        t.send_all(out, limits.deadline)
             .map_err(|e| fail(k, Phase::Greeting, e))?;
         let m = rd
             .read(t, limits.deadline, socks5::decode_method_selection)
@@ -320,16 +354,16 @@ fn run_safe<T: Transport>(
         record(steps, k, Phase::Greeting, start, method_name(m));
         if m == Method::UserPass {
             out.clear();
-            encode_userpass(proxy, &mut out).map_err(|e| fail(k, Phase::Auth, e))?;
-            t.send_all(&out, limits.deadline)
+            encode_userpass(proxy, out).map_err(|e| fail(k, Phase::Auth, e))?;
+            t.send_all(out, limits.deadline)
                 .map_err(|e| fail(k, Phase::Auth, e))?;
             read_auth(t, rd, limits.deadline).map_err(|e| fail(k, Phase::Auth, e))?;
             record(steps, k, Phase::Auth, start, "");
         }
     }
     out.clear();
-    encode_request(proxy, dest, cmd, &mut out).map_err(|e| fail(k, Phase::Request, e))?;
-    t.send_all(&out, limits.deadline)
+    encode_request(proxy, dest, cmd, out).map_err(|e| fail(k, Phase::Request, e))?;
+    t.send_all(out, limits.deadline)
         .map_err(|e| fail(k, Phase::Request, e))?;
     let bound = read_request_reply(t, rd, proxy, hop_deadline(proxy, limits))
         .map_err(|e| fail(k, Phase::Request, e))?;
@@ -341,10 +375,10 @@ fn record(
     steps: &mut Option<&mut Vec<Step>>,
     hop: usize,
     phase: Phase,
-    start: Instant,
+    start: Option<Instant>,
     detail: &'static str,
 ) {
-    if let Some(s) = steps.as_deref_mut() {
+    if let (Some(s), Some(start)) = (steps.as_deref_mut(), start) {
         s.push(Step {
             hop,
             phase,
@@ -405,7 +439,7 @@ fn read_request_reply<T: Transport>(
         }
         ProxyKind::Raw => Ok(None),
         ProxyKind::Http => {
-            let r = rd.read(t, deadline, |b| http::decode_response(b, http::MAX_HEADER))?;
+            let r = rd.read_peeked(t, deadline, |b| http::decode_response(b, http::MAX_HEADER))?;
             if r.is_success() {
                 Ok(None)
             } else {
@@ -415,15 +449,64 @@ fn read_request_reply<T: Transport>(
     }
 }
 
-/// Reads exactly one message: peeks, decodes what has arrived, consumes only the bytes the
-/// message used. Bytes after the last reply stay in the socket for the program.
-#[derive(Default)]
+/// The longest message read with exact reads: a SOCKS5 reply with a 255-byte bound name
+/// (VER REP RSV ATYP, length, name, port).
+const MAX_EXACT: usize = 4 + 1 + 255 + 2;
+
+/// Reads exactly one message at a time. Bytes after the last reply stay in the socket for the
+/// program.
 struct Reader {
+    /// A SOCKS message being read (exact reads).
+    buf: [u8; MAX_EXACT],
+    /// An HTTP response header being read (peeked).
     acc: Vec<u8>,
 }
 
+impl Default for Reader {
+    fn default() -> Reader {
+        Reader {
+            buf: [0; MAX_EXACT],
+            acc: Vec::new(),
+        }
+    }
+}
+
 impl Reader {
+    /// Reads one message with reads of exactly the length `decode` still needs: its `Need(n)`
+    /// never reaches past the end of the message, so no read takes a byte of what follows (the
+    /// next reply, or the program's data). The first read waits for the reply; the rest of a
+    /// message begun is read before waiting.
     fn read<T: Transport, V>(
+        &mut self,
+        t: &mut T,
+        deadline: Instant,
+        decode: impl Fn(&[u8]) -> Result<Decoded<V>, ProtoError>,
+    ) -> Result<V, Error> {
+        let mut have = 0;
+        loop {
+            let n = match decode(self.buf.get(..have).unwrap_or_default())? {
+                Decoded::Done(v, _) => return Ok(v),
+                Decoded::Need(n) => n.max(1),
+            };
+            // The deadline holds even against a proxy that keeps sending (a read that finds
+            // data waiting never blocks, so it would never notice the time); the first read's
+            // wait checks it itself.
+            if have > 0 && Instant::now() >= deadline {
+                return Err(Error::Timeout);
+            }
+            let Some(room) = self.buf.get_mut(have..have + n) else {
+                return Err(Error::Internal("reply longer than any SOCKS reply"));
+            };
+            match t.recv(room, deadline, have > 0)? {
+                0 => return Err(Error::Closed),
+                got => have += got.min(n),
+            }
+        }
+    }
+
+    /// Reads one message whose end is only found by looking (an HTTP response header): peeks
+    /// at what has arrived, decodes it, and consumes only the bytes the message used.
+    fn read_peeked<T: Transport, V>(
         &mut self,
         t: &mut T,
         deadline: Instant,
@@ -435,8 +518,7 @@ impl Reader {
             if let Decoded::Done(v, _) = decode(&self.acc)? {
                 return Ok(v); // an empty message: nothing to consume
             }
-            // The deadline holds even against a proxy that keeps sending (a read that finds
-            // data waiting never blocks, so it would never notice the time).
+            // As above: the deadline holds against a proxy that keeps sending.
             if Instant::now() >= deadline {
                 return Err(Error::Timeout);
             }
@@ -465,6 +547,12 @@ impl Transport for std::net::TcpStream {
         self.set_write_timeout(Some(remaining(deadline)?))
             .map_err(io_err)?;
         self.write_all(buf).map_err(io_err)
+    }
+    fn recv(&mut self, buf: &mut [u8], deadline: Instant, _ready: bool) -> Result<usize, Error> {
+        use std::io::Read;
+        self.set_read_timeout(Some(remaining(deadline)?))
+            .map_err(io_err)?;
+        self.read(buf).map_err(io_err)
     }
     fn peek(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize, Error> {
         self.set_read_timeout(Some(remaining(deadline)?))

@@ -508,6 +508,7 @@ impl Parser {
         }
         let p = Proxy {
             kind,
+            literal: crate::config::literal_host(host_name),
             host: host_name.to_string(),
             port: port_n,
             username: user.map(|t| t.text.to_string()),
@@ -743,6 +744,7 @@ mod tests {
     ) -> Proxy {
         Proxy {
             kind,
+            literal: crate::config::literal_host(host),
             host: host.into(),
             port,
             username: user.map(String::from),

@@ -87,8 +87,7 @@ fn plan_by<'a, H: Host>(
         name: name.as_deref(),
         port: addr.port(),
     };
-    let views = cfg.chain_views();
-    let decision = chain::decide(cfg, &views, &d);
+    let decision = chain::decide(cfg, &d);
     *by = Some(match chain::allowlist(cfg, &d) {
         // Let through by an allowlist entry: that is what a reader wants to see.
         chain::Allowed::Entry { index, .. } if decision.route_is_open() => {

@@ -64,6 +64,11 @@ pub enum Behavior {
     ResetMidHandshake,
     /// A valid SOCKS5 proxy that waits `delay` before each reply, then a tunnel.
     SlowValid { delay: Duration },
+    /// SOCKS5: a success reply bound to `bound`, with [`EXTRA_TUNNEL_BYTES`] right after it
+    /// in ONE write, then a tunnel. `together`: the method selection goes in that same write
+    /// too (the server reads the CONNECT before answering the greeting: for a client that
+    /// pipelines; a safe-mode client would wait forever).
+    ReplyWithExtra { bound: Bound, together: bool },
     /// HTTP: `HTTP/1.1 200 Connection established\r\n\r\nEXTRA-TUNNEL-BYTES` in ONE write,
     /// then a tunnel.
     HttpOkWithExtra,
@@ -78,7 +83,30 @@ pub enum Behavior {
     Socks4Rejected,
 }
 
-/// The bytes [`Behavior::HttpOkWithExtra`] sends right after its 200 header.
+/// The bound address of [`Behavior::ReplyWithExtra`]'s success reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// 127.0.0.1:4242 (a 10-byte reply).
+    Ipv4,
+    /// [::1]:4242 (a 22-byte reply).
+    Ipv6,
+    /// The 1-byte name `n`, port 4242: the shortest valid reply (8 bytes), shorter than an
+    /// IPv4 one.
+    ShortName,
+}
+
+impl Bound {
+    fn wire(self) -> WireAddr {
+        match self {
+            Bound::Ipv4 => WireAddr::Ip(SocketAddr::from((Ipv4Addr::LOCALHOST, 4242))),
+            Bound::Ipv6 => WireAddr::Ip(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 4242))),
+            Bound::ShortName => WireAddr::Name(b"n".to_vec(), 4242),
+        }
+    }
+}
+
+/// The bytes [`Behavior::HttpOkWithExtra`] and [`Behavior::ReplyWithExtra`] send right after
+/// their reply.
 pub const EXTRA_TUNNEL_BYTES: &[u8] = b"EXTRA-TUNNEL-BYTES";
 
 impl Behavior {
@@ -534,7 +562,8 @@ fn serve_socks5(c: &mut Conn, behavior: &Behavior) {
     } else {
         Method::NoAuth
     };
-    if !reply(c, &[socks5::VERSION, chosen.to_u8()]) {
+    let together = matches!(behavior, Behavior::ReplyWithExtra { together: true, .. });
+    if !together && !reply(c, &[socks5::VERSION, chosen.to_u8()]) {
         return;
     }
     if userpass {
@@ -562,6 +591,15 @@ fn serve_socks5(c: &mut Conn, behavior: &Behavior) {
             let mut out = Vec::new();
             let name = WireAddr::Name(vec![b'n'; 255], 4242);
             let _ = socks5::encode_reply(ReplyCode::Succeeded, &name, &mut out);
+            out
+        }
+        Behavior::ReplyWithExtra { bound, together } => {
+            let mut out = Vec::new();
+            if *together {
+                out.extend_from_slice(&[socks5::VERSION, chosen.to_u8()]);
+            }
+            let _ = socks5::encode_reply(ReplyCode::Succeeded, &bound.wire(), &mut out);
+            out.extend_from_slice(EXTRA_TUNNEL_BYTES);
             out
         }
         Behavior::UnknownAtyp => vec![socks5::VERSION, 0, 0, 9, 127, 0, 0, 1, 0x10, 0x92],

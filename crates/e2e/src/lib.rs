@@ -87,7 +87,7 @@ mod udp;
 
 pub use dante::{DANTE_PASS, DANTE_USER, Dante, DanteOpts, block_port, ensure_system_user};
 pub use dnstrap::{DnsTrap, TRAP_RESOLV_CONF};
-pub use hostile::{Behavior, EXTRA_TUNNEL_BYTES, HostileProxy, Session};
+pub use hostile::{Behavior, Bound, EXTRA_TUNNEL_BYTES, HostileProxy, Session};
 pub use microsocks::{Microsocks, MicrosocksOpts};
 pub use ns::{
     csclient, csudp, find_program, is_ci, netns, netns_id, require, require_with, result_field,

@@ -1,5 +1,6 @@
-//! `SshSocks`: an OpenSSH `ssh -N -D 127.0.0.1:PORT` client connected to a
-//! loopback-only `sshd` that this module starts (OpenSSH 9.2 on Debian 12).
+//! `SshSocks`: an OpenSSH `ssh -N -D 127.0.0.1:PORT` client (or, with
+//! [`SshOpts::tty`], `ssh -tt -D … sleep`) connected to a loopback-only `sshd`
+//! that this module starts (OpenSSH 9.2 on Debian 12).
 //!
 //! Owns: generating a host key and a user key (ed25519, `ssh-keygen -q -N ''`),
 //! writing an sshd config, an authorized_keys file, starting sshd and then the
@@ -21,7 +22,10 @@
 //!   sshd logs `connect_to HOST port P: failed.`
 //! - `ssh -v -E FILE` logs each forwarded destination:
 //!   `channel 1: free: direct-tcpip: listening port 11090 for 127.0.0.1 port 18000, connect from …`.
-//! - Small writes can stall ~40 ms on delayed ACKs (use echo workloads for latency).
+//! - Small writes can stall ~40 ms on delayed ACKs (use echo workloads for latency):
+//!   OpenSSH sets TCP_NODELAY only for sessions with a pty, so `ssh -N -D`'s sshd
+//!   holds a second small packet until the first is acknowledged (Nagle); through
+//!   `ssh -tt -D` it does not (csbench B2 measures both).
 
 use crate::process::{ServerProc, Spec, free_port, run};
 use crate::{TempDir, require};
@@ -35,6 +39,10 @@ use std::time::Duration;
 pub struct SshOpts {
     /// Names only sshd resolves (private /etc/hosts), e.g. `origin.test`.
     pub hosts: Vec<(String, IpAddr)>,
+    /// Run `ssh -tt -D … sleep` (a session with a pty) instead of `ssh -N -D`: sshd and ssh
+    /// then set TCP_NODELAY on the connection (OpenSSH does for interactive sessions only), so
+    /// sshd never holds a small packet back for an ACK (Nagle).
+    pub tty: bool,
 }
 
 /// A running `ssh -D` SOCKS server on 127.0.0.1, backed by a private sshd.
@@ -124,8 +132,8 @@ impl SshSocks {
         let port = free_port();
         let ssh_log = dir.join("ssh.log");
         let user = current_user();
-        let args = vec![
-            "-N".into(),
+        let mut args: Vec<std::ffi::OsString> = vec![
+            if opts.tty { "-tt" } else { "-N" }.into(),
             "-D".into(),
             format!("127.0.0.1:{port}").into(),
             "-F".into(),
@@ -153,6 +161,9 @@ impl SshSocks {
             ssh_log.clone().into_os_string(),
             format!("{user}@127.0.0.1").into(),
         ];
+        if opts.tty {
+            args.push("sleep 2147483647".into());
+        }
         let ssh_proc = ServerProc::start(
             &dir,
             Spec {

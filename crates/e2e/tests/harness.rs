@@ -445,6 +445,7 @@ fn remote_dns_ssh() {
     let (o, sha) = big_origin(false);
     let Some(s) = SshSocks::start(SshOpts {
         hosts: origin_test_hosts(),
+        ..SshOpts::default()
     }) else {
         return;
     };

@@ -13,6 +13,8 @@
 //! | SOCKS5: method 0xFF (no acceptable method) | EACCES, at once |
 //! | SOCKS5: user/password rejected (RFC 1929 status 1) | EACCES, at once |
 //! | SOCKS5: success reply with ATYP 3 and a 255-byte bound name | success; the tunnel works |
+//! | SOCKS5: tunnel bytes in the segment of the success reply (bound IPv4, IPv6, a 1-byte name); pipelined: method selection, reply and tunnel bytes in one segment | success; those bytes are the program's first read |
+//! | SOCKS5: every reply byte in its own segment, 5 ms apart (safe and pipelined) | success |
 //! | SOCKS5: reply with unknown ATYP 9 | ECONNREFUSED, at once |
 //! | SOCKS5: 6 of the 10 reply bytes, then close | ECONNREFUSED, at once |
 //! | SOCKS5: valid replies dripped at 1 byte/s | ETIMEDOUT at `handshake_timeout_ms` |
@@ -57,7 +59,7 @@ struct Setup {
 }
 
 /// Call `netns()` first. `hostile_url` defaults to the hostile proxy's own URL.
-fn setup(behavior: Behavior, hostile_url: Option<fn(&HostileProxy) -> String>) -> Setup {
+fn setup(behavior: Behavior, hostile_url: Option<UrlOf>) -> Setup {
     let hostile = HostileProxy::start(behavior);
     let good = HostileProxy::start(Behavior::Working);
     let (echo_a, echo_b) = (Echo::start(), Echo::start());
@@ -339,6 +341,74 @@ fn socks5_reply_with_atyp3_and_255_byte_name_succeeds() {
     netns();
     let s = setup(Behavior::ReplyAtyp3Name255, None);
     succeeding_case(&s, ",echo=1000", &[]);
+}
+
+/// How a test names the hostile proxy in its config.
+type UrlOf = fn(&HostileProxy) -> String;
+
+/// The hostile proxy's URL with pipelining on.
+fn pipelined(h: &HostileProxy) -> String {
+    format!("{}?pipeline=1", h.url())
+}
+
+/// The program's first read after connect returns the bytes the proxy sent right after its
+/// success reply (in the reply's own segment): the shim read exactly the reply, no more.
+fn extra_bytes_reach_the_program(s: &Setup) {
+    let read = format!(",read={},echo=1000", EXTRA_TUNNEL_BYTES.len());
+    let (_, first) = succeeding_case(s, &read, &[]);
+    assert!(
+        first.contains(&format!(
+            " read={} ",
+            String::from_utf8_lossy(EXTRA_TUNNEL_BYTES)
+        )),
+        "{first}\nshim log: {}",
+        s.launch.log()
+    );
+}
+
+#[test]
+fn socks5_tunnel_bytes_in_the_reply_segment_reach_the_program() {
+    netns();
+    for bound in [Bound::Ipv4, Bound::Ipv6, Bound::ShortName] {
+        let s = setup(
+            Behavior::ReplyWithExtra {
+                bound,
+                together: false,
+            },
+            None,
+        );
+        extra_bytes_reach_the_program(&s);
+    }
+}
+
+/// Pipelined: the method selection, the success reply (the shortest valid one, 8 bytes: a
+/// 1-byte bound name) and tunnel bytes arrive in ONE segment.
+#[test]
+fn socks5_pipelined_replies_and_tunnel_bytes_in_one_segment_reach_the_program() {
+    netns();
+    for bound in [Bound::ShortName, Bound::Ipv4] {
+        let s = setup(
+            Behavior::ReplyWithExtra {
+                bound,
+                together: true,
+            },
+            Some(pipelined),
+        );
+        extra_bytes_reach_the_program(&s);
+    }
+}
+
+/// Every byte of the method selection and of the reply in its own segment, 5 ms apart: the
+/// shim's reads of the length still needed reassemble them (safe and pipelined).
+#[test]
+fn socks5_replies_split_into_one_byte_segments_succeed() {
+    netns();
+    for url in [None, Some(pipelined as UrlOf)] {
+        let s = setup(Behavior::Drip { bytes_per_sec: 200 }, url);
+        succeeding_case(&s, ",echo=1000", &[]);
+        let sent = s.hostile.sessions().first().map_or(0, |h| h.sent);
+        assert_eq!(sent, 12, "2 + 10 bytes, one per segment");
+    }
 }
 
 #[test]

@@ -143,6 +143,7 @@ fn curl_by_name_through_ssh_dynamic_forward_socks5_and_socks4a() {
     let (origin, sha) = big_origin();
     let Some(ssh) = SshSocks::start(SshOpts {
         hosts: proxy_hosts(),
+        ..SshOpts::default()
     }) else {
         return;
     };

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::relay::DelayRelay;
 use crate::stats::{Row, Samples, median};
 use crate::{Ctx, DELAY_MS, Plan, Results, Servers, Via, chain_arg, urls};
+use e2e::{SshOpts, SshSocks};
 
 /// What `csbenchclient echo` printed (µs; floor_* only with --pair).
 struct EchoRun {
@@ -58,6 +59,8 @@ pub struct Variant {
     /// Run the client without the library (`env -u LD_PRELOAD`): under the launcher only its
     /// seccomp supervisor sees the client's connects.
     pub bare: bool,
+    /// More client arguments (`--pipeline all`).
+    pub flags: &'static [&'static str],
 }
 
 pub const DANTE_EXTERNAL: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
@@ -103,6 +106,7 @@ pub fn echo_case(
                 args.push("--socks5".into());
                 args.push(s.clone());
             }
+            args.extend(v.flags.iter().map(|f| f.to_string()));
             if v.pair {
                 args.push("--pair".into());
                 if matches!(v.via, Via::Plain) {
@@ -204,6 +208,7 @@ pub fn b1(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
                 peer: LOCAL,
                 conns: None,
                 bare: false,
+                flags: &[],
             },
             Variant {
                 name: "floor",
@@ -213,6 +218,7 @@ pub fn b1(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
                 peer: DANTE_EXTERNAL,
                 conns: None,
                 bare: false,
+                flags: &[],
             },
             Variant {
                 name: "chainsocks",
@@ -222,6 +228,7 @@ pub fn b1(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
                 peer: DANTE_EXTERNAL,
                 conns: None,
                 bare: false,
+                flags: &[],
             },
             Variant {
                 name: "chainsocks pipelined",
@@ -232,6 +239,7 @@ pub fn b1(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
                 // Through ssh -D every pipelined connection waits ~40 ms (see B2): fewer.
                 conns: (ports.len() > 1).then_some(plan.b1_conns.min(100)),
                 bare: false,
+                flags: &[],
             },
             Variant {
                 name: "proxychains4",
@@ -241,6 +249,17 @@ pub fn b1(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
                 peer: DANTE_EXTERNAL,
                 conns: None,
                 bare: false,
+                flags: &[],
+            },
+            Variant {
+                name: "proxychains4 no proxy_dns",
+                via: ctx.pc_conf_dns(&format!("{id}-nodns"), &ports, false),
+                socks: floor.clone(),
+                pair: true,
+                peer: DANTE_EXTERNAL,
+                conns: None,
+                bare: false,
+                flags: &[],
             },
         ];
         let m = echo_case(ctx, srv, dest, &variants, plan.b1_conns, plan.b1_runs)?;
@@ -263,6 +282,10 @@ pub fn b1(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
                 },
             ),
             ("proxychains4", "proxychains4 (strict_chain)"),
+            (
+                "proxychains4 no proxy_dns",
+                "proxychains4 (strict_chain) without proxy_dns (info)",
+            ),
         ] {
             let r = get(&m, name)?;
             let (derived, spread) = if r.diff.all.is_empty() {
@@ -308,6 +331,18 @@ pub fn b1(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
             "≤ 0.25",
             pc > 0.0 && ratio <= 0.25,
         );
+        let pc_plain = get(&m, "proxychains4 no proxy_dns")?.diff.median();
+        res.rows.push(Row::info(
+            &case,
+            "chainsocks ÷ proxychains4 without proxy_dns, cost above the floor (info)",
+            if pc_plain > 0.0 {
+                format!("{:.2}", cs / pc_plain)
+            } else {
+                format!("n/a (proxychains4 {pc_plain:+.1} µs)")
+            },
+            String::new(),
+            String::new(),
+        ));
         let mut t = String::from(
             "| variant | connect() returned | first echo byte back | floor half of the pairs | paired difference |\n\
              |---|---:|---:|---:|---:|\n",
@@ -396,7 +431,16 @@ pub fn b2(ctx: &mut Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Resul
     let r2 = DelayRelay::start(at(srv.ssh.port()), d)?;
     let r3 = DelayRelay::start(at(srv.d2.port()), d)?;
     let r4 = DelayRelay::start(srv.echo.addr(), d)?;
+    // The same chain through an `ssh -tt -D … sleep` (a session with a pty: OpenSSH then sets
+    // TCP_NODELAY, so sshd never holds the second reply for an ACK), for one info row.
+    let ssh_tty = SshSocks::start(SshOpts {
+        tty: true,
+        ..SshOpts::default()
+    })
+    .ok_or("ssh/sshd is not installed")?;
+    let r2_tty = DelayRelay::start(at(ssh_tty.port()), d)?;
     let ports = [r1.port(), r2.port(), r3.port()];
+    let ports_tty = [r1.port(), r2_tty.port(), r3.port()];
     // Control chain without ssh -D: dante → dante → dante (the first dante twice).
     let control = [r1.port(), r3.port(), r1.port()];
     let dest = at(r4.port());
@@ -407,7 +451,8 @@ pub fn b2(ctx: &mut Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Resul
     let cs_safe = ctx.cs_conf("B2-safe", &urls(&ports, false));
     let cs_pipe = ctx.cs_conf("B2-pipe", &urls(&ports, true));
     let cs_ctrl = ctx.cs_conf("B2-control", &urls(&control, true));
-    let p = |name, via, socks: Option<String>, peer| Variant {
+    let cs_tty = ctx.cs_conf("B2-pipe-tty", &urls(&ports_tty, true));
+    let pf = |name, via, socks: Option<String>, peer, flags| Variant {
         name,
         via,
         socks,
@@ -415,7 +460,9 @@ pub fn b2(ctx: &mut Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Resul
         peer,
         conns: None,
         bare: false,
+        flags,
     };
+    let p = |name, via, socks, peer| pf(name, via, socks, peer, &[]);
     // The echo server sees its relay (127.0.0.1) in every variant; that the chain was used is
     // checked below on the relay in front of the first dante.
     let variants = [
@@ -430,11 +477,26 @@ pub fn b2(ctx: &mut Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Resul
         p("chainsocks safe", cs_safe.clone(), None, LOCAL),
         p("chainsocks pipelined", cs_pipe.clone(), None, LOCAL),
         p("control", cs_ctrl.clone(), None, LOCAL),
+        pf(
+            "client pipelined",
+            Via::Plain,
+            Some(chain_arg(&ports)),
+            LOCAL,
+            &["--pipeline", "all"],
+        ),
+        pf(
+            "client hold-last",
+            Via::Plain,
+            Some(chain_arg(&ports)),
+            LOCAL,
+            &["--pipeline", "hold-last"],
+        ),
+        p("chainsocks pipelined, tty ssh", cs_tty, None, LOCAL),
     ];
     let m = echo_case(ctx, srv, dest, &variants, plan.b2_conns, plan.b2_runs)?;
-    // 4 variants enter the first dante once per connection, the control chain twice.
+    // 7 variants enter the first dante once per connection, the control chain twice.
     let through = r1.first_chunks().len();
-    let expect = 6 * plan.b2_conns * plan.b2_runs;
+    let expect = 9 * plan.b2_conns * plan.b2_runs;
     if through != expect {
         return Err(format!(
             "B2: the first dante's relay saw {through} connections, expected {expect}"
@@ -476,6 +538,24 @@ pub fn b2(ctx: &mut Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Resul
             "chainsocks pipelined, control chain dante → dante → dante (info)",
             "pipelined, control: dante ×3",
         ),
+        (
+            "client pipelined",
+            "the client's own handshake, every message in one write (info: the stall is not \
+             chainsocks')",
+            "client, pipelined",
+        ),
+        (
+            "client hold-last",
+            "the client's own pipelined handshake, hop 3's CONNECT held until its greeting's \
+             reply (info: not pipelining that CONNECT)",
+            "client, hop 3 CONNECT held",
+        ),
+        (
+            "chainsocks pipelined, tty ssh",
+            "chainsocks pipelined through `ssh -tt -D … sleep` (a pty session: TCP_NODELAY at \
+             sshd) (info)",
+            "pipelined, ssh -D with a pty",
+        ),
     ] {
         let (e, c, spread) = ms(name)?;
         res.rows.push(Row::info(
@@ -508,6 +588,15 @@ pub fn b2(ctx: &mut Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Resul
     let (pc, _, _) = ms("proxychains4")?;
     let (safe, _, _) = ms("chainsocks safe")?;
     let (pipe, _, _) = ms("chainsocks pipelined")?;
+    res.facts.b2_rtt = [
+        "chainsocks pipelined",
+        "client pipelined",
+        "client hold-last",
+        "chainsocks pipelined, tty ssh",
+    ]
+    .iter()
+    .map(|n| ms(n).map(|(e, _, _)| e / rtt))
+    .collect::<Result<Vec<f64>, String>>()?;
     let limit = LIMIT_PIPELINED * rtt;
     res.check(
         "B2-pipe-pc",

@@ -287,10 +287,22 @@ impl Ctx {
     }
 
     pub fn pc_conf(&self, name: &str, ports: &[u16]) -> Via {
-        let mut c = String::from(
-            "# csbench: strict chain, quiet, remote DNS like chainsocks' default\n\
-             strict_chain\nquiet_mode\nproxy_dns\nremote_dns_subnet 224\n\
+        self.pc_conf_dns(name, ports, true)
+    }
+
+    /// A proxychains4 config; `proxy_dns` as chainsocks' default remote DNS, or without it
+    /// (how proxychains4 runs for a program that connects to IP addresses only).
+    pub fn pc_conf_dns(&self, name: &str, ports: &[u16], proxy_dns: bool) -> Via {
+        let mut c = format!(
+            "# csbench: strict chain, quiet{}\n\
+             strict_chain\nquiet_mode\n{}remote_dns_subnet 224\n\
              tcp_read_time_out 15000\ntcp_connect_time_out 8000\n[ProxyList]\n",
+            if proxy_dns {
+                ", remote DNS like chainsocks' default"
+            } else {
+                ", no proxy_dns"
+            },
+            if proxy_dns { "proxy_dns\n" } else { "" }
         );
         for p in ports {
             c.push_str(&format!("socks5 127.0.0.1 {p}\n"));
@@ -463,6 +475,9 @@ pub struct Facts {
     pub perf_growth: Option<Vec<(String, f64)>>,
     /// B1 cost above the floor (µs) [chainsocks, proxychains4] for 1 and 3 hops.
     pub b1_above: Vec<(usize, [f64; 2])>,
+    /// B2 in RTT: chainsocks pipelined, the client's own pipelined handshake, the same with
+    /// hop 3's CONNECT held, chainsocks pipelined through ssh -D with a pty.
+    pub b2_rtt: Vec<f64>,
 }
 
 impl Results {

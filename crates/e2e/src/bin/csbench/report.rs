@@ -98,6 +98,24 @@ fn extra_syscalls(f: &Facts, col: usize) -> (f64, String) {
     (total, items.join(", "))
 }
 
+/// The mechanism of the ssh -D stall (strace -tt of ssh and sshd, while building B2).
+const B2_STALL: &str = "The pipelined handshake loses ~40 ms at the ssh -D \
+             hop, not in chainsocks or in the emulated network. In the per-hop timings (Details) \
+             hop 3's CONNECT reply arrives ~40 ms after hop 3's greeting reply, although dante #2 \
+             sends both within about a millisecond; the control chain dante → dante → dante \
+             through the same relays has no such gap (its row: about the limit). strace -tt of the \
+             ssh client and its sshd, on loopback without any relay, showed the mechanism: sshd \
+             writes the packet carrying dante #2's CONNECT reply while the packet carrying its \
+             method reply is still unacknowledged; the ssh client has nothing to send back (it \
+             only forwards to dante #1), so its kernel delays the ACK, and Nagle on sshd's socket \
+             holds the second packet until the delayed-ACK timer fires: 39.7 ms between sshd's \
+             write and ssh's read. OpenSSH sets TCP_NODELAY on its transport only for interactive \
+             sessions, and `ssh -N -D` has none. The same stall shows with no delay relay at all \
+             (B1b's pipelined row, when the two replies do not happen to reach sshd together). It \
+             hits any pipelined chain in which a SOCKS5 hop that answers in two writes sits \
+             behind `ssh -D`; a client can only avoid it by not pipelining that hop's CONNECT \
+             (its reply then follows a round trip that carries the ACK).";
+
 /// Why a target was missed. Built from what this run measured ([`Facts`]); the mechanisms
 /// named come from the profiles taken while building the benchmark (callgrind, strace, perf,
 /// `CHAINSOCKS_LOG=debug`, strace -tt of ssh/sshd).
@@ -134,10 +152,23 @@ fn analysis(id: &str, f: &Facts) -> String {
                 ));
             }
             t.push_str(
-                " Each extra syscall is a kernel entry (~0.2 µs on this VM) plus the socket work \
-                 it does, and the handshake's syscalls repeat per hop, so to reach a quarter of \
-                 proxychains4 the shim has to make fewer of them per hop (the list above is the \
-                 budget) — a change in crates/preload and crates/core, outside this benchmark.",
+                " Where the rest goes was measured while the connect path was trimmed (thread CPU \
+                 time per connection, paired with a raw-syscall floor, 3000 pairs): the same \
+                 syscall sequence made by a small C client costs about 5 µs above the floor \
+                 against dante; chainsocks itself about 4 µs against a one-process SOCKS5 \
+                 server, and about 25 µs against one that touches 4 MB between its replies. So \
+                 most of the cost is the shim's own code and data (per connection about 370 \
+                 cache lines of code and 120 of data, valgrind lackey) and the kernel's, cold \
+                 again after dante's processes ran between the handshake's steps: each syscall \
+                 and each line touched costs far more there than in a loop. The syscalls left \
+                 each carry a semantic of README \"Socket semantics\": the socket's type and \
+                 family (2 getsockopt), its flags (F_GETFL, and F_SETFL twice for a blocking \
+                 socket, whose waits are ours), SO_SNDTIMEO and SO_RCVLOWAT (reading them only \
+                 once a dial had lasted 1 ms cost more: a slower dial then takes an extra timer \
+                 wakeup), the interrupting signals blocked and unblocked, a second connect (the \
+                 kernel's own EISCONN later), a poll per reply, a second read of a SOCKS5 reply \
+                 (its length is known from its first 5 bytes) and the fstat that ties \
+                 getpeername's answer to the socket.",
             );
             t
         }
@@ -146,23 +177,29 @@ fn analysis(id: &str, f: &Facts) -> String {
                               shared-state mapping); compare B1a and B1b: it does not grow with \
                               the number of connections."
             .into(),
-        "B2-pipe-pc" | "B2-pipe-limit" => "The pipelined handshake loses ~40 ms at the ssh -D \
-             hop, not in chainsocks or in the emulated network. In the per-hop timings (Details) \
-             hop 3's CONNECT reply arrives ~40 ms after hop 3's greeting reply, although dante #2 \
-             sends both within about a millisecond; the control chain dante → dante → dante \
-             through the same relays has no such gap (its row: about the limit). strace -tt of the \
-             ssh client and its sshd, on loopback without any relay, showed the mechanism: sshd \
-             writes the packet carrying dante #2's CONNECT reply while the packet carrying its \
-             method reply is still unacknowledged; the ssh client has nothing to send back (it \
-             only forwards to dante #1), so its kernel delays the ACK, and Nagle on sshd's socket \
-             holds the second packet until the delayed-ACK timer fires: 39.7 ms between sshd's \
-             write and ssh's read. OpenSSH sets TCP_NODELAY on its transport only for interactive \
-             sessions, and `ssh -N -D` has none. The same stall shows with no delay relay at all \
-             (B1b's pipelined row, when the two replies do not happen to reach sshd together). It \
-             hits any pipelined chain in which a SOCKS5 hop that answers in two writes sits \
-             behind `ssh -D`; the client can only avoid it by not pipelining that hop's CONNECT \
-             (its reply then follows a round trip that carries the ACK)."
-            .into(),
+        "B2-pipe-pc" | "B2-pipe-limit" => {
+            let mut t = String::from(B2_STALL);
+            if let [cs, client, held, tty] = f.b2_rtt.as_slice() {
+                let verdict = if held < client {
+                    "less than the stall costs here (the links' round trip is shorter than the \
+                     delayed-ACK timer)"
+                } else {
+                    "the extra round trip through three links costs more than the delayed ACK \
+                     it avoids, so chainsocks keeps pipelining it"
+                };
+                t.push_str(&format!(
+                    " Measured in this run (info rows): the client's own pipelined handshake, \
+                     without chainsocks, takes {client:.2} RTT (chainsocks {cs:.2}): the stall is \
+                     the chain's. Not pipelining hop 3's CONNECT (sending it only after hop 3's \
+                     greeting reply came back) takes {held:.2} RTT: {verdict}. Through an `ssh \
+                     -tt -D … sleep` (a session with a pty, for \
+                     which OpenSSH sets TCP_NODELAY on both ends) the same pipelined chain takes \
+                     {tty:.2} RTT: the way around it is on the ssh side, in how `ssh -D` is \
+                     started (README, Pipelined handshakes)."
+                ));
+            }
+            t
+        }
         "B2-safe-pc" => "Safe mode and proxychains4 send the same messages in the same order and \
              wait for the same replies (both ~16.5 RTT); either shim's CPU cost per connection is \
              tens of µs against ~330 ms, so the ratio is 1.00 within the spread of the rounds \
@@ -478,7 +515,9 @@ pub fn markdown(
          `socket` → `connect` → write 1 byte → read it back → `close`, timed from `socket` \
          until the echo byte is back; {r} rounds. *Floor*: the client speaks SOCKS5 itself (for \
          3 hops the whole chain handshake, one step after the other). *Cost above the floor*: \
-         the median of the paired differences. The floor's own row is the null test of the \
+         the median of the paired differences. proxychains4 runs twice: with `proxy_dns` (the \
+         target's reference, like chainsocks' default) and without it (info: how it runs for \
+         programs that connect to addresses). The floor's own row is the null test of the \
          method: a plain process pairing a libc floor connection with a raw-syscall one, whose \
          difference should be ~0. Absolute medians move between rounds (see their spread \
          column; \"direct\" went from ~80 µs to ~900 µs per connection in some rounds even with \

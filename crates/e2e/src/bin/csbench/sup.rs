@@ -42,6 +42,7 @@ pub fn connect_cost(
         peer: DANTE_EXTERNAL,
         conns: None,
         bare,
+        flags: &[],
     };
     let variants = [v("library", false), v("supervisor", true)];
     let m = echo_case(

@@ -48,7 +48,7 @@ fn counts(log: &str) -> (u64, u64, u64, u64) {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().unwrap())
         .collect();
-    // chainsocks[PID]: supervisor: N notifications (C continued, P proxied, D to ...; W workers)
+    // chainsocks[PID]: supervisor: N notifications (C continued, P proxied, D to ...; W at once)
     let n = nums.len();
     (nums[n - 5], nums[n - 4], nums[n - 3], nums[n - 2])
 }
@@ -582,4 +582,72 @@ fn without_the_supervisor_a_static_program_is_warned_about_or_refused() {
     c.arg("true");
     let o = run(&mut c, T);
     assert!(o.status.success() && stderr(&o).is_empty(), "{}", show(&o));
+}
+
+#[test]
+fn a_handshake_stuck_at_a_silent_proxy_does_not_delay_other_connects() {
+    netns();
+    let origin = HttpOrigin::start(vec![("/f".into(), b"fast".to_vec())]);
+    let Some(dante) = Dante::start(DanteOpts::default()) else {
+        return;
+    };
+    // A proxy that accepts and never answers: a handshake through it waits for its timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = std::sync::Arc::clone(&held);
+    let silent_port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in silent.incoming().flatten() {
+            keep.lock().unwrap().push(s);
+        }
+    });
+    let l = Launch::new(&format!(
+        "connect_timeout_ms = 3000\nhandshake_timeout_ms = 6000\n\
+         proxy = [\"socks5://127.0.0.1:{}\"]\n\
+         [chains.silent]\nproxy = [\"socks5://127.0.0.1:{silent_port}\"]\n\
+         [[rule]]\ndest = \"127.0.0.1:9\"\nchain = \"silent\"\n",
+        dante.port()
+    ));
+    // Three connects stuck at the silent proxy (one process, three threads' worth of
+    // handshakes in the launcher), then one through dante: it must not wait for them.
+    let script = format!(
+        "for i in 1 2 3; do {csraw} connect 127.0.0.1 9 > stuck$i.out & done; sleep 0.5; \
+         s=$(date +%s%N); {csraw} connect 127.0.0.1 {port}; e=$(date +%s%N); \
+         echo fast_ms=$(( (e - s) / 1000000 )); wait; cat stuck*.out",
+        csraw = csraw(),
+        port = origin.port()
+    );
+    let mut c = debug(l.cmd("sh"));
+    c.args(["-c", &script]).current_dir(l.dir());
+    let o = run(&mut c, Duration::from_secs(30));
+    let out = stdout(&o);
+    let fast: u64 = out
+        .split("fast_ms=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{}\n{}", show(&o), l.log()));
+    assert!(out.contains(" ok"), "{}\n{}", show(&o), l.log());
+    assert!(
+        fast < 3000,
+        "the fast connect waited {fast} ms\n{}",
+        l.log()
+    );
+    assert_eq!(origin.peers().len(), 1, "{:?}", origin.peers());
+    assert_eq!(origin.peers()[0].ip(), VIA_DANTE);
+    // The stuck ones failed (timed out) and none went direct; they were all in the launcher
+    // at once with the fast one.
+    assert_eq!(
+        out.matches("errno=").count(),
+        3,
+        "{}\n{}",
+        show(&o),
+        l.log()
+    );
+    assert_eq!(held.lock().unwrap().len(), 3);
+    assert!(
+        l.log().contains("4 handshakes at once at most"),
+        "{}",
+        l.log()
+    );
 }

@@ -21,11 +21,19 @@ use super::{Ctx, Requester};
 pub struct SupHost<'a> {
     ctx: &'a Ctx,
     who: &'a Requester,
+    /// Called before anything that can wait (a poll for the proxy, a lookup, a blocking
+    /// connect): the receiving thread passes the receiving on to another thread there, so a
+    /// handshake that never waits costs no thread wake-up and one that waits stalls nobody.
+    before_wait: &'a dyn Fn(),
 }
 
 impl<'a> SupHost<'a> {
-    pub fn new(ctx: &'a Ctx, who: &'a Requester) -> SupHost<'a> {
-        SupHost { ctx, who }
+    pub fn new(ctx: &'a Ctx, who: &'a Requester, before_wait: &'a dyn Fn()) -> SupHost<'a> {
+        SupHost {
+            ctx,
+            who,
+            before_wait,
+        }
     }
 }
 
@@ -94,6 +102,7 @@ impl Host for SupHost<'_> {
     }
 
     fn resolve_real(&self, name: &str, family: c_int) -> Result<IpAddr, String> {
+        (self.before_wait)();
         (name, 0)
             .to_socket_addrs()
             .map_err(|e| e.to_string())?
@@ -107,6 +116,7 @@ impl Host for SupHost<'_> {
     fn begin_dial(&self) {}
 
     fn wait(&self, fd: c_int, events: i16, deadline: Instant) -> Result<(), Error> {
+        (self.before_wait)();
         poll_wait(fd, events, deadline)
     }
 
@@ -115,6 +125,7 @@ impl Host for SupHost<'_> {
     /// program's plain datagrams (the program cannot). Direct destinations: the kernel's
     /// connect on the duplicate. Refusals: as the library's.
     fn udp_connect(&self, fd: c_int, dest: SocketAddr) -> Outcome {
+        (self.before_wait)();
         let cfg = &self.ctx.cfg;
         let (plan, _) = plan(self, cfg, dest);
         let (proxy, target) = match plan {

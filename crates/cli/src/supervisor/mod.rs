@@ -5,7 +5,7 @@
 //! a direct datagram ([`datagram_allowed`]).
 //!
 //! Owns: the parts in the launcher (feature probe, the child's installation and the listener
-//! handed over the launch channel, the notification loop and its workers, the DNS redirect to
+//! handed over the launch channel, the notification loop and its threads, the DNS redirect to
 //! the launch's responder) and [`proxy_connect`], the ONE place where a supervised internet
 //! connect is routed.
 //! Must never: answer "continue" for an internet socket, connect one directly, or leave a
@@ -13,7 +13,7 @@
 //! Not a security boundary (seccomp_unotify(2) says so): `--isolate` is the leak-proof mode.
 //!
 //! Layout: [`filter`] (BPF program, installation, probe), [`notify`] (RECV/SEND loop, taking
-//! the program's socket, workers), [`responder`] (fake-DNS server for programs that send
+//! the program's socket, the leader/follower threads), [`responder`] (fake-DNS server for programs that send
 //! their own DNS).
 
 pub mod filter;
@@ -158,13 +158,15 @@ pub fn proxy_connect(
     fd: BorrowedFd,
     dest: SocketAddr,
     who: &Requester,
+    before_wait: &dyn Fn(),
 ) -> Result<(), i32> {
-    let host = host::SupHost::new(ctx, who);
+    let host = host::SupHost::new(ctx, who, before_wait);
     match chainsocks_core::connect::connect(&host, fd.as_raw_fd(), dest) {
         chainsocks_core::connect::Outcome::Done(r) => r.map(|_| ()).map_err(|e| e.errno()),
         chainsocks_core::connect::Outcome::Real(_) => {
             // Direct (a rule, localnet, a UDP destination the policy allows): the kernel's
-            // connect, on our duplicate, with the program's flags.
+            // connect, on our duplicate, with the program's flags (a blocking one waits).
+            before_wait();
             chainsocks_core::sys::connect(fd.as_raw_fd(), &dest, false)
         }
     }
@@ -193,7 +195,7 @@ pub fn datagram_allowed(
         return *r;
     }
     let who = Requester { tid };
-    let host = host::SupHost::new(ctx, &who);
+    let host = host::SupHost::new(ctx, &who, &|| {}); // decisions only: nothing waits
     let dns = ctx
         .dns
         .as_ref()
@@ -241,12 +243,12 @@ impl Running {
         ctx.log.line(
             LogLevel::Debug,
             format_args!(
-                "supervisor: {} notifications ({} continued, {} proxied, {} to the DNS responder; {} workers at most)",
+                "supervisor: {} notifications ({} continued, {} proxied, {} to the DNS responder; {} handshakes at once at most)",
                 g(&s.notifications),
                 g(&s.continued),
                 g(&s.proxied),
                 g(&s.dns),
-                self.sup.most_workers()
+                self.sup.most_at_once()
             ),
         );
     }

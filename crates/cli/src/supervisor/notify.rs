@@ -4,20 +4,23 @@
 //! Owns: SECCOMP_IOCTL_NOTIF_RECV / SEND / ID_VALID, reading the program's sockaddr
 //! (`process_vm_readv`), taking its socket (`pidfd_open(tid, PIDFD_THREAD)`, else the thread
 //! group id from /proc, then `pidfd_getfd`), the decision internet / not internet from the
-//! socket itself (SO_DOMAIN on the duplicate), and the workers that run handshakes.
+//! socket itself (SO_DOMAIN on the duplicate), and the threads that run handshakes.
 //! Must never: answer "continue" for a connect of an AF_INET/AF_INET6 socket (a second thread
 //! could rewrite the address after our check: the kernel would then connect wherever it
 //! points; a datagram send continues only when every name it carries may go direct — the same
 //! race exists there, and the README says so), connect an
 //! internet socket anywhere itself except the DNS responder or through
-//! [`super::proxy_connect`], or let one slow handshake delay another connect (one worker per
-//! pending connect, no fixed cap).
+//! [`super::proxy_connect`], or let one slow handshake delay another connect (one thread per
+//! pending handshake, no fixed cap).
 //!
-//! Threads: one receiver (poll + RECV; it answers the quick cases itself: non-internet
-//! sockets, bad arguments, UDP to the DNS responder), and a growable set of workers for the
-//! rest; an idle worker waits for the next job and ends after [`IDLE`] without one.
+//! Threads (leader/followers): exactly one thread at a time is the receiver (poll + RECV). It
+//! answers the quick cases itself (non-internet sockets, bad arguments, datagrams, UDP to the
+//! DNS responder) and runs handshakes itself: at the handshake's first wait (for the proxy, a
+//! lookup, a blocking connect) it hands the receiver's role to a waiting follower (or a new
+//! thread), so the connect is never handed from thread to thread, the wake-up of the next
+//! receiver falls where this one waits anyway, and a slow proxy stalls no other connect. A
+//! thread done with its handshake waits as a follower and ends after [`IDLE`] unneeded.
 
-use std::collections::VecDeque;
 use std::mem::size_of;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -30,9 +33,9 @@ use libc::{c_int, seccomp_notif, seccomp_notif_resp};
 
 use super::{Ctx, Requester};
 
-/// How long an idle worker waits for a job before it ends.
+/// How long an idle follower waits to become the receiver before it ends.
 const IDLE: Duration = Duration::from_secs(10);
-/// Workers' stack: the handshake code needs little.
+/// The threads' stack: the handshake code needs little.
 const WORKER_STACK: usize = 256 * 1024;
 
 fn errno() -> c_int {
@@ -196,12 +199,12 @@ pub fn check_sizes() -> Result<(), String> {
 /// A pidfd for the notifying thread: with PIDFD_THREAD (Linux 6.9) the thread itself, else
 /// its thread group (read from /proc; a thread created without CLONE_FILES would then be
 /// looked at through its leader's fd table).
-fn pidfd_of(tid: u32) -> Result<OwnedFd, c_int> {
+fn pidfd_of(tid: u32) -> Result<(OwnedFd, bool), c_int> {
     // SAFETY: pidfd_open(2) with integer arguments.
     let r = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, libc::O_EXCL as libc::c_uint) };
     if r >= 0 {
         // SAFETY: a new fd we own.
-        return Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) });
+        return Ok((unsafe { OwnedFd::from_raw_fd(r as RawFd) }, true));
     }
     let e = errno();
     if e != libc::EINVAL {
@@ -219,7 +222,53 @@ fn pidfd_of(tid: u32) -> Result<OwnedFd, c_int> {
         return Err(errno());
     }
     // SAFETY: a new fd we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+    Ok((unsafe { OwnedFd::from_raw_fd(r as RawFd) }, false))
+}
+
+/// Thread pidfds (PIDFD_THREAD only) of threads that connected before, by tid: a thread that
+/// connects again costs no `pidfd_open`, `NOTIF_ID_VALID` and `close`. Safe against tid
+/// reuse: a pidfd names one task, never a tid; while that task lives no other task has its
+/// tid, and once it is gone `pidfd_getfd` on it fails with ESRCH (then the entry goes and the
+/// uncached way runs). A thread group's pidfd (the fallback before Linux 6.9) is never cached:
+/// another thread of that process could later have the tid.
+struct Pidfds {
+    slots: Vec<(u32, OwnedFd)>,
+    next: usize,
+}
+
+impl Pidfds {
+    const SLOTS: usize = 32;
+
+    fn new() -> Pidfds {
+        Pidfds {
+            slots: Vec::with_capacity(Self::SLOTS),
+            next: 0,
+        }
+    }
+
+    /// Our duplicate of `fd` through the cached pidfd of `tid`: `None` when there is none or
+    /// its task is gone (the entry is dropped).
+    fn take(&mut self, tid: u32, fd: c_int) -> Option<Result<OwnedFd, c_int>> {
+        let i = self.slots.iter().position(|(t, _)| *t == tid)?;
+        match take_fd(&self.slots[i].1, fd) {
+            Err(libc::ESRCH) => {
+                self.slots.swap_remove(i);
+                self.next = self.next.min(self.slots.len());
+                None
+            }
+            r => Some(r),
+        }
+    }
+
+    fn insert(&mut self, tid: u32, pidfd: OwnedFd) {
+        if self.slots.len() < Self::SLOTS {
+            self.slots.push((tid, pidfd));
+            return;
+        }
+        let i = self.next % Self::SLOTS;
+        self.slots[i] = (tid, pidfd);
+        self.next = i + 1;
+    }
 }
 
 /// Our duplicate of the program's fd `fd` (the same open file description).
@@ -345,7 +394,8 @@ pub fn connect_bytes(fd: BorrowedFd, addr: &[u8], deadline: Instant) -> Result<(
     }
 }
 
-/// What one connect needs after the quick checks: handled by a worker.
+/// What one connect needs after the quick checks: a handshake, run by the thread that
+/// received it once another thread receives.
 struct Job {
     notif: Notif,
     sock: OwnedFd,
@@ -357,11 +407,13 @@ enum Work {
     Responder(SocketAddr),
 }
 
-/// The receiver and its workers.
+/// The listener and its threads.
 pub struct Supervisor {
     listener: Listener,
     ctx: Ctx,
     pool: Pool,
+    /// Only the receiver uses it (one thread at a time): the lock is never contended.
+    pidfds: Mutex<Pidfds>,
 }
 
 #[derive(Default)]
@@ -372,12 +424,15 @@ struct Pool {
 
 #[derive(Default)]
 struct PoolState {
-    jobs: VecDeque<Job>,
-    /// Workers waiting for a job (or woken and about to look).
-    idle: usize,
-    /// Workers alive, for the statistics.
-    alive: usize,
+    /// Threads waiting to become the receiver.
+    followers: usize,
+    /// Followers asked to become the receiver, not yet awake.
+    promoted: usize,
+    /// Handshakes in progress, and the most at once.
+    busy: usize,
     most: usize,
+    /// The listener is finished: followers end.
+    done: bool,
 }
 
 impl Supervisor {
@@ -386,6 +441,7 @@ impl Supervisor {
             listener,
             ctx,
             pool: Pool::default(),
+            pidfds: Mutex::new(Pidfds::new()),
         })
     }
 
@@ -393,33 +449,117 @@ impl Supervisor {
         &self.ctx
     }
 
-    /// Most workers alive at once so far.
-    pub fn most_workers(&self) -> usize {
+    /// Most handshakes in progress at once so far.
+    pub fn most_at_once(&self) -> usize {
         self.pool.state.lock().map_or(0, |s| s.most)
     }
 
-    /// The receiver loop; returns when no process is left under the filter.
+    /// The receiver's loop, on the thread that holds the role; returns when no process is left
+    /// under the filter (or when this thread ended as a follower).
     pub fn run(self: &Arc<Supervisor>) {
         loop {
-            match self.listener.recv() {
-                Ok(Some(n)) => {
-                    self.ctx.stats.notifications.fetch_add(1, Ordering::Relaxed);
-                    self.handle(n);
-                }
+            let n = match self.listener.recv() {
+                Ok(Some(n)) => n,
                 Ok(None) => continue,
-                Err(_) => return,
+                Err(_) => {
+                    if let Ok(mut st) = self.pool.state.lock() {
+                        st.done = true;
+                    }
+                    self.pool.cv.notify_all();
+                    return;
+                }
+            };
+            self.ctx.stats.notifications.fetch_add(1, Ordering::Relaxed);
+            let job = match self.triage(n) {
+                Ok(job) => job,
+                Err(answer) => {
+                    if answer == Answer::Continue {
+                        self.ctx.stats.continued.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.listener.send(n.id, answer);
+                    continue;
+                }
+            };
+            if let Ok(mut st) = self.pool.state.lock() {
+                st.busy += 1;
+                st.most = st.most.max(st.busy);
+            }
+            // The receiving passes on only where the handshake would wait (most of one is
+            // waiting for the proxy): a thread wake-up there costs the waiting connect
+            // nothing, and one that never waits needs none.
+            let handed = std::cell::Cell::new(None);
+            let before_wait = || {
+                if handed.get().is_none() {
+                    handed.set(Some(self.hand_over()));
+                }
+            };
+            self.work(job, &before_wait);
+            if let Ok(mut st) = self.pool.state.lock() {
+                st.busy -= 1;
+            }
+            // Without another receiver (none handed over, or no thread could be started)
+            // this one stays it.
+            if handed.get() == Some(true) && !self.follow() {
+                return;
             }
         }
     }
 
-    fn handle(self: &Arc<Supervisor>, n: Notif) {
-        match self.triage(n) {
-            Ok(job) => self.submit(job),
-            Err(answer) => {
-                if answer == Answer::Continue {
-                    self.ctx.stats.continued.fetch_add(1, Ordering::Relaxed);
-                }
-                self.listener.send(n.id, answer)
+    /// Gives the receiver's role to a follower, else to a new thread; false when neither is
+    /// possible (this thread then stays the receiver after its handshake: later connects wait
+    /// for it, none is lost).
+    fn hand_over(self: &Arc<Supervisor>) -> bool {
+        let Ok(mut st) = self.pool.state.lock() else {
+            return false;
+        };
+        if st.followers > st.promoted {
+            st.promoted += 1;
+            drop(st);
+            self.pool.cv.notify_one();
+            return true;
+        }
+        drop(st);
+        let me = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("cs-supervisor".into())
+            .stack_size(WORKER_STACK)
+            .spawn(move || me.run());
+        if let Err(e) = spawned {
+            self.ctx.log.line(
+                LogLevel::Error,
+                format_args!(
+                    "supervisor: cannot start a thread: {e} (handshakes run one at a time)"
+                ),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Waits as a follower: true when this thread is to be the receiver again, false when it
+    /// ends (idle, or the listener is finished).
+    fn follow(&self) -> bool {
+        let Ok(mut st) = self.pool.state.lock() else {
+            return false;
+        };
+        st.followers += 1;
+        loop {
+            if st.promoted > 0 {
+                st.promoted -= 1;
+                st.followers -= 1;
+                return true;
+            }
+            if st.done {
+                st.followers -= 1;
+                return false;
+            }
+            let Ok((g, to)) = self.pool.cv.wait_timeout(st, IDLE) else {
+                return false;
+            };
+            st = g;
+            if to.timed_out() && st.promoted == 0 {
+                st.followers -= 1;
+                return false;
             }
         }
     }
@@ -446,17 +586,30 @@ impl Supervisor {
             );
             done(Err(libc::EACCES))
         };
-        let pidfd = match pidfd_of(n.tid) {
-            Ok(p) => p,
-            Err(e) => return fail("pidfd_open", e),
+        let mut pidfds = self.pidfds.lock().unwrap_or_else(|p| p.into_inner());
+        let sock = match pidfds.take(n.tid, n.fd) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => return fail("pidfd_getfd", e),
+            None => {
+                let (pidfd, thread) = match pidfd_of(n.tid) {
+                    Ok(p) => p,
+                    Err(e) => return fail("pidfd_open", e),
+                };
+                if !self.listener.valid(n.id) {
+                    // The tid may have been reused: pidfd is not our thread.
+                    return Err(Answer::Gone);
+                }
+                let sock = match take_fd(&pidfd, n.fd) {
+                    Ok(s) => s,
+                    Err(e) => return fail("pidfd_getfd", e),
+                };
+                if thread {
+                    pidfds.insert(n.tid, pidfd);
+                }
+                sock
+            }
         };
-        if !self.listener.valid(n.id) {
-            return Err(Answer::Gone); // the tid may have been reused: pidfd is not our thread
-        }
-        let sock = match take_fd(&pidfd, n.fd) {
-            Ok(s) => s,
-            Err(e) => return fail("pidfd_getfd", e),
-        };
+        drop(pidfds);
         let domain = match sockopt(sock.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN) {
             Ok(d) => d,
             Err(e) => return done(Err(e)), // ENOTSOCK: not a socket, as the kernel says
@@ -485,9 +638,17 @@ impl Supervisor {
         if !self.listener.valid(n.id) {
             return Err(Answer::Gone); // the bytes we read may not be that thread's any more
         }
-        let ty = sockopt(sock.as_fd(), libc::SOL_SOCKET, libc::SO_TYPE).unwrap_or(0);
         let dest = parse_sockaddr(raw);
         let log = &self.ctx.log;
+        // The socket's type is read only where it decides something (every syscall here is
+        // on the connect's path): a debug line, an IPv4 address on an IPv6 socket, port 53.
+        let ty = if log.enabled(LogLevel::Debug)
+            || dest.is_none_or(|d| d.port() == 53 || (d.is_ipv4() && domain != libc::AF_INET))
+        {
+            sockopt(sock.as_fd(), libc::SOL_SOCKET, libc::SO_TYPE).unwrap_or(0)
+        } else {
+            libc::SOCK_STREAM // not read: nothing below depends on it for this address
+        };
         if log.enabled(LogLevel::Debug) {
             log.line(
                 LogLevel::Debug,
@@ -528,6 +689,7 @@ impl Supervisor {
             return done(r);
         }
         if let Some(dns) = &self.ctx.dns
+            && dest.port() == 53
             && let Some(to) = dns.redirect(sock.as_fd(), domain, ty, dest)
         {
             self.ctx.stats.dns.fetch_add(1, Ordering::Relaxed);
@@ -626,71 +788,13 @@ impl Supervisor {
         Answer::Continue
     }
 
-    /// Hands a job to an idle worker, or starts a new one for it.
-    fn submit(self: &Arc<Supervisor>, job: Job) {
-        let Ok(mut st) = self.pool.state.lock() else {
-            return; // a poisoned pool: the notification stays unanswered until exit
-        };
-        if st.jobs.len() < st.idle {
-            st.jobs.push_back(job);
-            drop(st);
-            self.pool.cv.notify_one();
-            return;
-        }
-        st.alive += 1;
-        st.most = st.most.max(st.alive);
-        drop(st);
-        let me = Arc::clone(self);
-        let spawned = std::thread::Builder::new()
-            .name("cs-supervisor".into())
-            .stack_size(WORKER_STACK)
-            .spawn(move || me.worker(job));
-        if let Err(e) = spawned {
-            // No thread: fail this connect (closed), never leave it direct or waiting.
-            if let Ok(mut st) = self.pool.state.lock() {
-                st.alive -= 1;
-            }
-            self.ctx.log.line(
-                LogLevel::Error,
-                format_args!("supervisor: cannot start a worker: {e}"),
-            );
-        }
-    }
-
-    fn worker(self: Arc<Supervisor>, first: Job) {
-        self.work(first);
-        let Ok(mut st) = self.pool.state.lock() else {
-            return;
-        };
-        st.idle += 1;
-        loop {
-            if let Some(job) = st.jobs.pop_front() {
-                st.idle -= 1;
-                drop(st);
-                self.work(job);
-                let Ok(g) = self.pool.state.lock() else {
-                    return;
-                };
-                st = g;
-                st.idle += 1;
-                continue;
-            }
-            let Ok((g, to)) = self.pool.cv.wait_timeout(st, IDLE) else {
-                return;
-            };
-            st = g;
-            if to.timed_out() && st.jobs.is_empty() {
-                st.idle -= 1;
-                st.alive -= 1;
-                return;
-            }
-        }
-    }
-
-    fn work(&self, job: Job) {
+    /// Runs a handshake and answers its notification; `before_wait` runs before anything that
+    /// can wait.
+    fn work(&self, job: Job, before_wait: &dyn Fn()) {
         let n = job.notif;
         let r = match job.work {
             Work::Responder(to) => {
+                before_wait();
                 let (b, len) = sockaddr_bytes(&to);
                 connect_bytes(
                     job.sock.as_fd(),
@@ -701,7 +805,7 @@ impl Supervisor {
             Work::Proxy(dest) => {
                 self.ctx.stats.proxied.fetch_add(1, Ordering::Relaxed);
                 let who = Requester { tid: n.tid };
-                super::proxy_connect(&self.ctx, job.sock.as_fd(), dest, &who)
+                super::proxy_connect(&self.ctx, job.sock.as_fd(), dest, &who, before_wait)
             }
         };
         self.listener.send(n.id, Answer::Done(r));

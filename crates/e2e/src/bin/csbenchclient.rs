@@ -4,9 +4,13 @@
 //! inside the process so that process start-up never hides the shim's per-call cost.
 //!
 //! ```text
-//! csbenchclient echo HOST PORT N [--socks5 H:P[,H:P...]] [--pair [--self]]
+//! csbenchclient echo HOST PORT N [--socks5 H:P[,H:P...] [--pipeline all|hold-last]]
+//!                                [--pair [--self]]
 //!     N sequential connections: socket, connect, [the SOCKS5 handshake of every hop, done by
 //!     this client itself, one hop after the other], write 1 byte, read it back, close.
+//!     --pipeline all: the client's own handshake sends every hop's greeting and CONNECT in
+//!     one write, then reads every reply; hold-last: the same, except that the last hop's
+//!     CONNECT is sent only after its greeting's reply came back.
 //!     --pair (run under a shim): N pairs instead, alternately ordered (AB BA AB …): A is the
 //!     libc path without --socks5 (the shim proxies it), B the floor: raw `syscall()`s, which
 //!     no LD_PRELOAD shim sees, with the client's own SOCKS5 handshake over --socks5. Both
@@ -60,7 +64,7 @@ fn fail(msg: impl std::fmt::Display) -> ! {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: csbenchclient echo HOST PORT N [--socks5 H:P,...] [--pair [--self]]\n\
+        "usage: csbenchclient echo HOST PORT N [--socks5 H:P,... [--pipeline all|hold-last]] [--pair [--self]]\n\
          \x20      csbenchclient bulk HOST PORT BYTES [--socks5 H:P,...] [--pair [--floor-first]]\n\
          \x20      csbenchclient resolve new|known|name=NAME THREADS COUNT\n\
          \x20      csbenchclient exec ROUNDS PROGRAM -|LIBRARY..."
@@ -127,14 +131,14 @@ impl Io {
         match self {
             // SAFETY: the caller's contract.
             Io::Libc => unsafe { libc::connect(fd, sa, len) },
-            // The launcher's marker length (zero-padded): its seccomp supervisor lets this
-            // connect through as it does the library's own connect to its first proxy, so
-            // the floor is never proxied itself. The kernel reads the address as usual.
+            // The launcher's seccomp supervisor lets a connect of the marker length through
+            // unseen (as it does the library's own connects to its first proxy): the floor
+            // reaches its proxy itself under every variant.
             Io::Raw => {
-                // SAFETY: all-zero is a valid sockaddr_storage.
+                // SAFETY: all-zero is a valid sockaddr_storage (128 bytes).
                 let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
                 let n = (len as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
-                // SAFETY: `len` readable bytes at sa (contract), 128 writable in st.
+                // SAFETY: `n` readable bytes at sa (the caller's contract), 128 writable.
                 unsafe {
                     std::ptr::copy_nonoverlapping(
                         sa.cast::<u8>(),
@@ -142,9 +146,15 @@ impl Io {
                         n,
                     )
                 };
-                let p = &st as *const libc::sockaddr_storage;
-                // SAFETY: a complete, zero-padded address buffer of 128 bytes.
-                unsafe { libc::syscall(libc::SYS_connect, fd, p, MARKER_ADDRLEN) as i32 }
+                // SAFETY: a zero-padded 128-byte address buffer.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_connect,
+                        fd,
+                        &st as *const libc::sockaddr_storage,
+                        MARKER_ADDRLEN,
+                    ) as i32
+                }
             }
         }
     }
@@ -242,37 +252,93 @@ fn read_exact(io: Io, fd: i32, buf: &mut [u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// How the client's own handshake is sent (`--pipeline`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pipeline {
+    /// One step at a time.
+    No,
+    /// Every message in one write.
+    All,
+    /// Every message in one write but the last CONNECT, which follows its greeting's reply.
+    HoldLast,
+}
+
+static PIPELINE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+fn pipeline() -> Pipeline {
+    match PIPELINE.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => Pipeline::All,
+        2 => Pipeline::HoldLast,
+        _ => Pipeline::No,
+    }
+}
+
+/// A CONNECT (ATYP 1) to `next`.
+fn connect_request(next: &SocketAddrV4) -> [u8; 10] {
+    let o = next.ip().octets();
+    let p = next.port().to_be_bytes();
+    [5, 1, 0, 1, o[0], o[1], o[2], o[3], p[0], p[1]]
+}
+
+fn read_method_reply(io: Io, fd: i32, hop: usize) -> Result<(), String> {
+    let mut m = [0u8; 2];
+    read_exact(io, fd, &mut m)?;
+    if m != [5, 0] {
+        return Err(format!("hop {hop}: method reply {m:?}"));
+    }
+    Ok(())
+}
+
 /// The whole chain handshake done by this client, one hop after the other: for each hop a
 /// greeting (no auth) and its reply, then CONNECT to the next hop (or `dest`) and its reply.
+/// With `--pipeline`, the messages go out together instead (see the usage).
 fn socks5_chain(io: Io, fd: i32, hops: &[SocketAddrV4], dest: &SocketAddrV4) -> Result<(), String> {
+    let mode = pipeline();
+    if mode != Pipeline::No {
+        let last = hops.len().saturating_sub(1);
+        let mut burst = Vec::with_capacity(13 * hops.len());
+        for (i, _) in hops.iter().enumerate() {
+            burst.extend_from_slice(&[5, 1, 0]);
+            if !(mode == Pipeline::HoldLast && i == last) {
+                burst.extend_from_slice(&connect_request(hops.get(i + 1).unwrap_or(dest)));
+            }
+        }
+        write_all(io, fd, &burst)?;
+        for i in 0..hops.len() {
+            read_method_reply(io, fd, i + 1)?;
+            if mode == Pipeline::HoldLast && i == last {
+                write_all(io, fd, &connect_request(dest))?;
+            }
+            read_connect_reply(io, fd, i + 1)?;
+        }
+        return Ok(());
+    }
     for (i, _) in hops.iter().enumerate() {
         let next = hops.get(i + 1).unwrap_or(dest);
         write_all(io, fd, &[5, 1, 0])?;
-        let mut m = [0u8; 2];
-        read_exact(io, fd, &mut m)?;
-        if m != [5, 0] {
-            return Err(format!("hop {}: method reply {m:?}", i + 1));
-        }
-        let o = next.ip().octets();
-        let p = next.port().to_be_bytes();
-        let req = [5, 1, 0, 1, o[0], o[1], o[2], o[3], p[0], p[1]];
-        write_all(io, fd, &req)?;
-        // The usual reply (ATYP 1) is 10 bytes: read them in one call.
-        let mut r = [0u8; 10];
-        read_exact(io, fd, &mut r)?;
-        if r[0] != 5 || r[1] != 0 {
-            return Err(format!("hop {}: CONNECT reply {:?}", i + 1, &r[..2]));
-        }
-        let extra = match r[3] {
-            1 => 0,
-            4 => 12,
-            3 => (7 + r[4] as usize).saturating_sub(10),
-            t => return Err(format!("hop {}: reply ATYP {t}", i + 1)),
-        };
-        if extra > 0 {
-            let mut rest = vec![0u8; extra];
-            read_exact(io, fd, &mut rest)?;
-        }
+        read_method_reply(io, fd, i + 1)?;
+        write_all(io, fd, &connect_request(next))?;
+        read_connect_reply(io, fd, i + 1)?;
+    }
+    Ok(())
+}
+
+/// A CONNECT reply; the usual one (ATYP 1) is 10 bytes: read them in one call.
+fn read_connect_reply(io: Io, fd: i32, hop: usize) -> Result<(), String> {
+    let mut r = [0u8; 10];
+    read_exact(io, fd, &mut r)?;
+    if r[0] != 5 || r[1] != 0 {
+        return Err(format!("hop {hop}: CONNECT reply {:?}", &r[..2]));
+    }
+    let extra = match r[3] {
+        1 => 0,
+        4 => 12,
+        3 => (7 + r[4] as usize).saturating_sub(10),
+        t => return Err(format!("hop {hop}: reply ATYP {t}")),
+    };
+    if extra > 0 {
+        let mut rest = vec![0u8; extra];
+        read_exact(io, fd, &mut rest)?;
     }
     Ok(())
 }
@@ -685,6 +751,14 @@ fn main() {
             "--pair" => pair = true,
             "--self" => own = true,
             "--floor-first" => floor_first = true,
+            "--pipeline" => {
+                let mode = match it.next().map(String::as_str) {
+                    Some("all") => 1,
+                    Some("hold-last") => 2,
+                    _ => usage(),
+                };
+                PIPELINE.store(mode, std::sync::atomic::Ordering::Relaxed);
+            }
             _ => pos.push(a.as_str()),
         }
     }

@@ -994,11 +994,22 @@ mod raw {
         Ok(())
     }
 
+    /// sendto(2) with the address in a zero-padded buffer of the marker length: the launcher's
+    /// seccomp filter lets it through unseen (an unmarked datagram to the relay, from a socket
+    /// the library does not frame, would be refused as a proxied destination).
     pub fn sendto(fd: i32, b: &[u8], to: &Addr) -> Result<usize, i32> {
         loop {
-            // SAFETY: buffer and address are valid for the call.
+            // SAFETY: buffer and a complete, zero-padded 128-byte address buffer.
             let r = unsafe {
-                libc::syscall(libc::SYS_sendto, fd, b.as_ptr(), b.len(), 0, &to.ss, to.len)
+                libc::syscall(
+                    libc::SYS_sendto,
+                    fd,
+                    b.as_ptr(),
+                    b.len(),
+                    0,
+                    &to.ss,
+                    MARKER_ADDRLEN,
+                )
             };
             match ret(r) {
                 Ok(n) => return Ok(n as usize),

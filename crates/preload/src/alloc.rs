@@ -12,6 +12,12 @@
 //! at a time (a word packing the next block's address with the blocks left): a chunk's pages
 //! are touched only as its blocks are handed out, so a process that allocates a few blocks
 //! faults in a page or two, not the whole chunk. Bigger requests map and unmap directly.
+//! Stacks and fresh chunks are sharded by CPU ([`SHARDS`] sets, each on its own cache lines,
+//! picked with `sched_getcpu`): threads on different CPUs never touch the same words, so 64
+//! threads resolving at once do not bounce one line between the CPUs (with one set they ran
+//! slower together than one thread alone). Any thread may use any shard (the stacks are
+//! multi-producer, multi-consumer): a migrated thread is merely slower, and an empty shard
+//! takes a free block from another before it carves new memory.
 //! Must never: take a lock, call malloc or any libc function that may, or return class memory
 //! to the kernel once a block of it was handed out (a stale pointer read by a racing pop must
 //! stay readable; a chunk that lost the race to become a class's fresh chunk was never seen by
@@ -32,7 +38,16 @@ const PTR_MASK: u64 = (1 << PTR_BITS) - 1;
 const LEFT_BITS: u32 = 16;
 const LEFT_MASK: u64 = (1 << LEFT_BITS) - 1;
 
+/// Sets of stacks and fresh chunks (CPU number modulo this).
+const SHARDS: usize = 8;
+
 pub struct SignalSafeAlloc {
+    shards: [Shard; SHARDS],
+}
+
+/// One CPU's stacks and fresh chunks, on cache lines of its own.
+#[repr(align(128))]
+struct Shard {
     /// Free blocks per class: tag << 48 | address of the first.
     heads: [AtomicU64; CLASSES],
     /// The fresh chunk per class: address of its next unused block << 16 | blocks left.
@@ -41,12 +56,28 @@ pub struct SignalSafeAlloc {
     fresh: [AtomicU64; CLASSES],
 }
 
-impl SignalSafeAlloc {
-    pub const fn new() -> SignalSafeAlloc {
-        SignalSafeAlloc {
+impl Shard {
+    const fn new() -> Shard {
+        Shard {
             heads: [const { AtomicU64::new(0) }; CLASSES],
             fresh: [const { AtomicU64::new(0) }; CLASSES],
         }
+    }
+}
+
+impl SignalSafeAlloc {
+    pub const fn new() -> SignalSafeAlloc {
+        SignalSafeAlloc {
+            shards: [const { Shard::new() }; SHARDS],
+        }
+    }
+
+    /// The shard of the CPU this thread runs on (glibc reads it from the rseq area or the
+    /// vDSO: no syscall, no lock, async-signal-safe).
+    fn home(&self) -> usize {
+        // SAFETY: no arguments; -1 on failure.
+        let cpu = unsafe { libc::sched_getcpu() };
+        (cpu.max(0) as usize) % SHARDS
     }
 }
 
@@ -108,6 +139,31 @@ unsafe fn next_of<'a>(p: u64) -> &'a AtomicU64 {
 }
 
 impl SignalSafeAlloc {
+    /// A block of class `c`: from this CPU's stack, else another shard's, else carved from
+    /// this CPU's fresh chunk.
+    fn alloc_class(&self, c: usize) -> *mut u8 {
+        let home = self.home();
+        let Some(shard) = self.shards.get(home) else {
+            return ptr::null_mut();
+        };
+        let p = shard.pop(c);
+        if !p.is_null() {
+            return p;
+        }
+        for k in 1..SHARDS {
+            if let Some(other) = self.shards.get((home + k) % SHARDS) {
+                let p = other.pop(c);
+                if !p.is_null() {
+                    return p;
+                }
+            }
+        }
+        shard.carve(c)
+    }
+}
+
+impl Shard {
+    /// A free block of class `c` from this shard's stack, or null when it is empty.
     fn pop(&self, c: usize) -> *mut u8 {
         let Some(head) = self.heads.get(c) else {
             return ptr::null_mut();
@@ -116,7 +172,7 @@ impl SignalSafeAlloc {
             let h = head.load(Ordering::Acquire);
             let p = h & PTR_MASK;
             if p == 0 {
-                return self.carve(c);
+                return ptr::null_mut();
             }
             // SAFETY: class blocks are never unmapped: even if another thread popped `p` in the
             // meantime, the read is of mapped memory (the tag then makes our CAS fail).
@@ -197,7 +253,7 @@ impl SignalSafeAlloc {
 unsafe impl GlobalAlloc for SignalSafeAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match class(layout) {
-            Some(c) => self.pop(c),
+            Some(c) => self.alloc_class(c),
             None if layout.align() <= 4096 => map(page_round(layout.size())),
             None => ptr::null_mut(),
         }
@@ -205,7 +261,11 @@ unsafe impl GlobalAlloc for SignalSafeAlloc {
 
     unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
         match class(layout) {
-            Some(c) => self.push_chain(c, p as u64, p as u64),
+            Some(c) => {
+                if let Some(shard) = self.shards.get(self.home()) {
+                    shard.push_chain(c, p as u64, p as u64);
+                }
+            }
             None => unmap(p, page_round(layout.size())),
         }
     }
@@ -247,6 +307,51 @@ mod tests {
         assert!(!b.is_null());
         unsafe { ptr::write_bytes(b, 1, 200_000) };
         unsafe { a.dealloc(b, big) };
+    }
+
+    /// Pins the calling thread to `cpu`; false where that CPU cannot be used.
+    fn pin(cpu: usize) -> bool {
+        // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+                && libc::sched_getcpu() == cpu as i32
+        }
+    }
+
+    #[test]
+    fn shards_follow_the_cpu_and_an_empty_one_takes_another_ones_free_block() {
+        static A: SignalSafeAlloc = SignalSafeAlloc::new();
+        let l = Layout::from_size_align(4000, 8).unwrap(); // class 4096: unused elsewhere here
+        std::thread::spawn(move || {
+            if !(pin(0) && pin(1) && pin(0)) {
+                eprintln!("fewer than 2 usable CPUs: shard test not run");
+                return;
+            }
+            let a = unsafe { A.alloc(l) };
+            let b = unsafe { A.alloc(l) };
+            unsafe { A.dealloc(a, l) };
+            // The same CPU gets its own freed block back.
+            assert_eq!(unsafe { A.alloc(l) }, a);
+            unsafe { A.dealloc(a, l) };
+            assert!(pin(1));
+            // CPU 1's shard is empty: it takes CPU 0's free block rather than carving.
+            assert_eq!(unsafe { A.alloc(l) }, a);
+            // A block goes to the stack of the CPU that frees it: each CPU gets its own back.
+            unsafe { A.dealloc(a, l) };
+            assert!(pin(0));
+            unsafe { A.dealloc(b, l) };
+            assert!(pin(1));
+            assert_eq!(unsafe { A.alloc(l) }, a, "one stack would give the last freed, b");
+            assert!(pin(0));
+            assert_eq!(unsafe { A.alloc(l) }, b);
+            // Both empty: a new block is carved.
+            let c = unsafe { A.alloc(l) };
+            assert!(c != a && c != b && !c.is_null());
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

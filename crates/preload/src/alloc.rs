@@ -343,7 +343,11 @@ mod tests {
             assert!(pin(0));
             unsafe { A.dealloc(b, l) };
             assert!(pin(1));
-            assert_eq!(unsafe { A.alloc(l) }, a, "one stack would give the last freed, b");
+            assert_eq!(
+                unsafe { A.alloc(l) },
+                a,
+                "one stack would give the last freed, b"
+            );
             assert!(pin(0));
             assert_eq!(unsafe { A.alloc(l) }, b);
             // Both empty: a new block is carved.

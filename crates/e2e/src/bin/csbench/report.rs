@@ -214,18 +214,17 @@ fn analysis(id: &str, f: &Facts) -> String {
             let mut t = String::from(
                 "A connect the library cannot see costs the supervisor's round trip on top of \
                  the handshake: the kernel stops the program's `connect` and queues a \
-                 notification, a launcher worker receives it, reads the address from the \
+                 notification, a launcher thread receives it, reads the address from the \
                  program's memory, takes a duplicate of the socket (`pidfd_getfd`), runs the \
                  same handshake as the library on it and answers; the program's thread sleeps \
                  meanwhile, so each connect adds at least two wake-ups of another process and \
-                 the syscalls of the exchange. Counted with `strace -ff` of the launcher while \
-                 the benchmark was built (300 connects, the same per connect): its receiver \
-                 thread makes 11 syscalls per connect (`poll`, the `NOTIF_RECV` and two \
-                 `NOTIF_ID_VALID` ioctls, `pidfd_open`, `pidfd_getfd`, `close`, two \
-                 `getsockopt`, `process_vm_readv`, a `futex` waking a worker), the worker \
-                 the handshake's own 18 plus `NOTIF_SEND`, its `futex` wait and the `close` of \
-                 the duplicate; on these 2 vCPUs each hand-over between the program, the \
-                 receiver and a worker can wait for the other CPU to wake.",
+                 the syscalls of the exchange. Counted with `strace -f` of the launcher (the \
+                 same per connect): `poll`, the `NOTIF_RECV` and `NOTIF_ID_VALID` ioctls, \
+                 `pidfd_getfd` (the thread's pidfd is kept from its first connect), one \
+                 `getsockopt`, `process_vm_readv`, the handshake's own syscalls, a `futex` \
+                 waking the next receiver at the handshake's first wait, `NOTIF_SEND` and the \
+                 `close` of the duplicate. Cold after the switch between processes, those few \
+                 syscalls cost several µs each on this VM.",
             );
             if let Some([lib, sup]) = f.sup_above {
                 t.push_str(&format!(
@@ -239,7 +238,7 @@ fn analysis(id: &str, f: &Facts) -> String {
             let mut t = String::from(
                 "hey's own SOCKS5 client runs the handshake inside each goroutine; under \
                  chainsocks every connect of the 16 workers waits for the supervisor (a \
-                 notification, a launcher worker thread, the handshake on a duplicate of the \
+                 notification, a launcher thread that runs the handshake on a duplicate of the \
                  socket), on the same 2 CPUs as hey, danted and the origin.",
             );
             if let Some([own, cs]) = f.hey_rps {

@@ -611,15 +611,22 @@ fn a_handshake_stuck_at_a_silent_proxy_does_not_delay_other_connects() {
     // Three connects stuck at the silent proxy (one process, three threads' worth of
     // handshakes in the launcher), then one through dante: it must not wait for them.
     let script = format!(
-        "for i in 1 2 3; do {csraw} connect 127.0.0.1 9 > stuck$i.out & done; sleep 0.5; \
+        "for i in 1 2 3; do {csraw} connect 127.0.0.1 9 > stuck$i.out & done; n=0; \
+         while [ ! -e go ] && [ $n -lt 400 ]; do sleep 0.05; n=$((n + 1)); done; \
          s=$(date +%s%N); {csraw} connect 127.0.0.1 {port}; e=$(date +%s%N); \
          echo fast_ms=$(( (e - s) / 1000000 )); wait; cat stuck*.out",
         csraw = csraw(),
         port = origin.port()
     );
+    // The fast connect starts once the three are at the silent proxy (or after 20 s).
+    let (go, stuck) = (l.dir().join("go"), std::sync::Arc::clone(&held));
+    std::thread::spawn(move || {
+        wait_until(Duration::from_secs(20), || stuck.lock().unwrap().len() >= 3);
+        std::fs::write(go, "").unwrap();
+    });
     let mut c = debug(l.cmd("sh"));
     c.args(["-c", &script]).current_dir(l.dir());
-    let o = run(&mut c, Duration::from_secs(30));
+    let o = run(&mut c, Duration::from_secs(40));
     let out = stdout(&o);
     let fast: u64 = out
         .split("fast_ms=")

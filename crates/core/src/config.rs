@@ -139,16 +139,17 @@ pub struct DnsRedirect {
 }
 
 impl DnsRedirect {
-    /// The responder address a socket of `domain` and type `ty` (SOCK_DGRAM / SOCK_STREAM)
-    /// connects or sends to instead of `dest`, if `dest` is port 53 of a nameserver. An
-    /// AF_INET6 socket gets the IPv6 responder when its destination is IPv6 and it is
-    /// V6ONLY, else the IPv4 one (v4-mapped when the destination is IPv6).
+    /// The responder address a socket of type `ty` (SOCK_DGRAM / SOCK_STREAM) connects or
+    /// sends to instead of `dest`, if `dest` is port 53 of a nameserver. `socket` tells the
+    /// socket's domain and whether it is IPV6_V6ONLY; it is asked only for such a `dest` (it
+    /// reads the socket: nothing is read for every other destination). An AF_INET6 socket
+    /// gets the IPv6 responder when its destination is IPv6 and it is V6ONLY, else the IPv4
+    /// one (v4-mapped when the destination is IPv6).
     pub fn target(
         &self,
         dest: SocketAddr,
-        domain: i32,
         ty: i32,
-        v6only: bool,
+        socket: impl FnOnce() -> (i32, bool),
     ) -> Option<SocketAddr> {
         let ip = match dest.ip() {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(dest.ip(), IpAddr::V4),
@@ -162,6 +163,7 @@ impl DnsRedirect {
             libc::SOCK_STREAM => (self.tcp4, self.tcp6),
             _ => return None,
         };
+        let (domain, v6only) = socket();
         if domain == libc::AF_INET {
             return Some(v4);
         }

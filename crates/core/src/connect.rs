@@ -135,16 +135,11 @@ pub fn connect<H: Host>(h: &H, fd: c_int, dest: SocketAddr) -> Outcome {
     };
 
     // A program's own DNS over TCP (port 53 of a nameserver): the launch's responder.
-    if let Some(to) = cfg
-        .dns_redirect
-        .as_ref()
-        .filter(|_| dest.port() == 53)
-        .and_then(|r| {
-            let v6only = family == libc::AF_INET6
-                && sys::getsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) == Ok(1);
-            r.target(dest, family, libc::SOCK_STREAM, v6only)
+    if let Some(to) = cfg.dns_redirect.as_ref().and_then(|r| {
+        r.target(dest, libc::SOCK_STREAM, || {
+            (family, family == libc::AF_INET6 && sys::v6only(fd))
         })
-    {
+    }) {
         h.log(
             LogLevel::Debug,
             format_args!("{dest}: DNS over TCP to the launch's responder ({to})"),

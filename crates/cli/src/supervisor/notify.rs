@@ -689,7 +689,6 @@ impl Supervisor {
             return done(r);
         }
         if let Some(dns) = &self.ctx.dns
-            && dest.port() == 53
             && let Some(to) = dns.redirect(sock.as_fd(), domain, ty, dest)
         {
             self.ctx.stats.dns.fetch_add(1, Ordering::Relaxed);

@@ -29,7 +29,6 @@ use chainsocks_core::proto::Decoded;
 use chainsocks_core::shm;
 
 use super::Log;
-use super::notify::sockopt;
 
 const TTL: u32 = 60;
 
@@ -47,9 +46,13 @@ impl Redirect {
         ty: libc::c_int,
         dest: SocketAddr,
     ) -> Option<SocketAddr> {
-        let v6only = domain == libc::AF_INET6
-            && sockopt(sock, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) == Ok(1);
-        self.0.target(dest, domain, ty, v6only)
+        self.0.target(dest, ty, || {
+            (
+                domain,
+                domain == libc::AF_INET6
+                    && chainsocks_core::sys::v6only(std::os::fd::AsRawFd::as_raw_fd(&sock)),
+            )
+        })
     }
 }
 

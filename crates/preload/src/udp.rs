@@ -538,10 +538,11 @@ fn prepare(fd: c_int, dest: SocketAddr, what: &str, for_hub: bool) -> Send {
     };
     // A program's own DNS (port 53 of a nameserver): to the launch's responder, as it is.
     if let Some(r) = &cfg.dns_redirect {
-        let domain = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).unwrap_or(0);
-        let v6only = domain == libc::AF_INET6
-            && sys::getsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) == Ok(1);
-        if let Some(to) = r.target(dest, domain, libc::SOCK_DGRAM, v6only) {
+        let socket = || {
+            let domain = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).unwrap_or(0);
+            (domain, domain == libc::AF_INET6 && sys::v6only(fd))
+        };
+        if let Some(to) = r.target(dest, libc::SOCK_DGRAM, socket) {
             let view = match lookup(fd) {
                 Some(v) if v.plain && v.relay == to => v,
                 Some(_) => return Send::Fail(Error::Os(libc::ENETUNREACH)),
@@ -937,32 +938,14 @@ pub fn connect(fd: c_int, dest: SocketAddr) -> Option<Result<(), Error>> {
 /// Turns `fd`'s association into a hub-connected one: datagrams go to the hub as they are
 /// (it frames them), and receives only rewrite the source to `dest`.
 fn set_hubbed(fd: c_int, v: &View, hub: SocketAddr, dest: SocketAddr, hdr: &[u8]) -> bool {
-    let a = v.assoc();
-    if a.busy.swap(true, Ordering::Acquire) {
-        return false;
-    }
-    let g = a.era.load(Ordering::Relaxed);
-    if g != v.era {
-        a.busy.store(false, Ordering::Release);
-        return false;
-    }
-    a.era.store(g + 1, Ordering::Release);
-    a.plain.store(true, Ordering::Relaxed);
-    a.hub.store(true, Ordering::Relaxed);
-    a.outer.store(None);
-    a.relay.store(Some(hub));
-    a.connected.store(Some(dest));
-    a.connected_hdr.store(hdr);
-    a.era.store(g + 2, Ordering::Release);
-    if let Some(s) = slot(fd) {
-        let w = s.load(Ordering::Relaxed);
-        if w & PTR_MASK == v.ptr as u64 {
-            let nw = (((g + 2) & 0xffff) << PTR_BITS) | v.ptr as u64;
-            let _ = s.compare_exchange(w, nw, Ordering::AcqRel, Ordering::Relaxed);
-        }
-    }
-    a.busy.store(false, Ordering::Release);
-    true
+    rewrite(fd, v, |a| {
+        a.plain.store(true, Ordering::Relaxed);
+        a.hub.store(true, Ordering::Relaxed);
+        a.outer.store(None);
+        a.relay.store(Some(hub));
+        a.connected.store(Some(dest));
+        a.connected_hdr.store(hdr);
+    })
 }
 
 /// Disconnects (AF_UNSPEC): the association stays, the connected target goes.
@@ -973,6 +956,16 @@ pub fn disconnected(fd: c_int) {
 }
 
 fn set_connected(fd: c_int, v: &View, dest: Option<SocketAddr>, hdr: &[u8]) -> bool {
+    rewrite(fd, v, |a| {
+        a.connected.store(dest);
+        a.connected_hdr.store(hdr);
+    })
+}
+
+/// Changes the association `v` was read from, as a writer of its sequence lock: false when
+/// another writer holds it or it changed since `v` (the caller's view is stale). Readers see
+/// the old state or the new one, never a mix; the table slot gets the new generation.
+fn rewrite(fd: c_int, v: &View, change: impl FnOnce(&Assoc)) -> bool {
     let a = v.assoc();
     if a.busy.swap(true, Ordering::Acquire) {
         return false;
@@ -983,8 +976,7 @@ fn set_connected(fd: c_int, v: &View, dest: Option<SocketAddr>, hdr: &[u8]) -> b
         return false;
     }
     a.era.store(g + 1, Ordering::Release);
-    a.connected.store(dest);
-    a.connected_hdr.store(hdr);
+    change(a);
     a.era.store(g + 2, Ordering::Release);
     // Publish the new generation in the table slot.
     if let Some(s) = slot(fd) {

@@ -68,10 +68,29 @@ fn recv_one(
         iov_base: buf,
         iov_len: len,
     };
+    // SAFETY: one iovec over the program's buffer of `len` bytes (contract of the hooked call).
+    unsafe { recv_iov(fd, v, &iov, 1, flags, addr, addrlen) }
+}
+
+/// A receive into the program's iovecs on an associated socket; the source goes to `addr`
+/// (if not null).
+///
+/// # Safety
+/// `iov` points to `iovlen` valid iovecs over writable buffers; `addr`/`addrlen` are null or
+/// the program's out-parameters.
+unsafe fn recv_iov(
+    fd: c_int,
+    v: &View,
+    iov: *const iovec,
+    iovlen: usize,
+    flags: c_int,
+    addr: *mut sockaddr,
+    addrlen: *mut socklen_t,
+) -> ssize_t {
     let saved = sock::errno();
-    // SAFETY: the program's buffer of `len` bytes (contract of the hooked call).
+    // SAFETY: the program's buffers (contract).
     match catch("recv", || unsafe {
-        udp::recv_framed(fd, v, &iov, 1, (std::ptr::null_mut(), 0), flags)
+        udp::recv_framed(fd, v, iov, iovlen, (std::ptr::null_mut(), 0), flags)
     }) {
         Some(Ok(r)) => {
             // SAFETY: the program's out-parameters (contract).
@@ -149,18 +168,9 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> s
     if (1..=1024).contains(&iovcnt)
         && let Some((v, _g)) = framed(fd)
     {
-        let saved = sock::errno();
-        // SAFETY: the program's iovecs (contract).
-        return match catch("recv", || unsafe {
-            udp::recv_framed(fd, &v, iov, iovcnt as usize, (std::ptr::null_mut(), 0), 0)
-        }) {
-            Some(Ok(r)) => {
-                set_errno(saved);
-                r.len as ssize_t
-            }
-            Some(Err(e)) => fail(e),
-            None => fail(libc::EIO),
-        };
+        let none = std::ptr::null_mut();
+        // SAFETY: the program's iovecs (contract); no address wanted.
+        return unsafe { recv_iov(fd, &v, iov, iovcnt as usize, 0, none, none.cast()) };
     }
     // SAFETY: the program's arguments, to the real function.
     real::readv().map_or_else(|| fail(libc::ENOSYS), |f| unsafe { f(fd, iov, iovcnt) })

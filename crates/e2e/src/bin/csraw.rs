@@ -369,8 +369,8 @@ fn cmd_udp(args: &[String]) -> bool {
     }
 }
 
-/// One datagram read from `fd` within 3 s (raw syscalls): its text, or the errno.
-fn read_reply(fd: i32) -> Result<String, i32> {
+/// One read from `fd` within 3 s (raw syscalls): its bytes (at most 1024), or the errno.
+fn read_bytes(fd: i32) -> Result<Vec<u8>, i32> {
     let tv = libc::timeval {
         tv_sec: 3,
         tv_usec: 0,
@@ -391,7 +391,12 @@ fn read_reply(fd: i32) -> Result<String, i32> {
     if n < 0 {
         return Err(errno());
     }
-    Ok(String::from_utf8_lossy(reply.get(..n as usize).unwrap_or(&[])).into_owned())
+    Ok(reply.get(..n as usize).unwrap_or(&[]).to_vec())
+}
+
+/// One datagram read from `fd` within 3 s (raw syscalls): its text, or the errno.
+fn read_reply(fd: i32) -> Result<String, i32> {
+    read_bytes(fd).map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
 fn cmd_udpto(args: &[String]) -> bool {
@@ -477,29 +482,16 @@ fn cmd_dns(args: &[String]) -> bool {
         msg.extend_from_slice(&(q.len() as u16).to_be_bytes());
     }
     msg.extend_from_slice(&q);
-    let mut reply = [0u8; 1024];
-    let tv = libc::timeval {
-        tv_sec: 3,
-        tv_usec: 0,
+    // SAFETY: a raw write of our buffer to our socket.
+    unsafe { libc::syscall(libc::SYS_write, fd, msg.as_ptr(), msg.len()) };
+    let reply = match read_bytes(fd) {
+        Ok(r) => r,
+        Err(e) => {
+            println!("dns read errno={e}");
+            return false;
+        }
     };
-    // SAFETY: raw syscalls on our socket with our buffers.
-    let n = unsafe {
-        libc::syscall(
-            libc::SYS_setsockopt,
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const libc::timeval,
-            std::mem::size_of::<libc::timeval>(),
-        );
-        libc::syscall(libc::SYS_write, fd, msg.as_ptr(), msg.len());
-        libc::syscall(libc::SYS_read, fd, reply.as_mut_ptr(), reply.len())
-    };
-    if n < 0 {
-        println!("dns read errno={}", errno());
-        return false;
-    }
-    let got = reply.get(..n as usize).unwrap_or(&[]);
+    let got = reply.as_slice();
     let got = if tcp {
         got.get(2..).unwrap_or(&[])
     } else {

@@ -295,6 +295,20 @@ fn read_msg<T>(
     what: &str,
     decode: impl Fn(&[u8]) -> Result<Decoded<T>, ProtoError>,
 ) -> T {
+    read_decoded(what, decode, |b| {
+        if let Err(e) = s.read_exact(b) {
+            io_fail(&format!("read-{what}"), &e);
+        }
+    })
+}
+
+/// Reads one message decoded by `decode`, `fill` reading exactly the bytes it asks for (or
+/// failing the run).
+fn read_decoded<T>(
+    what: &str,
+    decode: impl Fn(&[u8]) -> Result<Decoded<T>, ProtoError>,
+    mut fill: impl FnMut(&mut [u8]),
+) -> T {
     let mut buf = Vec::new();
     loop {
         match decode(&buf) {
@@ -302,9 +316,7 @@ fn read_msg<T>(
             Ok(Decoded::Need(n)) => {
                 let at = buf.len();
                 buf.resize(at + n, 0);
-                if let Err(e) = s.read_exact(buf.get_mut(at..).unwrap_or_default()) {
-                    io_fail(&format!("read-{what}"), &e);
-                }
+                fill(buf.get_mut(at..).unwrap_or_default());
             }
             Err(e) => error(&format!("proto {what}: {e}")),
         }
@@ -1140,20 +1152,11 @@ fn raw_msg<T>(
     ms: i32,
     decode: impl Fn(&[u8]) -> Result<Decoded<T>, ProtoError>,
 ) -> T {
-    let mut buf = Vec::new();
-    loop {
-        match decode(&buf) {
-            Ok(Decoded::Done(v, _)) => return v,
-            Ok(Decoded::Need(n)) => {
-                let at = buf.len();
-                buf.resize(at + n, 0);
-                if let Err(e) = raw::read_exact(fd, buf.get_mut(at..).unwrap_or_default(), ms) {
-                    fail_call(&format!("read-{what}"), e);
-                }
-            }
-            Err(e) => error(&format!("proto {what}: {e}")),
+    read_decoded(what, decode, |b| {
+        if let Err(e) = raw::read_exact(fd, b, ms) {
+            fail_call(&format!("read-{what}"), e);
         }
-    }
+    })
 }
 
 fn raw_send_msg(fd: i32, what: &str, encoded: Result<Vec<u8>, ProtoError>) {

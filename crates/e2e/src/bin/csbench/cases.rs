@@ -123,17 +123,7 @@ fn b3_paired(ctx: &Ctx, lib: &std::path::Path, res: &mut Results) -> Result<(), 
         .env("PROXYCHAINS_CONF_FILE", &pc_conf);
     let out = ctx.run_cmd(cmd)?;
     let us: Vec<Vec<f64>> = (0..variants.len())
-        .map(|i| {
-            out.lines()
-                .find_map(|l| l.strip_prefix(&format!("exec_ns {i} ")))
-                .map(|l| {
-                    l.split_whitespace()
-                        .filter_map(|v| v.parse::<f64>().ok())
-                        .map(|ns| ns / 1e3)
-                        .collect()
-                })
-                .unwrap_or_default()
-        })
+        .map(|i| crate::echo::ns_line_us(&out, &format!("exec_ns {i} ")))
         .collect();
     let plain = us.first().cloned().unwrap_or_default();
     let case = "B3 paired breakdown: /bin/true spawned in turn";

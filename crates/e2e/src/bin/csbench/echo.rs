@@ -19,18 +19,21 @@ struct EchoRun {
     hwm_kb: f64,
 }
 
+/// The nanosecond values of the first output line starting with `key`, in µs (none: empty).
+pub fn ns_line_us(out: &str, key: &str) -> Vec<f64> {
+    out.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|v| v.parse::<f64>().ok())
+                .map(|ns| ns / 1e3)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn parse_echo(out: &str) -> Result<EchoRun, String> {
-    let nums = |key: &str| -> Vec<f64> {
-        out.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .map(|l| {
-                l.split_whitespace()
-                    .filter_map(|v| v.parse::<f64>().ok())
-                    .map(|ns| ns / 1e3)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let nums = |key: &str| ns_line_us(out, key);
     let hwm = out
         .lines()
         .find_map(|l| l.strip_prefix("vmhwm_kb "))

@@ -19,7 +19,7 @@ use chainsocks_core::sys;
 use std::sync::atomic::Ordering;
 
 /// The association of `fd`, when the call must be framed.
-fn framed(fd: c_int) -> Option<(View, Guard)> {
+pub(super) fn framed(fd: c_int) -> Option<(View, Guard)> {
     if !udp::ANY.load(Ordering::Relaxed) {
         return None;
     }
@@ -116,18 +116,21 @@ fn send_connected(
         iov_len: len,
     };
     // SAFETY: one iovec over the program's buffer of `len` bytes.
-    unsafe { send_connected_iov(fd, v, &iov, 1, flags) }
+    unsafe { send_connected_iov(fd, v, &iov, 1, (std::ptr::null_mut(), 0), flags) }
 }
 
-/// A send of the program's iovecs on an associated, connected socket (no address).
+/// A send of the program's iovecs (and control messages) on an associated, connected socket
+/// (no address): `None` when the association has no connected target.
 ///
 /// # Safety
-/// `iov` points to `iovlen` valid iovecs over readable buffers.
-unsafe fn send_connected_iov(
+/// `iov` points to `iovlen` valid iovecs over readable buffers; `control` is the program's
+/// (or null, 0).
+pub(super) unsafe fn send_connected_iov(
     fd: c_int,
     v: &View,
     iov: *const iovec,
     iovlen: usize,
+    control: (*mut c_void, usize),
     flags: c_int,
 ) -> Option<ssize_t> {
     // SAFETY: the contract.
@@ -147,7 +150,7 @@ unsafe fn send_connected_iov(
                 hdr.get(..n).unwrap_or(&[]),
                 iov,
                 iovlen,
-                (std::ptr::null_mut(), 0),
+                control,
                 flags,
             )
         }) {
@@ -183,7 +186,7 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> 
     if (1..=1024).contains(&iovcnt)
         && let Some((v, _g)) = framed(fd)
         // SAFETY: the program's iovecs (contract).
-        && let Some(r) = unsafe { send_connected_iov(fd, &v, iov, iovcnt as usize, 0) }
+        && let Some(r) = unsafe { send_connected_iov(fd, &v, iov, iovcnt as usize, (std::ptr::null_mut(), 0), 0) }
     {
         return r;
     }

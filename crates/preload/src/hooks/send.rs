@@ -15,7 +15,6 @@
 //! Everything else — connected TCP sockets, unix, raw — goes to the real function untouched.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 
 use chainsocks_core::Error;
 use chainsocks_core::sys;
@@ -175,42 +174,10 @@ unsafe fn send_planned(
 /// # Safety
 /// `m` is the program's valid message.
 unsafe fn send_connected(fd: c_int, m: &msghdr, flags: c_int) -> Option<ssize_t> {
-    if !udp::ANY.load(Ordering::Relaxed) {
-        return None;
-    }
-    let _g = Guard::enter()?;
-    let view = catch("send", || udp::lookup(fd)).flatten()?;
-    let total: usize = (0..m.msg_iovlen)
-        // SAFETY: the message's iovecs (contract).
-        .map(|i| unsafe { (*m.msg_iov.add(i)).iov_len })
-        .sum();
-    if !view.hub_fits(total) {
-        return Some(fail(libc::EMSGSIZE));
-    }
-    let mut hdr = [0u8; chainsocks_core::udp::MAX_HEADER];
-    let n = view.connected_header(&mut hdr)?;
-    let saved = entry_errno();
-    // SAFETY: the program's message buffers.
-    Some(
-        match catch("send", || unsafe {
-            udp::send_framed(
-                fd,
-                &view,
-                hdr.get(..n).unwrap_or(&[]),
-                m.msg_iov,
-                m.msg_iovlen,
-                (m.msg_control, m.msg_controllen),
-                flags,
-            )
-        }) {
-            Some(Ok(k)) => {
-                set_errno(saved);
-                k as ssize_t
-            }
-            Some(Err(e)) => fail(e),
-            None => fail(libc::EIO),
-        },
-    )
+    let (view, _g) = super::io::framed(fd)?;
+    let control = (m.msg_control, m.msg_controllen);
+    // SAFETY: the program's message (contract).
+    unsafe { super::io::send_connected_iov(fd, &view, m.msg_iov, m.msg_iovlen, control, flags) }
 }
 
 /// A refusal when this thread is too deep in our hooks and the call has an address.

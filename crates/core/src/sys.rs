@@ -339,12 +339,12 @@ pub fn getsockopt(fd: c_int, level: c_int, opt: c_int, buf: &mut [u8]) -> Result
     Ok(len as usize)
 }
 
-/// An int socket option, or the errno.
 /// Whether an AF_INET6 socket is IPV6_V6ONLY (false when it cannot be read).
 pub fn v6only(fd: c_int) -> bool {
     getsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) == Ok(1)
 }
 
+/// An int socket option, or the errno.
 pub fn getsockopt_int(fd: c_int, level: c_int, opt: c_int) -> Result<c_int, c_int> {
     let mut b = [0u8; 4];
     getsockopt(fd, level, opt, &mut b)?;

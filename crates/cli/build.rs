@@ -98,7 +98,24 @@ fn build_shim(out: &Path) -> Result<PathBuf, String> {
 
     let target = env::var("TARGET").map_err(|_| "no TARGET")?;
     let release = env::var("PROFILE").is_ok_and(|p| p == "release");
-    let target_dir = base.join("target");
+    // Cargo decides whether the inner build's path dependencies changed by file mtimes, and
+    // sources unpacked from a .crate (`cargo package`'s verification, a registry) all carry
+    // one fixed old mtime: a new core of the same version would look unchanged and the
+    // library would be linked against the core compiled last time. Those builds get a target
+    // dir named by the content of the sources instead (the workspace keeps one tree, whose
+    // mtimes are real, so an edit rebuilds only what it touches).
+    let packaged = here.parent().is_none_or(|crates| !core.starts_with(crates));
+    let target_dir = if packaged {
+        let mut all = Vec::new();
+        for d in [&src, &core] {
+            tree_bytes(d, &mut all).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        all.extend(fs::read(&script).map_err(|e| format!("{}: {e}", script.display()))?);
+        let h = sha256_hex(&all);
+        base.join(format!("target-{}", h.get(..16).unwrap_or("x")))
+    } else {
+        base.join("target")
+    };
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let run = |offline: bool| -> Result<bool, String> {
         let mut c = Command::new(&cargo);
@@ -171,6 +188,34 @@ fn scrub(c: &mut Command) {
 }
 
 /// A TOML basic string.
+/// Appends the relative path and the bytes of every file under `dir` (sorted) to `out`.
+fn tree_bytes(dir: &Path, out: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut stack = vec![dir.to_path_buf()];
+    let mut files = Vec::new();
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d)? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    for f in files {
+        out.extend_from_slice(
+            f.strip_prefix(dir)
+                .unwrap_or(&f)
+                .as_os_str()
+                .as_encoded_bytes(),
+        );
+        out.push(0);
+        out.extend_from_slice(&fs::read(&f)?);
+    }
+    Ok(())
+}
+
 fn toml_str(s: &str) -> String {
     let mut o = String::from("\"");
     for ch in s.chars() {

@@ -107,15 +107,32 @@ pub trait Host {
     }
 }
 
+/// What a caller already read of the socket (`SO_TYPE`, `SO_DOMAIN`): [`connect_known`] reads
+/// only what is `None`, so no caller pays a syscall twice on the connect's path.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Known {
+    pub ty: Option<c_int>,
+    pub domain: Option<c_int>,
+}
+
 /// The body of a `connect(fd, dest)` on an AF_INET / AF_INET6 address.
 pub fn connect<H: Host>(h: &H, fd: c_int, dest: SocketAddr) -> Outcome {
-    match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) {
+    connect_known(h, fd, dest, Known::default())
+}
+
+/// [`connect`], for a caller that has read some of the socket's facts already (the
+/// supervisor's triage): those must be this socket's, read from it, never guessed.
+pub fn connect_known<H: Host>(h: &H, fd: c_int, dest: SocketAddr, known: Known) -> Outcome {
+    let read = |v: Option<c_int>, opt| {
+        v.map_or_else(|| sys::getsockopt_int(fd, libc::SOL_SOCKET, opt), Ok)
+    };
+    match read(known.ty, libc::SO_TYPE) {
         Ok(libc::SOCK_STREAM) => {}
         Ok(libc::SOCK_DGRAM) => return h.udp_connect(fd, dest),
         Ok(_) => return Outcome::Real(Bypass::NotStream),
         Err(_) => return Outcome::Real(Bypass::NotSocket),
     }
-    let family = match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN) {
+    let family = match read(known.domain, libc::SO_DOMAIN) {
         Ok(f @ (libc::AF_INET | libc::AF_INET6)) => f,
         _ => return Outcome::Real(Bypass::NotInet),
     };

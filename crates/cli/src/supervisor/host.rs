@@ -16,23 +16,56 @@ use chainsocks_core::report::{Event, Who, append_line, line};
 use chainsocks_core::udp::{UdpPlan, associate, plan};
 use libc::c_int;
 
-use super::{Ctx, Requester};
+use super::{Ctx, Receiving, Requester};
 
 pub struct SupHost<'a> {
     ctx: &'a Ctx,
     who: &'a Requester,
-    /// Called before anything that can wait (a poll for the proxy, a lookup, a blocking
-    /// connect): the receiving thread passes the receiving on to another thread there, so a
-    /// handshake that never waits costs no thread wake-up and one that waits stalls nobody.
-    before_wait: &'a dyn Fn(),
+    /// The receiver's role: passed on before a wait that cannot watch the listener (a
+    /// lookup, a blocking connect), and from a poll for the proxy once another connect is
+    /// pending, so a handshake nobody waits behind costs no thread wake-up and one that
+    /// waits stalls nobody.
+    role: &'a dyn Receiving,
 }
 
 impl<'a> SupHost<'a> {
-    pub fn new(ctx: &'a Ctx, who: &'a Requester, before_wait: &'a dyn Fn()) -> SupHost<'a> {
-        SupHost {
-            ctx,
-            who,
-            before_wait,
+    pub fn new(ctx: &'a Ctx, who: &'a Requester, role: &'a dyn Receiving) -> SupHost<'a> {
+        SupHost { ctx, who, role }
+    }
+}
+
+/// Which of the two a wait saw first.
+enum Ready {
+    Fd,
+    Listener,
+}
+
+/// Waits until `fd` has one of `events` (or an error/hangup) or the listener has a pending
+/// notification (or hung up), retrying signals, until `deadline` (then `Err(Timeout)`).
+fn wait_either(fd: c_int, events: i16, listener: c_int, deadline: Instant) -> Result<Ready, Error> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Timeout);
+        }
+        let ms = left.as_micros().div_ceil(1000).min(c_int::MAX as u128) as c_int;
+        let mut p = [
+            libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: listener,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        match chainsocks_core::sys::poll(&mut p, ms, None) {
+            Ok(1..) if p[0].revents != 0 => return Ok(Ready::Fd),
+            Ok(1..) => return Ok(Ready::Listener),
+            Ok(0) | Err(libc::EINTR | libc::EAGAIN) => {}
+            Err(e) => return Err(Error::Os(e)),
         }
     }
 }
@@ -102,7 +135,7 @@ impl Host for SupHost<'_> {
     }
 
     fn resolve_real(&self, name: &str, family: c_int) -> Result<IpAddr, String> {
-        (self.before_wait)();
+        self.role.hand_over();
         (name, 0)
             .to_socket_addrs()
             .map_err(|e| e.to_string())?
@@ -116,7 +149,12 @@ impl Host for SupHost<'_> {
     fn begin_dial(&self) {}
 
     fn wait(&self, fd: c_int, events: i16, deadline: Instant) -> Result<(), Error> {
-        (self.before_wait)();
+        if let Some(listener) = self.role.watch() {
+            match wait_either(fd, events, listener, deadline)? {
+                Ready::Fd => return Ok(()),
+                Ready::Listener => self.role.hand_over(),
+            }
+        }
         poll_wait(fd, events, deadline)
     }
 
@@ -125,7 +163,7 @@ impl Host for SupHost<'_> {
     /// program's plain datagrams (the program cannot). Direct destinations: the kernel's
     /// connect on the duplicate. Refusals: as the library's.
     fn udp_connect(&self, fd: c_int, dest: SocketAddr) -> Outcome {
-        (self.before_wait)();
+        self.role.hand_over();
         let cfg = &self.ctx.cfg;
         let (plan, _) = plan(self, cfg, dest);
         let (proxy, target) = match plan {

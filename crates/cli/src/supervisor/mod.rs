@@ -96,6 +96,26 @@ impl Log {
     }
 }
 
+/// The receiver's role, held by the thread that runs a handshake until the handshake would
+/// make another connect wait (leader/followers, notify.rs).
+pub trait Receiving {
+    /// Passes the role on now (before anything that blocks where the listener cannot be
+    /// watched: a lookup, a blocking connect); once only.
+    fn hand_over(&self);
+    /// The listener while this thread still holds the role: a wait for the proxy watches it
+    /// too and hands the role over once a notification is pending, so a handshake that no
+    /// other connect comes to meet costs no thread wake-up.
+    fn watch(&self) -> Option<std::os::fd::RawFd>;
+}
+
+/// No role to pass on (decisions that never wait).
+impl Receiving for () {
+    fn hand_over(&self) {}
+    fn watch(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+}
+
 /// Who made a supervised connect.
 #[derive(Debug, Clone, Copy)]
 pub struct Requester {
@@ -149,7 +169,7 @@ pub struct Ctx {
 
 /// Routes one supervised AF_INET/AF_INET6 connect: `fd` is our duplicate of the program's
 /// socket (same open file description: connecting it connects the program's socket), `dest`
-/// the address the program asked for, read once. Returns what the program's connect returns.
+/// the address the program asked for, read once, `known` what triage read of the socket. Returns what the program's connect returns.
 /// The decision and the dial are the shared dialer's ([`chainsocks_core::connect`]), the
 /// same as the library's; a destination that goes direct is connected here on the duplicate
 /// with the kernel's own semantics (EINPROGRESS for a non-blocking socket) — never "continue".
@@ -157,16 +177,17 @@ pub fn proxy_connect(
     ctx: &Ctx,
     fd: BorrowedFd,
     dest: SocketAddr,
+    known: chainsocks_core::connect::Known,
     who: &Requester,
-    before_wait: &dyn Fn(),
+    role: &dyn Receiving,
 ) -> Result<(), i32> {
-    let host = host::SupHost::new(ctx, who, before_wait);
-    match chainsocks_core::connect::connect(&host, fd.as_raw_fd(), dest) {
+    let host = host::SupHost::new(ctx, who, role);
+    match chainsocks_core::connect::connect_known(&host, fd.as_raw_fd(), dest, known) {
         chainsocks_core::connect::Outcome::Done(r) => r.map(|_| ()).map_err(|e| e.errno()),
         chainsocks_core::connect::Outcome::Real(_) => {
             // Direct (a rule, localnet, a UDP destination the policy allows): the kernel's
             // connect, on our duplicate, with the program's flags (a blocking one waits).
-            before_wait();
+            role.hand_over();
             chainsocks_core::sys::connect(fd.as_raw_fd(), &dest, false)
         }
     }
@@ -195,7 +216,7 @@ pub fn datagram_allowed(
         return *r;
     }
     let who = Requester { tid };
-    let host = host::SupHost::new(ctx, &who, &|| {}); // decisions only: nothing waits
+    let host = host::SupHost::new(ctx, &who, &()); // decisions only: nothing waits
     let dns = ctx
         .dns
         .as_ref()

@@ -15,11 +15,13 @@
 //!
 //! Threads (leader/followers): exactly one thread at a time is the receiver (poll + RECV). It
 //! answers the quick cases itself (non-internet sockets, bad arguments, datagrams, UDP to the
-//! DNS responder) and runs handshakes itself: at the handshake's first wait (for the proxy, a
-//! lookup, a blocking connect) it hands the receiver's role to a waiting follower (or a new
-//! thread), so the connect is never handed from thread to thread, the wake-up of the next
-//! receiver falls where this one waits anyway, and a slow proxy stalls no other connect. A
-//! thread done with its handshake waits as a follower and ends after [`IDLE`] unneeded.
+//! DNS responder) and runs handshakes itself. While the handshake waits for its proxy it
+//! watches the listener too: once another connect is pending (or before a wait it cannot watch
+//! in: a lookup, a blocking connect) it hands the receiver's role to a waiting follower (or a
+//! new thread). So the connect is never handed from thread to thread, a handshake nobody waits
+//! behind costs no thread wake-up, and a slow proxy stalls no other connect. A thread that
+//! handed the role over waits as a follower after its handshake and ends after [`IDLE`]
+//! unneeded.
 
 use std::mem::size_of;
 use std::net::SocketAddr;
@@ -31,7 +33,7 @@ use std::time::{Duration, Instant};
 use chainsocks_core::config::LogLevel;
 use libc::{c_int, seccomp_notif, seccomp_notif_resp};
 
-use super::{Ctx, Requester};
+use super::{Ctx, Receiving, Requester};
 
 /// How long an idle follower waits to become the receiver before it ends.
 const IDLE: Duration = Duration::from_secs(10);
@@ -403,8 +405,28 @@ struct Job {
 }
 
 enum Work {
-    Proxy(SocketAddr),
+    /// The destination, and what triage read of the socket (the dialer reads the rest).
+    Proxy(SocketAddr, chainsocks_core::connect::Known),
     Responder(SocketAddr),
+}
+
+/// The receiver's role while its thread runs a handshake.
+struct Role<'a> {
+    sup: &'a Arc<Supervisor>,
+    /// None: still held; Some(true): passed on; Some(false): no thread could take it.
+    handed: std::cell::Cell<Option<bool>>,
+}
+
+impl Receiving for Role<'_> {
+    fn hand_over(&self) {
+        if self.handed.get().is_none() {
+            self.handed.set(Some(self.sup.hand_over()));
+        }
+    }
+
+    fn watch(&self) -> Option<RawFd> {
+        self.handed.get().is_none().then(|| self.sup.listener.raw())
+    }
 }
 
 /// The listener and its threads.
@@ -484,22 +506,20 @@ impl Supervisor {
                 st.busy += 1;
                 st.most = st.most.max(st.busy);
             }
-            // The receiving passes on only where the handshake would wait (most of one is
-            // waiting for the proxy): a thread wake-up there costs the waiting connect
-            // nothing, and one that never waits needs none.
-            let handed = std::cell::Cell::new(None);
-            let before_wait = || {
-                if handed.get().is_none() {
-                    handed.set(Some(self.hand_over()));
-                }
+            // The receiving passes on only when another connect comes while this handshake
+            // waits for its proxy (or before a wait the listener cannot be watched in): a
+            // handshake nobody waits behind costs no thread wake-up.
+            let role = Role {
+                sup: self,
+                handed: std::cell::Cell::new(None),
             };
-            self.work(job, &before_wait);
+            self.work(job, &role);
             if let Ok(mut st) = self.pool.state.lock() {
                 st.busy -= 1;
             }
             // Without another receiver (none handed over, or no thread could be started)
             // this one stays it.
-            if handed.get() == Some(true) && !self.follow() {
+            if role.handed.get() == Some(true) && !self.follow() {
                 return;
             }
         }
@@ -642,9 +662,9 @@ impl Supervisor {
         let log = &self.ctx.log;
         // The socket's type is read only where it decides something (every syscall here is
         // on the connect's path): a debug line, an IPv4 address on an IPv6 socket, port 53.
-        let ty = if log.enabled(LogLevel::Debug)
-            || dest.is_none_or(|d| d.port() == 53 || (d.is_ipv4() && domain != libc::AF_INET))
-        {
+        let ty_read = log.enabled(LogLevel::Debug)
+            || dest.is_none_or(|d| d.port() == 53 || (d.is_ipv4() && domain != libc::AF_INET));
+        let ty = if ty_read {
             sockopt(sock.as_fd(), libc::SOL_SOCKET, libc::SO_TYPE).unwrap_or(0)
         } else {
             libc::SOCK_STREAM // not read: nothing below depends on it for this address
@@ -706,7 +726,13 @@ impl Supervisor {
         Ok(Job {
             notif: n,
             sock,
-            work: Work::Proxy(dest),
+            work: Work::Proxy(
+                dest,
+                chainsocks_core::connect::Known {
+                    ty: ty_read.then_some(ty),
+                    domain: Some(domain),
+                },
+            ),
         })
     }
 
@@ -787,13 +813,13 @@ impl Supervisor {
         Answer::Continue
     }
 
-    /// Runs a handshake and answers its notification; `before_wait` runs before anything that
-    /// can wait.
-    fn work(&self, job: Job, before_wait: &dyn Fn()) {
+    /// Runs a handshake and answers its notification, passing `role` on where it would
+    /// make another connect wait.
+    fn work(&self, job: Job, role: &dyn Receiving) {
         let n = job.notif;
         let r = match job.work {
             Work::Responder(to) => {
-                before_wait();
+                role.hand_over();
                 let (b, len) = sockaddr_bytes(&to);
                 connect_bytes(
                     job.sock.as_fd(),
@@ -801,10 +827,10 @@ impl Supervisor {
                     Instant::now() + Duration::from_secs(5),
                 )
             }
-            Work::Proxy(dest) => {
+            Work::Proxy(dest, known) => {
                 self.ctx.stats.proxied.fetch_add(1, Ordering::Relaxed);
                 let who = Requester { tid: n.tid };
-                super::proxy_connect(&self.ctx, job.sock.as_fd(), dest, &who, before_wait)
+                super::proxy_connect(&self.ctx, job.sock.as_fd(), dest, known, &who, role)
             }
         };
         self.listener.send(n.id, Answer::Done(r));

@@ -12,6 +12,17 @@
 //!   kill the host program with SIGABRT (a core dump, its work lost, its parent told
 //!   "aborted") where now that one call fails with EIO and a log line says why.
 //! - Lazy binding of the imports that go through the PLT.
+//! - No C start files (`-nostartfiles`): crtbeginS/crtendS/crti/crtn bring only what a Rust
+//!   cdylib that uses `.init_array` does not need (frame_dummy, TM clone registration,
+//!   `_init`/`_fini`, and `__do_global_dtors_aux`, whose `__cxa_finalize` call binds a PLT slot
+//!   at every exit), at the price of four symbol lookups at every load. std references
+//!   `__dso_handle` weakly: without crtbeginS it is null, and glibc then counts thread-local
+//!   destructors against the main program, which only matters to a `dlclose` (a preloaded
+//!   library is never unloaded). The unwinder finds frames through PT_GNU_EH_FRAME, which does
+//!   not need crtendS's end marker.
+//! - Each loadable segment starts on a page of its own (`-z separate-loadable-segments`): the
+//!   writable `.data`, `.got.plt` and the start of `.bss` then share one page, where they
+//!   straddled two (each a copy-on-write fault in every process).
 //!
 //! Must never: export an unwinder symbol (it would interpose the program's own libgcc_s).
 
@@ -23,6 +34,8 @@ fn main() {
     if var("CARGO_CFG_TARGET_OS") != "linux" || var("CARGO_CFG_TARGET_ENV") != "gnu" {
         return;
     }
+    println!("cargo:rustc-cdylib-link-arg=-nostartfiles");
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-z,separate-loadable-segments");
     // Cargo names the configured linker to build scripts; rustc's default is `cc`.
     let linker = std::env::var("RUSTC_LINKER").unwrap_or_else(|_| "cc".into());
     println!("cargo:rerun-if-env-changed=RUSTC_LINKER");

@@ -115,7 +115,9 @@ impl Plan {
                 b1_runs: 3,
                 b2_conns: 6,
                 b2_runs: 3,
-                b3_runs: 7,
+                // B3's and SUP's effects (a few % of an exec, tens of µs of a connect) are
+                // near the rounds' spread on a shared VM: more rounds steady the medians.
+                b3_runs: 11,
                 // New names must fit the fake-DNS table (131,070 per launch); 2,000 per thread
                 // keeps thread start-up and exit a small share of a run.
                 b4_one: 128_000,
@@ -124,7 +126,7 @@ impl Plan {
                 b5_bytes: GIB,
                 b5_runs: 5,
                 sup_conns: 2_000,
-                sup_runs: 3,
+                sup_runs: 5,
                 hey_requests: 2_000,
                 hey_runs: 5,
                 udp_rtt_count: 2_000,

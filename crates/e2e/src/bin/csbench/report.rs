@@ -221,10 +221,12 @@ fn analysis(id: &str, f: &Facts) -> String {
                  the syscalls of the exchange. Counted with `strace -f` of the launcher (the \
                  same per connect): `poll`, the `NOTIF_RECV` and `NOTIF_ID_VALID` ioctls, \
                  `pidfd_getfd` (the thread's pidfd is kept from its first connect), one \
-                 `getsockopt`, `process_vm_readv`, the handshake's own syscalls, a `futex` \
-                 waking the next receiver at the handshake's first wait, `NOTIF_SEND` and the \
-                 `close` of the duplicate. Cold after the switch between processes, those few \
-                 syscalls cost several µs each on this VM.",
+                 `getsockopt` (SO_DOMAIN, which the dialer then takes as known), \
+                 `process_vm_readv`, the handshake's own syscalls (its waits for the proxy \
+                 also watch the listener: no other thread is woken unless another connect \
+                 comes meanwhile), `NOTIF_SEND` and the `close` of the duplicate. Cold after \
+                 the switch between processes, those few syscalls cost several µs each on \
+                 this VM.",
             );
             if let Some([lib, sup]) = f.sup_above {
                 t.push_str(&format!(
@@ -393,7 +395,9 @@ fn b3_analysis(id: &str, f: &Facts) -> String {
                  relocate and version-check, and a constructor whose CPUID probes trap to the \
                  hypervisor on a VM)"
             } else {
-                "; its unwinder is linked in (libgcc_eh), no libgcc_s.so.1"
+                "; its unwinder is linked in (libgcc_eh), no libgcc_s.so.1; no C start files \
+                 (their weak symbols and exit-time `__cxa_finalize` cost lookups in every \
+                 process) and each writable segment on its own pages"
             });
         }
         t.push('.');

@@ -11,6 +11,30 @@ use crate::{Ctx, Results, Servers, Via, chain_arg, urls};
 const SMALL: usize = 100;
 const BIG: usize = 600;
 
+/// The profile when issue 15 (performance, round 2) was filed: docs/benchmarks.md at this
+/// commit. Counts, which do not depend on load, shown beside today's as "before".
+const BEFORE: &str = "73924f7";
+/// chainsocks' syscalls per B1a connection then (`strace -f -c`, same method).
+const SYSCALLS_BEFORE: &[(&str, f64)] = &[
+    ("close", 1.0),
+    ("connect", 1.0),
+    ("fcntl", 3.0),
+    ("getpeername", 1.0),
+    ("getsockopt", 3.0),
+    ("newfstatat", 1.0),
+    ("poll", 3.0),
+    ("read", 1.0),
+    ("recvfrom", 4.0),
+    ("sendto", 2.0),
+    ("socket", 1.0),
+    ("write", 1.0),
+];
+/// User-space instructions per B1a connection then: the floor, chainsocks.
+const INSTR_BEFORE: [f64; 2] = [1296.0, 5707.0];
+/// Instructions of one /bin/true then: plain, with libchainsocks.so (which needed
+/// libgcc_s.so.1 then).
+const EXEC_BEFORE: [f64; 2] = [128320.0, 215284.0];
+
 pub fn profile(ctx: &Ctx, srv: &Servers, res: &mut Results) -> Result<(), String> {
     let ports = [srv.d1.port()];
     let variants: [(&str, Via, bool); 3] = [
@@ -85,31 +109,45 @@ pub fn profile(ctx: &Ctx, srv: &Servers, res: &mut Results) -> Result<(), String
         for (name, _, _) in &variants {
             text.push_str(&format!(" {name} |"));
         }
-        text.push_str("\n|---|");
-        for _ in &variants {
+        text.push_str(&format!(" chainsocks before ({BEFORE}) |\n|---|"));
+        for _ in 0..=variants.len() {
             text.push_str("---:|");
         }
         text.push('\n');
+        let before = |name: &str| {
+            SYSCALLS_BEFORE
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(0.0, |(_, c)| *c)
+        };
+        for (name, _) in SYSCALLS_BEFORE {
+            table
+                .entry(name.to_string())
+                .or_insert_with(|| vec![0.0; variants.len()]);
+        }
         for (name, v) in &table {
-            res.facts.syscalls.push((
-                name.clone(),
-                [
-                    v.first().copied().unwrap_or(0.0),
-                    v.get(1).copied().unwrap_or(0.0),
-                    v.get(2).copied().unwrap_or(0.0),
-                ],
-            ));
+            if v.iter().any(|x| *x > 0.0) {
+                res.facts.syscalls.push((
+                    name.clone(),
+                    [
+                        v.first().copied().unwrap_or(0.0),
+                        v.get(1).copied().unwrap_or(0.0),
+                        v.get(2).copied().unwrap_or(0.0),
+                    ],
+                ));
+            }
             text.push_str(&format!("| {name} |"));
             for x in v {
                 text.push_str(&format!(" {x:.1} |"));
             }
-            text.push('\n');
+            text.push_str(&format!(" {:.1} |\n", before(name)));
         }
         text.push_str("| **total** |");
         for t in &totals {
             text.push_str(&format!(" **{t:.1}** |"));
         }
-        text.push_str("\n\n");
+        let total_before: f64 = SYSCALLS_BEFORE.iter().map(|(_, c)| c).sum();
+        text.push_str(&format!(" **{total_before:.1}** |\n\n"));
     } else {
         text.push_str("strace is not installed: no syscall counts.\n\n");
     }
@@ -150,7 +188,10 @@ pub fn profile(ctx: &Ctx, srv: &Servers, res: &mut Results) -> Result<(), String
         for ((name, _, _), v) in variants.iter().zip(&per) {
             text.push_str(&format!("| {name} | {v:.0} |\n"));
         }
-        text.push('\n');
+        let [floor_then, cs_then] = INSTR_BEFORE;
+        text.push_str(&format!(
+            "| chainsocks before ({BEFORE}; the floor then: {floor_then:.0}) | {cs_then:.0} |\n\n"
+        ));
         if let [a, b, c] = per[..] {
             res.facts.instr = Some([a, b, c]);
         }
@@ -465,7 +506,12 @@ fn exec_instructions(
         got.push((name.to_string(), c));
         outs.push((name.to_string(), out));
     }
-    text.push('\n');
+    let [plain_then, cs_then] = EXEC_BEFORE;
+    text.push_str(&format!(
+        "| LD_PRELOAD=libchainsocks.so before ({BEFORE}: it needed libgcc_s.so.1; plain then: \
+         {plain_then:.0}) | {cs_then:.0} | {:+.0} |\n\n",
+        cs_then - plain_then
+    ));
     let per_fn = |name: &str| {
         outs.iter()
             .find(|(n, _)| n == name)

@@ -212,9 +212,38 @@ pub fn errno_name(e: i32) -> &'static str {
     }
 }
 
+/// What a failed getaddrinfo's `EAI_*` code means, for logs (glibc's own wording; the library
+/// does not import gai_strerror: one symbol lookup fewer at every load).
+pub fn eai_message(rc: i32) -> &'static str {
+    use libc::*;
+    match rc {
+        EAI_NONAME => "Name or service not known",
+        EAI_AGAIN => "Temporary failure in name resolution",
+        EAI_FAIL => "Non-recoverable failure in name resolution",
+        EAI_FAMILY => "ai_family not supported",
+        EAI_SOCKTYPE => "ai_socktype not supported",
+        EAI_SERVICE => "Servname not supported for ai_socktype",
+        EAI_MEMORY => "Memory allocation failure",
+        EAI_SYSTEM => "System error",
+        EAI_BADFLAGS => "Bad value for ai_flags",
+        -5 => "No address associated with hostname", // EAI_NODATA (glibc)
+        -9 => "Address family for hostname not supported", // EAI_ADDRFAMILY (glibc)
+        _ => "Unknown error",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eai_messages_are_glibcs() {
+        for rc in [-1, -2, -3, -4, -5, -6, -7, -8, -9, -10, -11, -12] {
+            // SAFETY: gai_strerror returns a static string.
+            let glibc = unsafe { std::ffi::CStr::from_ptr(libc::gai_strerror(rc)) };
+            assert_eq!(eai_message(rc), glibc.to_str().unwrap(), "EAI code {rc}");
+        }
+    }
 
     #[test]
     fn errno_table_matches_the_docs() {

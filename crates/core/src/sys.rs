@@ -3,7 +3,10 @@
 //!
 //! Owns: every syscall the dialer makes on a socket (connect, poll, send, recv, socket options,
 //! file status flags, close), each made with `libc::syscall(SYS_…)`, and the sockaddr ↔
-//! [`SocketAddr`] conversions, including the preload's connect marker (`addrlen == 113`).
+//! [`SocketAddr`] conversions, including the preload's connect marker (`addrlen == 113`); and
+//! the few others the library makes itself (fstat, stat, getpid, uname, mmap) as raw syscalls
+//! too: each libc import is a symbol lookup at load in every process the library is preloaded
+//! into.
 //! Must never: call a libc symbol the preloaded library exports or may export (connect,
 //! send*/recv*, read/write, close, getpeername, setsockopt…): that would re-enter our own hooks;
 //! allocate; or raise SIGPIPE (every send uses MSG_NOSIGNAL). Every function is
@@ -320,6 +323,84 @@ pub fn open(path: &std::ffi::CStr, flags: c_int, mode: libc::mode_t) -> Result<c
         )
     })
     .map(|fd| fd as c_int)
+}
+
+/// fstat(2).
+pub fn fstat(fd: c_int) -> Result<libc::stat, c_int> {
+    // SAFETY: all-zero bytes are a valid `stat`; the kernel fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is writable.
+    check(unsafe { libc::syscall(libc::SYS_fstat, fd as c_long, &mut st) })?;
+    Ok(st)
+}
+
+/// stat(2) of a NUL-terminated path (symbolic links followed).
+pub fn stat(path: &std::ffi::CStr) -> Result<libc::stat, c_int> {
+    // SAFETY: all-zero bytes are a valid `stat`; the kernel fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a writable stat.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_newfstatat,
+            libc::AT_FDCWD as c_long,
+            path.as_ptr(),
+            &mut st,
+            0 as c_long,
+        )
+    })?;
+    Ok(st)
+}
+
+/// getpid(2).
+pub fn getpid() -> libc::pid_t {
+    // SAFETY: no arguments.
+    unsafe { libc::syscall(libc::SYS_getpid) as libc::pid_t }
+}
+
+/// getppid(2).
+pub fn getppid() -> libc::pid_t {
+    // SAFETY: no arguments.
+    unsafe { libc::syscall(libc::SYS_getppid) as libc::pid_t }
+}
+
+/// The host name, as gethostname(3) reads it (uname(2)'s nodename).
+pub fn hostname() -> Option<Vec<u8>> {
+    // SAFETY: all-zero bytes are a valid `utsname`; the kernel fills it.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: u is writable.
+    check(unsafe { libc::syscall(libc::SYS_uname, &mut u) }).ok()?;
+    let n = u
+        .nodename
+        .iter()
+        .position(|&c| c == 0)
+        .unwrap_or(u.nodename.len());
+    Some(u.nodename.iter().take(n).map(|&c| c as u8).collect())
+}
+
+/// mmap(2) of `len` bytes at an address the kernel chooses.
+///
+/// # Safety
+/// The mmap(2) contract: `fd` and `offset` name what may be mapped with `prot` and `flags`.
+pub unsafe fn mmap(
+    len: usize,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    offset: libc::off_t,
+) -> Result<*mut u8, c_int> {
+    // SAFETY: the caller's contract; user-space addresses are never negative as c_long.
+    let r = check(unsafe {
+        libc::syscall(
+            libc::SYS_mmap,
+            std::ptr::null_mut::<u8>(),
+            len,
+            prot as c_long,
+            flags as c_long,
+            fd as c_long,
+            offset,
+        )
+    })?;
+    Ok(r as *mut u8)
 }
 
 /// getsockopt(2) into `buf`; the length the kernel reported.

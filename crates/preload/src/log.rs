@@ -17,9 +17,9 @@ static STDERR_OK: AtomicBool = AtomicBool::new(true);
 static STDERR_ID: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 
 fn fd2_identity() -> Option<(u64, u64)> {
-    // SAFETY: fstat of fd 2 into zeroed storage.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    (unsafe { libc::fstat(2, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+    chainsocks_core::sys::fstat(2)
+        .ok()
+        .map(|st| (st.st_dev, st.st_ino))
 }
 
 /// Called once from the library constructor.
@@ -67,7 +67,7 @@ impl Sink {
         }
         let line = match &self.file {
             // SAFETY: getpid cannot fail.
-            Some(_) => format!("chainsocks[{}]: {msg}\n", unsafe { libc::getpid() }),
+            Some(_) => format!("chainsocks[{}]: {msg}\n", chainsocks_core::sys::getpid()),
             None => format!("chainsocks: {msg}\n"),
         };
         let saved = sys::errno();

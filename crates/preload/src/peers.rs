@@ -118,10 +118,8 @@ static ANY: AtomicBool = AtomicBool::new(false);
 static HIGH: AtomicUsize = AtomicUsize::new(0);
 
 fn inode(fd: c_int) -> Option<u64> {
-    // SAFETY: fstat into zeroed storage.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    (unsafe { libc::fstat(fd, &mut st) } == 0 && st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
-        .then_some(st.st_ino)
+    let st = chainsocks_core::sys::fstat(fd).ok()?;
+    (st.st_mode & libc::S_IFMT == libc::S_IFSOCK).then_some(st.st_ino)
 }
 
 /// Records that the socket behind `fd`, connected to `actual`, is for the program connected to

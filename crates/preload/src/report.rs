@@ -81,7 +81,10 @@ pub fn record(e: &Event) {
     let Ok(cfg) = &st.cfg else { return };
     let Some(path) = &cfg.report_file else { return };
     // SAFETY: getpid and getppid cannot fail.
-    let (pid, ppid) = unsafe { (libc::getpid(), libc::getppid()) };
+    let (pid, ppid) = (
+        chainsocks_core::sys::getpid(),
+        chainsocks_core::sys::getppid(),
+    );
     if e.kind == Kind::Udp && e.result == "ok" && udp_seen(e, pid) {
         return;
     }

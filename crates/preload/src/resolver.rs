@@ -209,27 +209,19 @@ fn with_hosts<T>(test: impl Fn(&Hosts) -> T) -> T {
     {
         return test(h);
     }
-    // SAFETY: stat into zeroed storage.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    let key = if unsafe { libc::stat(c"/etc/hosts".as_ptr(), &mut st) } == 0 {
-        [
+    let key = match chainsocks_core::sys::stat(c"/etc/hosts") {
+        Ok(st) => [
             st.st_dev as i64,
             st.st_ino as i64,
             st.st_mtime,
             st.st_mtime_nsec,
             st.st_size,
-        ]
-    } else {
-        [0; 5]
+        ],
+        Err(_) => [0; 5],
     };
-    let mut buf = [0u8; 256];
-    // SAFETY: buf is writable for its length.
-    let hostname = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(buf.get(..end).unwrap_or(&[])).into_owned()
-    } else {
-        String::new()
-    };
+    let hostname = chainsocks_core::sys::hostname()
+        .map(|h| String::from_utf8_lossy(&h).into_owned())
+        .unwrap_or_default();
     // SAFETY: as above.
     if let Some(h) = unsafe { cur.as_ref() }
         && h.key == key

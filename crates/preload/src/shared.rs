@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicU64;
 
 use chainsocks_core::shm;
 
-use chainsocks_core::sys::errno;
+use chainsocks_core::sys;
 
 pub struct Mapping {
     ptr: *mut u8,
@@ -30,50 +30,35 @@ impl Mapping {
     /// Maps the launcher's shared-state file.
     pub fn open(path: &str) -> Result<Mapping, String> {
         let c = CString::new(path).map_err(|_| "NUL in path".to_string())?;
-        // SAFETY: open with a valid path; the fd is closed below on every path.
-        let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(format!(
+        // The fd is closed below on every path.
+        let fd = sys::open(&c, libc::O_RDWR | libc::O_CLOEXEC, 0).map_err(|e| {
+            format!(
                 "cannot open {path}: {}",
-                std::io::Error::from_raw_os_error(errno())
-            ));
-        }
-        // SAFETY: fstat on our fd into zeroed storage.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        let size = if unsafe { libc::fstat(fd, &mut st) } == 0 {
-            st.st_size as usize
-        } else {
-            0
-        };
+                std::io::Error::from_raw_os_error(e)
+            )
+        })?;
+        let size = sys::fstat(fd).map_or(0, |st| st.st_size as usize);
         let r = if size < shm::HEADER_SIZE {
             Err(format!("{path}: not a chainsocks state file"))
         } else {
             // SAFETY: mapping `size` bytes of a regular file we opened read-write.
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
+            unsafe {
+                sys::mmap(
                     size,
                     libc::PROT_READ | libc::PROT_WRITE,
                     libc::MAP_SHARED,
                     fd,
                     0,
                 )
-            };
-            if p == libc::MAP_FAILED {
-                Err(format!(
-                    "mmap {path}: {}",
-                    std::io::Error::from_raw_os_error(errno())
-                ))
-            } else {
-                Ok(Mapping {
-                    ptr: p.cast(),
-                    len: size,
-                    frozen: 0,
-                })
             }
+            .map(|ptr| Mapping {
+                ptr,
+                len: size,
+                frozen: 0,
+            })
+            .map_err(|e| format!("mmap {path}: {}", std::io::Error::from_raw_os_error(e)))
         };
-        // SAFETY: our fd.
-        unsafe { libc::close(fd) };
+        sys::close(fd);
         let mut m = r?;
         // SAFETY: the first HEADER_SIZE bytes are mapped and never written after creation.
         let head = unsafe { std::slice::from_raw_parts(m.ptr, shm::HEADER_SIZE) };
@@ -88,24 +73,18 @@ impl Mapping {
     pub fn anonymous(words: usize) -> Result<Mapping, String> {
         let len = words * 8;
         // SAFETY: anonymous mapping, no fd.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
+        let ptr = unsafe {
+            sys::mmap(
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                 -1,
                 0,
             )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(format!(
-                "mmap: {}",
-                std::io::Error::from_raw_os_error(errno())
-            ));
         }
+        .map_err(|e| format!("mmap: {}", std::io::Error::from_raw_os_error(e)))?;
         Ok(Mapping {
-            ptr: p.cast(),
+            ptr,
             len,
             frozen: 0,
         })

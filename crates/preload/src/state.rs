@@ -286,9 +286,7 @@ fn resolve_real_unmarked(host: &str, family: libc::c_int) -> Result<Vec<IpAddr>,
     // SAFETY: valid C strings, hints and out-pointer; the real function.
     let rc = unsafe { gai(node.as_ptr(), ptr::null(), &hints, &mut res) };
     if rc != 0 || res.is_null() {
-        // SAFETY: gai_strerror returns a static string.
-        let msg = unsafe { CStr::from_ptr(libc::gai_strerror(rc)) };
-        return Err(msg.to_string_lossy().into_owned());
+        return Err(chainsocks_core::error::eai_message(rc).to_string());
     }
     let mut found = Vec::new();
     let mut cur = res;

@@ -188,9 +188,7 @@ pub struct View {
 }
 
 fn inode(fd: c_int) -> Option<u64> {
-    // SAFETY: fstat into zeroed storage.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st.st_ino)
+    chainsocks_core::sys::fstat(fd).ok().map(|st| st.st_ino)
 }
 
 fn slot(fd: c_int) -> Option<&'static AtomicU64> {

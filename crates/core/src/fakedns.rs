@@ -129,21 +129,43 @@ impl<'a> FakeTable<'a> {
     /// The id of a normalized `name`, inserting it if new. `Err(TableFull)` when every id is
     /// taken (never a reuse).
     pub fn id_for(&self, name: &str) -> Result<u32, Error> {
+        self.id_for_new(name).map(|(id, _)| id)
+    }
+
+    /// [`FakeTable::id_for`], and whether this call inserted the name (took a fresh id).
+    pub fn id_for_new(&self, name: &str) -> Result<(u32, bool), Error> {
         self.find_or_insert(name.as_bytes(), true)?
             .ok_or(Error::TableFull)
     }
 
     /// The id of a normalized `name` if it is in the table.
     pub fn find(&self, name: &str) -> Option<u32> {
-        self.find_or_insert(name.as_bytes(), false).ok().flatten()
+        self.find_or_insert(name.as_bytes(), false)
+            .ok()
+            .flatten()
+            .map(|(id, _)| id)
+    }
+
+    /// The words of the slots of ids `first..first + count` (cut at the capacity): for a
+    /// caller that maps the table in ahead of the ids' first writes.
+    pub fn slots_of(&self, first: u32, count: u32) -> Option<&'a [AtomicU64]> {
+        let end = first.saturating_add(count).min(self.capacity) as usize;
+        self.slots
+            .get(first as usize * SLOT_WORDS..end * SLOT_WORDS)
+            .filter(|s| !s.is_empty())
     }
 
     /// The name behind `id`, only if it was published.
     pub fn name_of(&self, id: u32) -> Option<String> {
         let name = self.slot_name(id)?;
-        (self.find_or_insert(&name, false).ok().flatten() == Some(id))
-            .then(|| String::from_utf8(name).ok())
+        (self
+            .find_or_insert(&name, false)
+            .ok()
             .flatten()
+            .map(|(i, _)| i)
+            == Some(id))
+        .then(|| String::from_utf8(name).ok())
+        .flatten()
     }
 
     fn slot(&self, id: u32) -> Option<&'a [AtomicU64]> {
@@ -192,7 +214,8 @@ impl<'a> FakeTable<'a> {
         true
     }
 
-    fn find_or_insert(&self, name: &[u8], insert: bool) -> Result<Option<u32>, Error> {
+    /// The id of `name`, and whether this call inserted it.
+    fn find_or_insert(&self, name: &[u8], insert: bool) -> Result<Option<(u32, bool)>, Error> {
         if name.is_empty() || name.len() > MAX_NAME {
             return Ok(None);
         }
@@ -226,13 +249,13 @@ impl<'a> FakeTable<'a> {
                 };
                 let entry = (h << 32) | (id as u64 + 1);
                 match cell.compare_exchange(0, entry, Ordering::AcqRel, Ordering::Acquire) {
-                    Ok(_) => return Ok(Some(id)),
+                    Ok(_) => return Ok(Some((id, true))),
                     Err(now) => e = now,
                 }
             }
             let (tag, id1) = (e >> 32, (e & 0xffff_ffff) as u32);
             if tag == h && id1 > 0 && self.slot_is(id1 - 1, name) {
-                return Ok(Some(id1 - 1));
+                return Ok(Some((id1 - 1, false)));
             }
             pos = (pos + 1) & mask;
         }
@@ -386,6 +409,22 @@ mod tests {
             w.store(v, Ordering::Relaxed);
         }
         words
+    }
+
+    #[test]
+    fn a_name_is_new_once_and_slots_of_stays_in_the_table() {
+        let w = table(10);
+        let t = FakeTable::new(&w).unwrap();
+        assert_eq!(t.id_for_new("a.test").unwrap(), (0, true));
+        assert_eq!(t.id_for_new("b.test").unwrap(), (1, true));
+        assert_eq!(t.id_for_new("a.test").unwrap(), (0, false));
+        assert_eq!(t.slots_of(0, 2).unwrap().len(), 2 * SLOT_WORDS);
+        assert_eq!(t.slots_of(8, 5).unwrap().len(), 2 * SLOT_WORDS);
+        assert!(t.slots_of(10, 1).is_none());
+        assert!(t.slots_of(u32::MAX, u32::MAX).is_none());
+        // The slot of id 1 holds b.test's length first.
+        let s = t.slots_of(1, 1).unwrap();
+        assert_eq!(s[0].load(Ordering::Relaxed), 6);
     }
 
     #[test]

@@ -403,6 +403,21 @@ pub unsafe fn mmap(
     Ok(r as *mut u8)
 }
 
+/// Maps in (and, for shared memory, allocates) the pages of `words` for writing now, as
+/// `madvise(MADV_POPULATE_WRITE)` does (Linux 5.14+; a no-op where the kernel lacks it): one
+/// syscall instead of a write fault per page, each of which waits for that page's lock while
+/// another thread faults it.
+pub fn populate_write(words: &[std::sync::atomic::AtomicU64]) {
+    const MADV_POPULATE_WRITE: c_long = 23;
+    const PAGE: usize = 4096;
+    let start = words.as_ptr() as usize;
+    let end = start + std::mem::size_of_val(words);
+    let first = start & !(PAGE - 1);
+    let len = (end - first).div_ceil(PAGE) * PAGE;
+    // SAFETY: madvise over pages that hold `words` (mapped, ours); it changes no contents.
+    unsafe { libc::syscall(libc::SYS_madvise, first, len, MADV_POPULATE_WRITE) };
+}
+
 /// getsockopt(2) into `buf`; the length the kernel reported.
 pub fn getsockopt(fd: c_int, level: c_int, opt: c_int, buf: &mut [u8]) -> Result<usize, c_int> {
     let mut len = buf.len() as socklen_t;

@@ -1,9 +1,11 @@
 //! The [`Host`] the shared dialer runs with in the supervisor: the launch's config and shared
 //! state, the supervisor's log, report records in the name of the program that connected, the
-//! launcher's own resolver for names a rule sends direct, and plain poll waits.
+//! launcher's own resolver for names a rule sends direct, and poll waits, which also watch the
+//! listener while this thread is the receiver (and pass that role on once a connect is pending).
 //!
 //! Must never: answer for a socket it did not connect (no getpeername bookkeeping: the
-//! supervisor does not see getpeername).
+//! supervisor does not see getpeername), or wait anywhere it cannot watch the listener while it
+//! still holds the receiver's role.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Instant;

@@ -962,6 +962,22 @@ pub fn wait_sliced(
     events: i16,
     deadline: Instant,
     slice_ms: Option<c_int>,
+    between: impl FnMut() -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut p = [libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }];
+    poll_until(&mut p, deadline, slice_ms, between)
+}
+
+/// [`wait_sliced`] over several fds: returns once any of `fds` has one of its events (their
+/// `revents` say which), `Err(Timeout)` at `deadline`.
+pub fn poll_until(
+    fds: &mut [libc::pollfd],
+    deadline: Instant,
+    slice_ms: Option<c_int>,
     mut between: impl FnMut() -> Result<(), Error>,
 ) -> Result<(), Error> {
     loop {
@@ -973,12 +989,7 @@ pub fn wait_sliced(
         if let Some(slice) = slice_ms {
             ms = ms.min(slice);
         }
-        let mut p = [libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        }];
-        match sys::poll(&mut p, ms, None) {
+        match sys::poll(fds, ms, None) {
             Ok(1..) => return Ok(()),
             Ok(0) | Err(libc::EINTR | libc::EAGAIN) => {}
             Err(e) => return Err(Error::Os(e)),

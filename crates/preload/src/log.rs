@@ -66,7 +66,6 @@ impl Sink {
             return;
         }
         let line = match &self.file {
-            // SAFETY: getpid cannot fail.
             Some(_) => format!("chainsocks[{}]: {msg}\n", chainsocks_core::sys::getpid()),
             None => format!("chainsocks: {msg}\n"),
         };

@@ -80,7 +80,6 @@ pub fn record(e: &Event) {
     let st = state::get();
     let Ok(cfg) = &st.cfg else { return };
     let Some(path) = &cfg.report_file else { return };
-    // SAFETY: getpid and getppid cannot fail.
     let (pid, ppid) = (
         chainsocks_core::sys::getpid(),
         chainsocks_core::sys::getppid(),

@@ -75,14 +75,8 @@ pub fn classify(name: &CStr) -> Lookup {
     if let Some((addrs, canon)) = local_answer(&norm) {
         return Lookup::Local(addrs, canon);
     }
-    match fake.table.id_for_new(&norm) {
-        Ok((id, new)) => {
-            if new && id % PREFAULT_IDS == 0 {
-                // Map the slots of the next run of ids in now, before their first writes.
-                if let Some(words) = fake.table.slots_of(id + PREFAULT_IDS, PREFAULT_IDS) {
-                    chainsocks_core::sys::populate_write(words);
-                }
-            }
+    match fake.table.id_for(&norm) {
+        Ok(id) => {
             if st.sink.enabled(LogLevel::Debug) {
                 st.sink.log(
                     LogLevel::Debug,
@@ -111,11 +105,6 @@ pub fn classify(name: &CStr) -> Lookup {
         }
     }
 }
-
-/// Every this many new names, the slots of the next run of as many ids are mapped in ahead
-/// (about 16 pages, one syscall): threads inserting names at once then find their slots' pages
-/// mapped instead of each faulting on the same page and waiting for its lock.
-const PREFAULT_IDS: u32 = 256;
 
 /// Records a lookup in the egress report (if there is one).
 fn lookup_event(name: &str, ip: Option<IpAddr>, result: &str) {

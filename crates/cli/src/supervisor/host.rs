@@ -13,7 +13,7 @@ use std::time::Instant;
 use chainsocks_core::Error;
 use chainsocks_core::chain::Health;
 use chainsocks_core::config::{Config, LogLevel};
-use chainsocks_core::connect::{Bypass, Host, Outcome, poll_wait, udp};
+use chainsocks_core::connect::{Bypass, Host, Outcome, poll_until, poll_wait, udp};
 use chainsocks_core::report::{Event, Who, append_line, line};
 use chainsocks_core::udp::{UdpPlan, associate, plan};
 use libc::c_int;
@@ -45,31 +45,24 @@ enum Ready {
 /// Waits until `fd` has one of `events` (or an error/hangup) or the listener has a pending
 /// notification (or hung up), retrying signals, until `deadline` (then `Err(Timeout)`).
 fn wait_either(fd: c_int, events: i16, listener: c_int, deadline: Instant) -> Result<Ready, Error> {
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(Error::Timeout);
-        }
-        let ms = left.as_micros().div_ceil(1000).min(c_int::MAX as u128) as c_int;
-        let mut p = [
-            libc::pollfd {
-                fd,
-                events,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: listener,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        match chainsocks_core::sys::poll(&mut p, ms, None) {
-            Ok(1..) if p[0].revents != 0 => return Ok(Ready::Fd),
-            Ok(1..) => return Ok(Ready::Listener),
-            Ok(0) | Err(libc::EINTR | libc::EAGAIN) => {}
-            Err(e) => return Err(Error::Os(e)),
-        }
-    }
+    let mut p = [
+        libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: listener,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    poll_until(&mut p, deadline, None, || Ok(()))?;
+    Ok(if p[0].revents != 0 {
+        Ready::Fd
+    } else {
+        Ready::Listener
+    })
 }
 
 /// No health counters (the state could not be mapped): nothing is ever marked dead.

@@ -169,7 +169,8 @@ pub struct Ctx {
 
 /// Routes one supervised AF_INET/AF_INET6 connect: `fd` is our duplicate of the program's
 /// socket (same open file description: connecting it connects the program's socket), `dest`
-/// the address the program asked for, read once, `known` what triage read of the socket. Returns what the program's connect returns.
+/// the address the program asked for, read once, `known` what triage read of the socket.
+/// Returns what the program's connect returns.
 /// The decision and the dial are the shared dialer's ([`chainsocks_core::connect`]), the
 /// same as the library's; a destination that goes direct is connected here on the duplicate
 /// with the kernel's own semantics (EINPROGRESS for a non-blocking socket) — never "continue".

@@ -724,8 +724,11 @@ pub fn serve_forever(ctx: &Ctx, srv: &Servers) -> Result<(), String> {
         ctx.cs_conf(&format!("{name}-pipe"), &urls(ports, true));
         ctx.pc_conf(name, ports);
     }
+    // The SUP case's origin, for studying `hey` by hand.
+    let origin = e2e::HttpOrigin::start(vec![("/".into(), b"csbench\n".to_vec())]);
     println!(
-        "pid {} echo {} dante {} ssh {} dante {} relays {:?} -> echo relay {}\nconfigs in {}",
+        "pid {} echo {} dante {} ssh {} dante {} relays {:?} -> echo relay {} http origin {}\n\
+         configs in {}",
         std::process::id(),
         srv.echo.port(),
         srv.d1.port(),
@@ -733,6 +736,7 @@ pub fn serve_forever(ctx: &Ctx, srv: &Servers) -> Result<(), String> {
         srv.d2.port(),
         rel,
         relays.get(3).map_or(0, |r| r.port()),
+        origin.port(),
         ctx.dir.path().display()
     );
     let mut line = String::new();

@@ -219,7 +219,9 @@ fn analysis(id: &str, f: &Facts) -> String {
                  same handshake as the library on it and answers; the program's thread sleeps \
                  meanwhile, so each connect adds at least two wake-ups of another process and \
                  the syscalls of the exchange. Counted with `strace -f` of the launcher (the \
-                 same per connect): `poll`, the `NOTIF_RECV` and `NOTIF_ID_VALID` ioctls, \
+                 same per connect): the `NOTIF_RECV` ioctl (called straight away: on Linux \
+                 6.6+ it also ends once no process is left, so no `poll` precedes it), \
+                 `NOTIF_ID_VALID`, \
                  `pidfd_getfd` (the thread's pidfd is kept from its first connect), one \
                  `getsockopt` (SO_DOMAIN, which the dialer then takes as known), \
                  `process_vm_readv`, the handshake's own syscalls (its waits for the proxy \
@@ -249,7 +251,19 @@ fn analysis(id: &str, f: &Facts) -> String {
                  record -a`) put over a third of all samples in the kernel's search for a \
                  free local port (`__inet_hash_connect`: thousands of connections to one \
                  proxy address in TIME_WAIT), in hey's connects and in the launcher's alike; \
-                 the launcher's own work besides that was under 4 % of the samples.",
+                 the launcher's own work besides that was under 4 % of the samples. \
+                 Counted by hand in the same setup (`csbench --serve`, `perf record -e \
+                 sched:sched_switch -a`, one round each): per request hey's threads switched \
+                 out 4.3 times with its own client and 7.2 times under chainsocks (the \
+                 connect that blocks, the Go runtime handing the CPU of the blocked thread \
+                 over and taking it back), the launcher's threads 3.8 times (the \
+                 notification, a wait for each of dante's two replies, the receiver's role \
+                 passed on), dante's 4.7 and 5.8 times. With the handshake pipelined (one \
+                 wait for dante instead of two) the ratio stayed as low (0.84-0.93 in 4 \
+                 rounds): what is left is the Go thread blocked in `connect` until the \
+                 handshake is done, which a supervisor that answers only then (the only \
+                 answer that keeps the program's first bytes out of the handshake) cannot \
+                 avoid.",
             );
             if let Some([own, cs]) = f.hey_rps {
                 t.push_str(&format!(

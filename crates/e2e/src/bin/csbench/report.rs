@@ -430,7 +430,9 @@ fn b3_analysis(id: &str, f: &Facts) -> String {
             } else {
                 "; its unwinder is linked in (libgcc_eh), no libgcc_s.so.1; no C start files \
                  (their weak symbols and exit-time `__cxa_finalize` cost lookups in every \
-                 process) and each writable segment on its own pages"
+                 process), each writable segment on its own pages, and its calls to the \
+                 functions it exports itself (std's `close`, `read`, `write`) bound inside \
+                 it (`-Bsymbolic-functions`), not looked up"
             });
         }
         t.push('.');

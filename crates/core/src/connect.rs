@@ -96,13 +96,14 @@ pub trait Host {
     /// does not mean to interrupt with, until `deadline` (then `Err(Timeout)`);
     /// `Err(Interrupted)` when a signal that must interrupt arrived.
     fn wait(&self, fd: c_int, events: i16, deadline: Instant) -> Result<(), Error>;
-    /// A `connect` of the UDP socket `fd` to `dest`. The default applies the UDP route without
-    /// carrying datagrams: direct destinations pass, the rest is refused.
-    fn udp_connect(&self, fd: c_int, dest: SocketAddr) -> Outcome
+    /// A `connect` of the UDP socket `fd` to `dest`; `domain` is its SO_DOMAIN if the caller
+    /// read it already. The default applies the UDP route without carrying datagrams: direct
+    /// destinations pass, the rest is refused.
+    fn udp_connect(&self, fd: c_int, dest: SocketAddr, domain: Option<c_int>) -> Outcome
     where
         Self: Sized,
     {
-        let _ = fd;
+        let _ = (fd, domain);
         udp(self, dest, "connect")
     }
 }
@@ -128,7 +129,7 @@ pub fn connect_known<H: Host>(h: &H, fd: c_int, dest: SocketAddr, known: Known) 
     };
     match read(known.ty, libc::SO_TYPE) {
         Ok(libc::SOCK_STREAM) => {}
-        Ok(libc::SOCK_DGRAM) => return h.udp_connect(fd, dest),
+        Ok(libc::SOCK_DGRAM) => return h.udp_connect(fd, dest, known.domain),
         Ok(_) => return Outcome::Real(Bypass::NotStream),
         Err(_) => return Outcome::Real(Bypass::NotSocket),
     }

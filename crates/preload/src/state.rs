@@ -364,7 +364,9 @@ fn interrupted(program_mask: KernelSigset) -> bool {
 impl Host for State {
     type DialScope = SigScope;
 
-    fn udp_connect(&self, fd: libc::c_int, dest: SocketAddr) -> Outcome {
+    fn udp_connect(&self, fd: libc::c_int, dest: SocketAddr, _: Option<libc::c_int>) -> Outcome {
+        // The library's connect reads nothing before this (SO_DOMAIN is read below only where
+        // a route needs it).
         match crate::udp::connect(fd, dest) {
             None => Outcome::Real(Bypass::NotStream),
             Some(Ok(())) => Outcome::Done(Ok(0)),

@@ -157,7 +157,7 @@ impl Host for SupHost<'_> {
     /// association and connects the program's socket to its UDP hub, which frames the
     /// program's plain datagrams (the program cannot). Direct destinations: the kernel's
     /// connect on the duplicate. Refusals: as the library's.
-    fn udp_connect(&self, fd: c_int, dest: SocketAddr) -> Outcome {
+    fn udp_connect(&self, fd: c_int, dest: SocketAddr, domain: Option<c_int>) -> Outcome {
         self.role.hand_over();
         let cfg = &self.ctx.cfg;
         let (plan, _) = plan(self, cfg, dest);
@@ -197,7 +197,11 @@ impl Host for SupHost<'_> {
         let Some(hub_addr) = hub.addr() else {
             return Outcome::Done(Err(Error::Os(libc::ENETUNREACH)));
         };
-        let domain = chainsocks_core::sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN);
+        // Triage read it (the dialer passes it on); read here only for a caller that did not.
+        let domain = domain.map_or_else(
+            || chainsocks_core::sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN),
+            Ok,
+        );
         let to = match (domain, hub_addr.ip()) {
             (Ok(libc::AF_INET6), IpAddr::V4(v4)) => {
                 SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), hub_addr.port())

@@ -117,12 +117,14 @@ impl Plan {
                 b2_runs: 3,
                 // B3's and SUP's effects (a few % of an exec, tens of µs of a connect) are
                 // near the rounds' spread on a shared VM: more rounds steady the medians.
-                b3_runs: 11,
+                b3_runs: 15,
                 // New names must fit the fake-DNS table (131,070 per launch); 2,000 per thread
                 // keeps thread start-up and exit a small share of a run.
                 b4_one: 128_000,
                 b4_many: 128_000,
-                b4_runs: 5,
+                // A run lasts a few tenths of a second, so one stall of the VM moves a single
+                // round's scaling by ±0.4 (seen: 0.89-1.79): more rounds.
+                b4_runs: 9,
                 // B5's ratio is 1.00 but for the pairs' noise, and SUP's and hey's are within
                 // their rounds' spread of the targets: more rounds, steadier medians (about a
                 // minute more in all).

@@ -365,8 +365,8 @@ impl Host for State {
     type DialScope = SigScope;
 
     fn udp_connect(&self, fd: libc::c_int, dest: SocketAddr, _: Option<libc::c_int>) -> Outcome {
-        // The library's connect reads nothing before this (SO_DOMAIN is read below only where
-        // a route needs it).
+        // The library's connect has read only SO_TYPE by here (the domain is always None);
+        // udp::connect reads SO_DOMAIN only where a route needs it.
         match crate::udp::connect(fd, dest) {
             None => Outcome::Real(Bypass::NotStream),
             Some(Ok(())) => Outcome::Done(Ok(0)),

@@ -80,41 +80,34 @@ impl Notif {
 /// The listener and the ioctls on it.
 pub struct Listener {
     fd: OwnedFd,
-    /// `NOTIF_RECV` is called without a `poll` first (see [`Listener::sync_wake_up`]).
-    direct: std::sync::atomic::AtomicBool,
+    /// `NOTIF_RECV` is called without a `poll` first (see [`Listener::new`]).
+    direct: bool,
 }
 
 impl Listener {
-    pub fn new(fd: OwnedFd) -> Listener {
-        Listener {
-            fd,
-            direct: std::sync::atomic::AtomicBool::new(false),
-        }
-    }
-
-    fn raw(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-
-    /// Asks the kernel to wake us on the CPU of the notifying thread (a notification round
-    /// trip: about 5 µs instead of about 20 µs here). Harmless when the kernel lacks it.
+    /// Takes the listener and asks the kernel to wake us on the CPU of the notifying thread (a
+    /// notification round trip: about 5 µs instead of about 20 µs here; harmless when the
+    /// kernel lacks it).
     ///
     /// A kernel that has it (6.6+) also ends a blocking `NOTIF_RECV` once no process is left
     /// under the filter (its waiters are woken with the filter's users at zero, and the call
     /// returns ENOENT); older kernels leave such a call asleep. So with it the receiver calls
     /// `NOTIF_RECV` straight away, one syscall per notification instead of `poll` + ioctl.
-    pub fn sync_wake_up(&self) -> bool {
+    pub fn new(fd: OwnedFd) -> Listener {
         const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
         // SAFETY: an ioctl on our listener with a u64 by value.
-        let ok = unsafe {
+        let direct = unsafe {
             libc::ioctl(
-                self.raw(),
+                fd.as_raw_fd(),
                 libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
                 SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
             ) == 0
         };
-        self.direct.store(ok, Ordering::Relaxed);
-        ok
+        Listener { fd, direct }
+    }
+
+    fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 
     /// Whether the listener is finished: POLLHUP without POLLIN (no process left under the
@@ -135,7 +128,7 @@ impl Listener {
     /// Waits for the next notification. `Ok(None)`: nothing to handle this time (the notifying
     /// thread died first, or a signal); `Err`: the listener is finished (no process left).
     fn recv(&self) -> Result<Option<Notif>, c_int> {
-        let direct = self.direct.load(Ordering::Relaxed);
+        let direct = self.direct;
         if !direct {
             match self.finished(-1) {
                 Err(libc::EINTR) => return Ok(None),

@@ -37,13 +37,23 @@ static ALLOC: alloc::SignalSafeAlloc = alloc::SignalSafeAlloc::new();
 
 /// The library constructor: note whether fd 2 is open, and (without the launcher) map the
 /// fake-DNS table so that fork children share it whenever they fork. Nothing else: programs
-/// that never connect must pay (almost) nothing.
-extern "C" fn init() {
+/// that never connect must pay (almost) nothing, so it calls no libc function (the first call
+/// into one of libc's pages costs a page fault in every process). glibc calls `.init_array`
+/// functions with `(argc, argv, envp)`; elsewhere they get nothing, and the environment is
+/// read with getenv.
+extern "C" fn init(
+    _argc: libc::c_int,
+    _argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+) {
     // Real functions are resolved on first use (see real.rs): nothing to pay at load.
     log::init();
-    state::map_standalone_table();
+    let envp = cfg!(all(target_os = "linux", target_env = "gnu")).then_some(envp);
+    // SAFETY: glibc's envp: the environment's NULL-terminated array.
+    unsafe { state::map_standalone_table_at_load(envp) };
 }
 
 #[used]
 #[unsafe(link_section = ".init_array")]
-static INIT: extern "C" fn() = init;
+static INIT: extern "C" fn(libc::c_int, *const *const libc::c_char, *const *const libc::c_char) =
+    init;

@@ -22,9 +22,9 @@ fn fd2_identity() -> Option<(u64, u64)> {
         .map(|st| (st.st_dev, st.st_ino))
 }
 
-/// Called once from the library constructor.
+/// Called once from the library constructor (no libc call: see `sys::fstat_at_load`).
 pub fn init() {
-    match fd2_identity() {
+    match sys::fstat_at_load(2).ok().map(|st| (st.st_dev, st.st_ino)) {
         Some((dev, ino)) => {
             STDERR_ID[0].store(dev, Ordering::Relaxed);
             STDERR_ID[1].store(ino, Ordering::Relaxed);

@@ -188,7 +188,55 @@ fn fake_table(cfg: &Config, mapping: Option<&'static Mapping>) -> Result<Fake, S
 /// shared state is what spans exec).
 static STANDALONE: AtomicPtr<Mapping> = AtomicPtr::new(ptr::null_mut());
 
-/// Called by the constructor: maps the standalone table unless the launcher's state is there.
+/// Called by the constructor with the environment glibc passes it (`None` where the C library
+/// passes none): maps the standalone table unless the launcher's state is named there. Reading
+/// `envp` itself keeps libc's `getenv` (and its page) out of every process that never connects.
+///
+/// # Safety
+/// `envp`, when given, is a NULL-terminated array of NUL-terminated strings.
+pub unsafe fn map_standalone_table_at_load(envp: Option<*const *const libc::c_char>) {
+    let launched = match envp {
+        // SAFETY: the caller's contract.
+        Some(envp) => unsafe { env_in(envp, shm::ENV) },
+        None => env_is_set(shm::ENV),
+    };
+    if !launched {
+        map_standalone_table();
+    }
+}
+
+/// Whether `envp` sets `name` to a non-empty value (the first entry for it, as getenv reads).
+///
+/// # Safety
+/// `envp` is null or a NULL-terminated array of NUL-terminated strings.
+unsafe fn env_in(envp: *const *const libc::c_char, name: &str) -> bool {
+    if envp.is_null() {
+        return false;
+    }
+    let name = name.as_bytes();
+    let mut i = 0;
+    loop {
+        // SAFETY: within the NULL-terminated array.
+        let entry = unsafe { *envp.add(i) };
+        if entry.is_null() {
+            return false;
+        }
+        // SAFETY: a NUL-terminated string; the comparison stops at its NUL.
+        let matched = name
+            .iter()
+            .enumerate()
+            .all(|(k, &b)| unsafe { *entry.add(k) } as u8 == b);
+        // SAFETY: when matched, the name's bytes (no NUL among them) were the entry's, so the
+        // entry goes on at least to the byte after them.
+        if matched && unsafe { *entry.add(name.len()) } as u8 == b'=' {
+            // SAFETY: as above, the value's first byte or its NUL.
+            return unsafe { *entry.add(name.len() + 1) } != 0;
+        }
+        i += 1;
+    }
+}
+
+/// Maps the standalone table unless the launcher's state is named in the environment.
 pub fn map_standalone_table() {
     if env_is_set(shm::ENV) {
         return;
@@ -436,5 +484,42 @@ impl Host for State {
             }),
             None => wait_sliced(fd, events, deadline, None, || Ok(())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::env_in;
+    use std::ffi::CString;
+
+    fn envp_of(entries: &[&str]) -> (Vec<CString>, Vec<*const libc::c_char>) {
+        let owned: Vec<CString> = entries.iter().map(|e| CString::new(*e).unwrap()).collect();
+        let mut ptrs: Vec<*const libc::c_char> = owned.iter().map(|c| c.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        (owned, ptrs)
+    }
+
+    #[test]
+    fn env_in_reads_envp_as_getenv_would() {
+        let cases: &[(&[&str], bool)] = &[
+            (&[], false),
+            (&["CHAINSOCKS_SHM=/x"], true),
+            (&["PATH=/bin", "CHAINSOCKS_SHM=/dev/shm/a"], true),
+            (&["CHAINSOCKS_SHM="], false),
+            (&["CHAINSOCKS_SHM"], false),
+            (&["CHAINSOCKS_SH=/x", "XCHAINSOCKS_SHM=/x"], false),
+            (&["CHAINSOCKS_SHMX=/x"], false),
+            // getenv answers with the first entry of a name.
+            (&["CHAINSOCKS_SHM=", "CHAINSOCKS_SHM=/x"], false),
+            (&["CHAINSOCKS_SHM=/x", "CHAINSOCKS_SHM="], true),
+        ];
+        for (entries, want) in cases {
+            let (_owned, ptrs) = envp_of(entries);
+            // SAFETY: a NULL-terminated array of NUL-terminated strings that outlive the call.
+            let got = unsafe { env_in(ptrs.as_ptr(), "CHAINSOCKS_SHM") };
+            assert_eq!(got, *want, "{entries:?}");
+        }
+        // SAFETY: null is accepted.
+        assert!(!unsafe { env_in(std::ptr::null(), "CHAINSOCKS_SHM") });
     }
 }

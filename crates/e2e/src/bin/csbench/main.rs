@@ -473,6 +473,9 @@ pub struct Facts {
     /// B3's paired breakdown, µs per exec of /bin/true above plain: [libchainsocks.so, an
     /// empty library].
     pub b3_paired: Option<[f64; 2]>,
+    /// B3's paired breakdown: the load-time twin's µs per exec above plain, how many symbol
+    /// imports and relative relocations it has (libchainsocks.so's), and plain's µs per exec.
+    pub b3_twin: Option<(f64, usize, usize, f64)>,
     /// Syscalls per getaddrinfo+freeaddrinfo: (name, [chainsocks new name, real /etc/hosts]).
     pub lookup_syscalls: Vec<(String, [f64; 2])>,
     /// B4's CPU-bound calibration, 64 threads ÷ 1 thread.

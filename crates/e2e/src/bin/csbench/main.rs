@@ -460,6 +460,9 @@ pub struct Facts {
     /// libchainsocks.so's relocations: relative, symbol lookups at load (GLOB_DAT and the
     /// like), PLT slots bound on first call.
     pub lib_relocs: Option<[usize; 3]>,
+    /// libchainsocks.so's loadable segments (PT_LOAD): each an `mmap` in every exec; and
+    /// whether its read-only data is mapped executable (GNU ld `-z noseparate-code`).
+    pub lib_loads: Option<(usize, bool)>,
     /// Where the loader's added instructions go: (function, instructions added per exec of
     /// /bin/true with libchainsocks.so preloaded, against plain), largest first.
     pub loader_top: Vec<(String, f64)>,

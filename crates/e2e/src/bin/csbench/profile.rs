@@ -270,6 +270,38 @@ fn elf_facts(ctx: &Ctx, res: &mut Results, text: &mut String) {
              bound at load (GOT), {plt} PLT slots bound on first call."
         ));
     }
+    // Program headers (`readelf -l`): each PT_LOAD is an mmap at every load.
+    if let Ok(o) = std::process::Command::new("readelf")
+        .args(["-l", "-W"])
+        .arg(&lib)
+        .output()
+    {
+        let out = String::from_utf8_lossy(&o.stdout);
+        let loads: Vec<&str> = out
+            .lines()
+            .filter(|l| l.trim_start().starts_with("LOAD "))
+            .collect();
+        // A segment that is executable and starts at file offset 0 holds the headers and the
+        // read-only data too (no separate code).
+        let merged = loads.iter().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1).is_some_and(|o| {
+                o.trim_start_matches("0x")
+                    .trim_start_matches('0')
+                    .is_empty()
+            }) && l.contains(" R E ")
+        });
+        res.facts.lib_loads = Some((loads.len(), merged));
+        text.push_str(&format!(
+            " Loadable segments (`readelf -l`): {}{}.",
+            loads.len(),
+            if merged {
+                " (read-only data and code in one)"
+            } else {
+                ""
+            }
+        ));
+    }
     text.push_str("\n\n");
 }
 

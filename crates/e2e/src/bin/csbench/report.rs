@@ -433,10 +433,22 @@ fn b3_analysis(id: &str, f: &Facts) -> String {
             } else {
                 "; its unwinder is linked in (libgcc_eh), no libgcc_s.so.1; no C start files \
                  (their weak symbols and exit-time `__cxa_finalize` cost lookups in every \
-                 process), each writable segment on its own pages, and its calls to the \
-                 functions it exports itself (std's `close`, `read`, `write`) bound inside \
-                 it (`-Bsymbolic-functions`), not looked up"
+                 process), and its calls to the functions it exports itself (std's \
+                 `close`, `read`, `write`) bound inside it (`-Bsymbolic-functions`), not \
+                 looked up"
             });
+        }
+        if let Some((n, merged)) = f.lib_loads {
+            t.push_str(&format!(
+                "; {n} loadable segments, each an `mmap` in every exec"
+            ));
+            if merged {
+                t.push_str(
+                    " (GNU ld `-z noseparate-code`: headers, read-only data and code in one, \
+                     RELRO and data in the other, where rustc's default lld makes four; \
+                     read-only data is then mapped executable, RELRO is kept)",
+                );
+            }
         }
         t.push('.');
     }

@@ -483,10 +483,10 @@ fn debian_package_has_binary_man_page_completions_and_works() {
         T,
     );
     assert_eq!(stdout(&o).trim(), "chainsocks");
-    let man = root.join("usr/share/man/man1/chainsocks.1");
+    let man = root.join("usr/share/man/man1/chainsocks.1.gz");
     for f in [
         "usr/bin/chainsocks",
-        "usr/share/man/man1/chainsocks.1",
+        "usr/share/man/man1/chainsocks.1.gz",
         "usr/share/bash-completion/completions/chainsocks",
         "usr/share/zsh/vendor-completions/_chainsocks",
         "usr/share/fish/vendor_completions.d/chainsocks.fish",
@@ -496,9 +496,17 @@ fn debian_package_has_binary_man_page_completions_and_works() {
         assert!(root.join(f).is_file(), "{f} missing from the package");
     }
     let bin = root.join("usr/bin/chainsocks");
-    // The packaged man page is the one the binary prints.
+    // The packaged man page is the one the binary prints, compressed as Debian policy wants
+    // (`gzip -9n`: maximum compression, no file name or time stamp in the header).
     let page = run(Command::new(&bin).arg("--man-page"), T);
-    assert_eq!(std::fs::read(&man).unwrap(), page.stdout);
+    let gz = std::fs::read(&man).unwrap();
+    assert!(gz.len() > 10 && gz[..2] == [0x1f, 0x8b], "not gzip");
+    assert_eq!(gz[4..8], [0, 0, 0, 0], "a time stamp in the gzip header");
+    assert_eq!(gz[3] & 0x08, 0, "a file name in the gzip header");
+    assert_eq!(gz[8], 2, "not compressed with -9 (XFL)");
+    let o = run(Command::new("gzip").arg("-dc").arg(&man), T);
+    assert!(o.status.success(), "gzip -dc: {}", show(&o));
+    assert_eq!(o.stdout, page.stdout);
     // The example config is valid as it stands.
     let example = root.join("usr/share/doc/chainsocks/examples/chainsocks.toml");
     let o = run(

@@ -19,7 +19,9 @@
 //!   `__dso_handle` weakly: without crtbeginS it is null, and glibc then counts thread-local
 //!   destructors against the main program, which only matters to a `dlclose` (a preloaded
 //!   library is never unloaded). The unwinder finds frames through PT_GNU_EH_FRAME, which does
-//!   not need crtendS's end marker.
+//!   not need crtendS's end marker. Without them `.init` is empty, and the constructor's code
+//!   goes there (`chainsocks_nostartfiles`, lib.rs): next to the headers, no page fault of its
+//!   own.
 //! - Linked by GNU ld (`-fuse-ld=bfd`, where the C compiler has it) with `-z noseparate-code`:
 //!   two loadable segments, one read-execute (headers, symbol tables, read-only data and code)
 //!   and one read-write (the RELRO part, then `.data`, `.got.plt`, `.bss`), where rustc's
@@ -43,12 +45,15 @@
 use std::process::Command;
 
 fn main() {
+    println!("cargo::rustc-check-cfg=cfg(chainsocks_nostartfiles)");
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,lazy");
     let var = |k: &str| std::env::var(k).unwrap_or_default();
     if var("CARGO_CFG_TARGET_OS") != "linux" || var("CARGO_CFG_TARGET_ENV") != "gnu" {
         return;
     }
     println!("cargo:rustc-cdylib-link-arg=-nostartfiles");
+    // lib.rs places the constructor in `.init`, which only start files would otherwise fill.
+    println!("cargo:rustc-cfg=chainsocks_nostartfiles");
     println!("cargo:rustc-cdylib-link-arg=-Wl,-Bsymbolic-functions");
     // Cargo names the configured linker to build scripts; rustc's default is `cc`.
     let linker = std::env::var("RUSTC_LINKER").unwrap_or_else(|_| "cc".into());

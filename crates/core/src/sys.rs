@@ -334,6 +334,13 @@ pub fn fstat(fd: c_int) -> Result<libc::stat, c_int> {
     Ok(st)
 }
 
+/// The inode of the socket behind `fd` (what tells a socket from a later one on the same fd
+/// number); `None` if `fd` is closed or not a socket.
+pub fn socket_inode(fd: c_int) -> Option<u64> {
+    let st = fstat(fd).ok()?;
+    (st.st_mode & libc::S_IFMT == libc::S_IFSOCK).then_some(st.st_ino)
+}
+
 /// fstat(2) made with the `syscall` instruction itself, not libc's `syscall()`: for the
 /// library's constructor, which runs in every process it is preloaded into, most of which never
 /// call into libc's pages it would touch (a page fault at the first touch). With reading the

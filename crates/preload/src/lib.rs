@@ -45,10 +45,14 @@ static ALLOC: alloc::SignalSafeAlloc = alloc::SignalSafeAlloc::new();
 /// Its code sits in `.init`, which linkers place before `.plt` and `.text`: within the 64 KiB
 /// around the ELF headers that the kernel maps in on the loader's first read of them
 /// (fault-around), so running it costs no page fault of its own (about 3 µs per exec of
-/// /bin/true, measured in pairs). Only when the build passes `-nostartfiles` (build.rs sets
-/// `chainsocks_nostartfiles` then): with the C start files, `.init` holds `_init`'s prologue
-/// and epilogue, which must not enclose another function.
-#[cfg_attr(chainsocks_nostartfiles, unsafe(link_section = ".init"))]
+/// /bin/true, measured in pairs). Only when the library is linked with `-nostartfiles`
+/// (build.rs sets `chainsocks_nostartfiles` then; the unit tests' executable links the C
+/// start files all the same): with them, `.init` holds `_init`'s prologue and epilogue, which
+/// must not enclose another function.
+#[cfg_attr(
+    all(chainsocks_nostartfiles, not(test)),
+    unsafe(link_section = ".init")
+)]
 extern "C" fn init(
     _argc: libc::c_int,
     _argv: *const *const libc::c_char,

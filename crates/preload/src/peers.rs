@@ -18,6 +18,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 
+use chainsocks_core::sys::socket_inode as inode;
 use libc::c_int;
 
 const SLOTS: usize = 1 << 16;
@@ -116,11 +117,6 @@ impl Addr {
 static ANY: AtomicBool = AtomicBool::new(false);
 /// One past the highest fd ever recorded: the part of the table a scan reads.
 static HIGH: AtomicUsize = AtomicUsize::new(0);
-
-fn inode(fd: c_int) -> Option<u64> {
-    let st = chainsocks_core::sys::fstat(fd).ok()?;
-    (st.st_mode & libc::S_IFMT == libc::S_IFSOCK).then_some(st.st_ino)
-}
 
 /// Records that the socket behind `fd`, connected to `actual`, is for the program connected to
 /// `asked`.

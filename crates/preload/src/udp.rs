@@ -23,6 +23,7 @@ use chainsocks_core::proto::Dest;
 use chainsocks_core::proto::socks5::WireAddr;
 use chainsocks_core::report::{Event, Kind};
 use chainsocks_core::sys;
+use chainsocks_core::sys::socket_inode as inode;
 use chainsocks_core::udp::{self, MAX_HEADER, UdpPlan};
 use libc::c_int;
 
@@ -185,10 +186,6 @@ pub struct View {
     pub connected: Option<SocketAddr>,
     ptr: usize,
     era: u64,
-}
-
-fn inode(fd: c_int) -> Option<u64> {
-    chainsocks_core::sys::fstat(fd).ok().map(|st| st.st_ino)
 }
 
 fn slot(fd: c_int) -> Option<&'static AtomicU64> {

@@ -29,9 +29,14 @@
 //!   exec, about 7-11 us per exec of /bin/true measured in pairs (docs/benchmarks.md, B3).
 //!   The price, decided explicitly: the library's read-only data is mapped executable, as every
 //!   library was before binutils 2.31 made separate code the default (more bytes an exploit of
-//!   the host program could use as gadgets; no writable byte becomes executable). RELRO stays:
-//!   `-z norelro` measured 16 us per exec faster still, but would leave the GOT through which
-//!   the library calls libc, and its vtables, writable in every host process. Where the
+//!   the host program could use as gadgets; no writable byte becomes executable); and GNU ld
+//!   lays the code out differently (cold functions grouped first), so a process that connects
+//!   maps about 100 KiB more of the library's file pages (VmHWM of the B1 client, 3 runs: ~3030
+//!   against ~2930 KiB; page cache shared by every process, not private memory; lld with the
+//!   segments merged the same way, `--no-rosegment`, maps no more but saves only 2 us).
+//!   RELRO stays: `-z norelro` measured 16 us per exec faster still, but would leave the GOT
+//!   through which the library calls libc, and its vtables, writable in every host process.
+//!   Where the
 //!   compiler has no GNU ld, lld keeps each loadable segment on pages of its own
 //!   (`-z separate-loadable-segments`: `.data`, `.got.plt` and the start of `.bss` then share
 //!   one page, where they straddled two, each a copy-on-write fault in every process).

@@ -329,6 +329,85 @@ fn unwinder_is_private(lib: &Path) {
     assert!(exported.is_empty(), "{exported:?}");
 }
 
+/// The released library's program headers (crates/preload/build.rs): RELRO kept, no segment
+/// both writable and executable, no text relocations; where the C compiler links with GNU ld,
+/// two loadable segments (read-execute, read-write: two `mmap`s at every exec) and the
+/// constructor's code in `.init`, next to the headers.
+fn load_layout_is_hardened(lib: &Path) {
+    let Some(readelf) = require("readelf") else {
+        return;
+    };
+    let o = run(
+        Command::new(&readelf)
+            .args(["-l", "-d", "-S", "-W"])
+            .arg(lib),
+        T,
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let out = stdout(&o);
+    let loads: Vec<&str> = out
+        .lines()
+        .filter(|l| l.trim_start().starts_with("LOAD "))
+        .collect();
+    assert!(out.contains("GNU_RELRO"), "no RELRO: {out}");
+    assert!(!out.contains("TEXTREL"), "text relocations: {out}");
+    assert!(
+        loads
+            .iter()
+            .all(|l| !(l.contains(" RW") && l.contains('E'))),
+        "a writable and executable segment: {loads:?}"
+    );
+    let gnu_ld = Command::new("cc")
+        .args(["-fuse-ld=bfd", "-Wl,--version"])
+        .output()
+        .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"GNU ld"));
+    if gnu_ld {
+        assert_eq!(loads.len(), 2, "{loads:?}");
+        // `.init` holds the constructor only (no start files: no DT_INIT to call it twice),
+        // and `.init_array` points into it.
+        assert!(!out.contains("(INIT)"), "DT_INIT present: {out}");
+        // (address, size) of a section, from `readelf -S -W`.
+        let section = |name: &str, kind: &str| {
+            let line = out
+                .lines()
+                .find(|l| l.contains(&format!(" {name} ")) && l.contains(kind))
+                .unwrap_or_else(|| panic!("no {name} section: {out}"));
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let pos = f.iter().position(|x| *x == kind).unwrap();
+            let hex = |x: &str| u64::from_str_radix(x, 16).unwrap();
+            (hex(f[pos + 1]), hex(f[pos + 3]))
+        };
+        let (start, size) = section(".init", "PROGBITS");
+        let (_, array_size) = section(".init_array", "INIT_ARRAY");
+        let o = run(
+            Command::new(readelf).args(["-x", ".init_array"]).arg(lib),
+            T,
+        );
+        // Hex dump lines: address, up to four words of 4 bytes, then the same bytes as text
+        // (which the section's size cuts off).
+        let mut bytes: Vec<u8> = stdout(&o)
+            .lines()
+            .filter(|l| l.trim_start().starts_with("0x"))
+            .flat_map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>())
+            .filter(|w| w.len() == 8 && w.chars().all(|c| c.is_ascii_hexdigit()))
+            .flat_map(|w| {
+                (0..4)
+                    .map(|i| u8::from_str_radix(&w[2 * i..2 * i + 2], 16).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        bytes.truncate(usize::try_from(array_size).unwrap());
+        let ptrs: Vec<u64> = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert!(
+            ptrs.iter().any(|p| (start..start + size).contains(p)),
+            "no constructor in .init ({start:#x}+{size:#x}): {ptrs:x?}"
+        );
+    }
+}
+
 #[test]
 fn print_lib_path_with_plain_ld_preload_proxies_curl() {
     let Some(net) = Net::start() else { return };
@@ -340,6 +419,7 @@ fn print_lib_path_with_plain_ld_preload_proxies_curl() {
     let lib = PathBuf::from(stdout(&o).trim_end());
     assert_eq!(lib, cached_library(&home.join(".cache/chainsocks")));
     unwinder_is_private(&lib);
+    load_layout_is_hardened(&lib);
     let conf = home.write(
         "chain.toml",
         format!("proxy = [\"socks5h://127.0.0.1:{}\"]\n", net.dante.port()),

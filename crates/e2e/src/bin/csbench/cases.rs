@@ -150,6 +150,18 @@ const PAIRED_EXECS: usize = 2000;
 /// Issue 15's B3 target: the library's exec ÷ plain.
 pub const B3_TARGET: f64 = 1.10;
 
+/// A copy of `lib` in the benchmark's directory, so that every library preloaded in B3 was
+/// written the same way: the same file as a linker wrote it measured ~10 µs per exec slower
+/// than a `cp` of it here (the page cache holds them in different folios), which is more than
+/// some differences these rows show. The original if it cannot be copied.
+fn copied(ctx: &Ctx, lib: &std::path::Path, name: &str) -> PathBuf {
+    let to = ctx.dir.join(&format!("b3-{name}.so"));
+    match std::fs::copy(lib, &to) {
+        Ok(_) => to,
+        Err(_) => lib.to_path_buf(),
+    }
+}
+
 /// The breakdown's variant built by [`load_twin_lib`].
 const TWIN: &str = "the empty C library plus libchainsocks.so's load-time relocations";
 
@@ -159,22 +171,23 @@ const TWIN: &str = "the empty C library plus libchainsocks.so's load-time reloca
 /// load from elsewhere cancels out of the per-turn ratios. The library's part of B3 without
 /// `sh`'s forks and the launcher.
 fn b3_paired(ctx: &Ctx, lib: &std::path::Path, res: &mut Results) -> Result<(), String> {
+    let path = |p: PathBuf| p.to_string_lossy().into_owned();
     let mut variants: Vec<(&str, String)> = vec![
         ("plain", "-".into()),
         (
             "libchainsocks.so (as under the launcher)",
-            lib.to_string_lossy().into_owned(),
+            path(copied(ctx, lib, "chainsocks")),
         ),
     ];
     if let Some(e) = empty_lib(ctx) {
-        variants.push(("an empty C library", e.to_string_lossy().into_owned()));
+        variants.push(("an empty C library", path(copied(ctx, &e, "empty"))));
     }
     let twin = load_twin_lib(ctx, lib);
     if let Some((t, _, _)) = &twin {
-        variants.push((TWIN, t.to_string_lossy().into_owned()));
+        variants.push((TWIN, path(copied(ctx, t, "twin"))));
     }
     if let Some(p) = proxychains_lib() {
-        variants.push(("libproxychains.so.4", p.to_string_lossy().into_owned()));
+        variants.push(("libproxychains.so.4", path(copied(ctx, &p, "proxychains"))));
     }
     eprintln!(
         "B3 paired breakdown: /bin/true × {PAIRED_EXECS} per variant, {} variants in turn",
@@ -277,10 +290,14 @@ pub fn b3(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
         ("chainsocks", Via::CsNoSupervisor(conf.clone()), None),
         ("chainsocks supervised", Via::Cs(conf), None),
         ("proxychains4", ctx.pc_conf("B3", &one), None),
-        ("preload lib", Via::Plain, Some(lib.clone())),
+        (
+            "preload lib",
+            Via::Plain,
+            Some(copied(ctx, &lib, "chainsocks")),
+        ),
     ];
     if let Some(e) = empty_lib(ctx) {
-        variants.push(("preload empty", Via::Plain, Some(e)));
+        variants.push(("preload empty", Via::Plain, Some(copied(ctx, &e, "empty"))));
     }
     let mut t: Series = BTreeMap::new();
     let mut cpu: Series = BTreeMap::new();

@@ -9,9 +9,9 @@
 //!    this build) and a manifest generated from `shim/Cargo.toml.in`, release when this build
 //!    is release. The launcher embeds the bytes (`embedded.rs`), with their
 //!    SHA-256 in `CHAINSOCKS_LIB_SHA256`.
-//! 2. The man page (also gzipped, for the Debian package) and shell completions (from the same
-//!    clap definition as the binary), written to `target/<profile>/chainsocks-assets/`, where cargo-deb's
-//!    `target/release/` asset paths find them.
+//! 2. The man page (also gzipped, for the Debian package) and shell completions (from the
+//!    same clap definition as the binary), written to `target/<profile>/chainsocks-assets/`,
+//!    where cargo-deb's `target/release/` asset paths find them.
 //!
 //! Must never: write into the source tree; let this build's flags, profile, features or target
 //! dir leak into the inner build (the `CARGO_*` and `RUSTFLAGS` variables are scrubbed, except
@@ -273,29 +273,20 @@ fn write_assets(out: &Path) -> Result<(), String> {
         ("_chainsocks", manual::completions(Shell::Zsh)),
         ("chainsocks.fish", manual::completions(Shell::Fish)),
     ];
-    for (name, bytes) in &files {
-        write_if_changed(&dir.join(name), bytes)
+    for (name, bytes) in files {
+        write_if_changed(&dir.join(name), &bytes)
             .map_err(|e| format!("{}: {e}", dir.join(name).display()))?;
     }
     // Debian policy wants man pages compressed with `gzip -9n` (no name, no time stamp: the
     // same bytes every build), and cargo-deb compresses only assets it did not build (those
     // under target/ count as built).
     let gz = dir.join("chainsocks.1.gz");
-    let page = &files[0].1;
-    let mut child = Command::new("gzip")
+    let o = Command::new("gzip")
         .args(["-9n", "-c"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
+        .arg(dir.join("chainsocks.1"))
+        .output()
         .map_err(|e| format!("gzip: {e}"))?;
-    let mut stdin = child.stdin.take().ok_or("gzip: no stdin")?;
-    let page_bytes = page.clone();
-    let feeder = std::thread::spawn(move || stdin.write_all(&page_bytes));
-    let o = child.wait_with_output().map_err(|e| format!("gzip: {e}"))?;
-    let fed = feeder
-        .join()
-        .map_err(|_| "gzip: writer panicked".to_string())?;
-    if !o.status.success() || fed.is_err() {
+    if !o.status.success() {
         return Err(format!("gzip -9n: {}", o.status));
     }
     write_if_changed(&gz, &o.stdout).map_err(|e| format!("{}: {e}", gz.display()))?;

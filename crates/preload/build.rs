@@ -38,8 +38,7 @@
 //!   exec slower than a `cp` of the same file (the page cache's folios differ).
 //!   RELRO stays: `-z norelro` measured 16 us per exec faster still, but would leave the GOT
 //!   through which the library calls libc, and its vtables, writable in every host process.
-//!   Where the
-//!   compiler has no GNU ld, lld keeps each loadable segment on pages of its own
+//!   Where the compiler has no GNU ld, lld keeps each loadable segment on pages of its own
 //!   (`-z separate-loadable-segments`: `.data`, `.got.plt` and the start of `.bss` then share
 //!   one page, where they straddled two, each a copy-on-write fault in every process).
 //! - References to its own exported functions bind inside the library (`-Bsymbolic-functions`):

@@ -153,9 +153,13 @@ pub const B3_TARGET: f64 = 1.10;
 /// A copy of `lib` in the benchmark's directory, so that every library preloaded in B3 was
 /// written the same way: the same file as a linker wrote it measured ~10 µs per exec slower
 /// than a `cp` of it here (the page cache holds them in different folios), which is more than
-/// some differences these rows show. The original if it cannot be copied.
+/// some differences these rows show. Copied once per run (B3's rounds and its breakdown
+/// preload the same copy); the original if it cannot be copied.
 fn copied(ctx: &Ctx, lib: &std::path::Path, name: &str) -> PathBuf {
     let to = ctx.dir.join(&format!("b3-{name}.so"));
+    if to.is_file() {
+        return to;
+    }
     match std::fs::copy(lib, &to) {
         Ok(_) => to,
         Err(_) => lib.to_path_buf(),

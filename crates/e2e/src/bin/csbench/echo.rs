@@ -59,11 +59,23 @@ pub struct Variant {
     pub peer: IpAddr,
     /// Fewer connections than the case's (a variant that takes 40 ms each).
     pub conns: Option<usize>,
-    /// Run the client without the library (`env -u LD_PRELOAD`): under the launcher only its
-    /// seccomp supervisor sees the client's connects.
-    pub bare: bool,
+    /// Which client binary runs, and how.
+    pub client: Client,
     /// More client arguments (`--pipeline all`).
     pub flags: &'static [&'static str],
+}
+
+/// Which csbenchclient a variant runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Client {
+    /// As cargo built it, dynamically linked: an LD_PRELOAD shim sees its libc calls.
+    Dynamic,
+    /// The same binary without the library (`env -u LD_PRELOAD`): under the launcher only its
+    /// seccomp supervisor sees the client's connects.
+    Bare,
+    /// csbenchclient linked statically (glibc, `crt-static`; scripts/bench builds it): no
+    /// dynamic loader, so no preload ever sees it, like a Go tool or a static binary.
+    Static,
 }
 
 pub const DANTE_EXTERNAL: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
@@ -118,14 +130,16 @@ pub fn echo_case(
                 }
             }
             let before = srv.echo.peers().len();
-            let text = if v.bare {
-                let env = e2e::find_program("env").ok_or("env is not installed")?;
-                let mut a = vec!["-u".to_string(), "LD_PRELOAD".into()];
-                a.push(ctx.client.to_string_lossy().into_owned());
-                a.extend(args);
-                ctx.run(&v.via, &env, &a)?
-            } else {
-                ctx.client(&v.via, &args)?
+            let text = match v.client {
+                Client::Dynamic => ctx.client(&v.via, &args)?,
+                Client::Bare => {
+                    let env = e2e::find_program("env").ok_or("env is not installed")?;
+                    let mut a = vec!["-u".to_string(), "LD_PRELOAD".into()];
+                    a.push(ctx.client.to_string_lossy().into_owned());
+                    a.extend(args);
+                    ctx.run(&v.via, &env, &a)?
+                }
+                Client::Static => ctx.run(&v.via, &ctx.static_client()?, &args)?,
             };
             let r = parse_echo(&text)?;
             let peers = srv.echo.peers();
@@ -210,7 +224,7 @@ pub fn b1(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
                 pair: false,
                 peer: LOCAL,
                 conns: None,
-                bare: false,
+                client: Client::Dynamic,
                 flags: &[],
             },
             Variant {
@@ -220,7 +234,7 @@ pub fn b1(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
                 pair: true,
                 peer: DANTE_EXTERNAL,
                 conns: None,
-                bare: false,
+                client: Client::Dynamic,
                 flags: &[],
             },
             Variant {
@@ -230,7 +244,7 @@ pub fn b1(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
                 pair: true,
                 peer: DANTE_EXTERNAL,
                 conns: None,
-                bare: false,
+                client: Client::Dynamic,
                 flags: &[],
             },
             Variant {
@@ -241,7 +255,7 @@ pub fn b1(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
                 peer: DANTE_EXTERNAL,
                 // Through ssh -D every pipelined connection waits ~40 ms (see B2): fewer.
                 conns: (ports.len() > 1).then_some(plan.b1_conns.min(100)),
-                bare: false,
+                client: Client::Dynamic,
                 flags: &[],
             },
             Variant {
@@ -251,7 +265,7 @@ pub fn b1(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
                 pair: true,
                 peer: DANTE_EXTERNAL,
                 conns: None,
-                bare: false,
+                client: Client::Dynamic,
                 flags: &[],
             },
             Variant {
@@ -261,7 +275,7 @@ pub fn b1(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
                 pair: true,
                 peer: DANTE_EXTERNAL,
                 conns: None,
-                bare: false,
+                client: Client::Dynamic,
                 flags: &[],
             },
         ];
@@ -462,7 +476,7 @@ pub fn b2(ctx: &mut Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Resul
         pair: false,
         peer,
         conns: None,
-        bare: false,
+        client: Client::Dynamic,
         flags,
     };
     let p = |name, via, socks, peer| pf(name, via, socks, peer, &[]);

@@ -8,7 +8,7 @@
 //! `chainsocks` launcher (`-q`, `quiet = true`, `CHAINSOCKS_LOG=off`) and under
 //! `proxychains4 -q` (strict_chain, quiet_mode). It prints one Markdown table and writes
 //! docs/benchmarks.md, docs/bench-b2.svg and docs/bench-b1-b3.svg.
-//! The supervisor cases (SUP) run the same client without LD_PRELOAD under the launcher (its
+//! The supervisor cases (SUP) run the same client linked statically under the launcher (its
 //! seccomp supervisor proxies it) and Debian's `hey` (Go) under the launcher against hey's own
 //! SOCKS5 client; the UDP cases run `csudp` through dante's UDP ASSOCIATE.
 //!
@@ -382,6 +382,46 @@ impl Ctx {
     pub fn client(&self, via: &Via, args: &[String]) -> Result<String, String> {
         self.run(via, &self.client, args)
     }
+
+    /// The statically linked csbenchclient that scripts/bench builds beside the workspace's
+    /// (`--target <host>` with `crt-static`: target/<host>/<profile>/csbenchclient), checked
+    /// to have no program interpreter, so that no preload can see it.
+    pub fn static_client(&self) -> Result<PathBuf, String> {
+        let dir = self
+            .client
+            .parent()
+            .ok_or("csbenchclient has no directory")?;
+        let (Some(profile), Some(target)) = (dir.file_name(), dir.parent()) else {
+            return Err(format!("{}: not under a target directory", dir.display()));
+        };
+        let host = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+        let p = target.join(host).join(profile).join("csbenchclient");
+        if !p.is_file() {
+            return Err(format!(
+                "{} is missing (scripts/bench builds the static client: cargo build --target <host> \
+                 with RUSTFLAGS=\"-C target-feature=+crt-static\")",
+                p.display()
+            ));
+        }
+        if has_interpreter(&p)? {
+            return Err(format!("{}: dynamically linked (PT_INTERP)", p.display()));
+        }
+        Ok(p)
+    }
+}
+
+/// Whether an ELF file names a program interpreter (`readelf -l`: an INTERP header).
+fn has_interpreter(p: &Path) -> Result<bool, String> {
+    let o = Command::new("readelf")
+        .arg("-lW")
+        .arg(p)
+        .output()
+        .map_err(|e| format!("readelf (binutils): {e}"))?;
+    if !o.status.success() {
+        return Err(format!("readelf -l {}: {:?}", p.display(), o.status));
+    }
+    let text = String::from_utf8_lossy(&o.stdout);
+    Ok(text.lines().any(|l| l.trim_start().starts_with("INTERP ")))
 }
 
 /// The servers every case uses.

@@ -621,8 +621,10 @@ pub fn markdown(
          - **Memory**: the client's peak RSS (VmHWM) at the end of each B1 run, chainsocks \
          against the plain floor runs.\n\
          - **SUP supervisor path**: the B1a workload ({sn} pairs per run, {sr} rounds) under \
-         the launcher with the library and without it (`env -u LD_PRELOAD csbenchclient`: its \
-         connects go to the seccomp supervisor), cost above the floor as in B1. A Go program: \
+         the launcher with the library and in csbenchclient linked statically (glibc, \
+         `crt-static`: no loader, so no library; its connects go to the seccomp supervisor), \
+         cost above the floor as in B1; info: the dynamic client under `env -u LD_PRELOAD`, \
+         the same path. A Go program: \
          Debian's `hey -n {hn} -c 16 -disable-keepalive` (a connection per request) to an HTTP \
          origin through the same dante, under the launcher against hey speaking SOCKS5 itself \
          (`-x socks5://…`: Debian's hey takes its proxy from `-x` only, not from HTTP_PROXY), \

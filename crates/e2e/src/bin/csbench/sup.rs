@@ -2,9 +2,11 @@
 //! seccomp supervisor.
 //!
 //! - Connect cost: the B1a workload (`csbenchclient echo`, one dante hop, pairs) under the
-//!   launcher with the library (as in B1a) and without it (`env -u LD_PRELOAD`: every connect
-//!   of the libc half goes to the supervisor). The floor half's raw connect carries the
-//!   launcher's marker length, so the supervisor lets it through in both.
+//!   launcher with the library (as in B1a) and in a static build of the same client (no
+//!   loader, so no library: every connect of the libc half goes to the supervisor); info: the
+//!   dynamic client without the library (`env -u LD_PRELOAD`), the same path. The floor
+//!   half's raw connect carries the launcher's marker length, so the supervisor lets it
+//!   through in all three.
 //! - Throughput of a Go program: Debian's `hey` (Go's net/http) under the launcher against the
 //!   same hey speaking SOCKS5 itself (`-x socks5://…`; Debian's hey takes its proxy from `-x`
 //!   only, through `http.ProxyURL`, so HTTP_PROXY would be ignored and no loopback bypass
@@ -14,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::echo::{DANTE_EXTERNAL, LOCAL, Variant, echo_case};
+use crate::echo::{Client, DANTE_EXTERNAL, LOCAL, Variant, echo_case};
 use crate::stats::{Row, Samples, median};
 use crate::{Ctx, Plan, Results, Servers, Via, chain_arg, urls};
 
@@ -34,17 +36,21 @@ pub fn connect_cost(
     );
     let via = ctx.cs_conf("SUP", &urls(&ports, false));
     let floor = Some(chain_arg(&ports));
-    let v = |name, bare| Variant {
+    let v = |name, client| Variant {
         name,
         via: via.clone(),
         socks: floor.clone(),
         pair: true,
         peer: DANTE_EXTERNAL,
         conns: None,
-        bare,
+        client,
         flags: &[],
     };
-    let variants = [v("library", false), v("supervisor", true)];
+    let variants = [
+        v("library", Client::Dynamic),
+        v("supervisor", Client::Static),
+        v("supervisor, dynamic", Client::Bare),
+    ];
     let m = echo_case(
         ctx,
         srv,
@@ -60,7 +66,11 @@ pub fn connect_cost(
         (lib, "chainsocks, the library (the B1a path)"),
         (
             sup,
-            "chainsocks, the seccomp supervisor (the client without LD_PRELOAD)",
+            "chainsocks, the seccomp supervisor (the client linked statically)",
+        ),
+        (
+            get("supervisor, dynamic")?,
+            "chainsocks, the seccomp supervisor (info: the dynamic client without LD_PRELOAD)",
         ),
     ] {
         res.rows.push(Row::info(

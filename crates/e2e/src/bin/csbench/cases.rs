@@ -393,6 +393,14 @@ pub fn b3(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
     }
     res.b3_plot
         .push(("whole launch: sh + 1,000 × /bin/true".into(), bars));
+    let added = |name| (median(&ratios(&t, name, "plain")) - 1.0) * per_exec;
+    if t.contains_key("preload empty") {
+        res.facts.b3_loop = Some([
+            added("chainsocks"),
+            added("preload lib"),
+            added("preload empty"),
+        ]);
+    }
     let rc = ratios(&cpu, "chainsocks", "plain");
     res.rows.push(Row::info(
         case,

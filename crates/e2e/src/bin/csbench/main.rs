@@ -494,6 +494,9 @@ pub struct Facts {
     pub exec_instr: Vec<(String, f64)>,
     /// B3 per exec: page faults (plain, chainsocks, an empty library preloaded).
     pub b3_faults: Option<[f64; 3]>,
+    /// B3's loop, µs added per iteration (from the per-round ratios): [under the launcher
+    /// without the supervisor, LD_PRELOAD of the library alone, LD_PRELOAD of an empty one].
+    pub b3_loop: Option<[f64; 3]>,
     /// libchainsocks.so's dynamic section: needs libgcc_s.so.1, binds every import at load.
     pub lib_needs_gcc: Option<bool>,
     pub lib_bind_now: Option<bool>,

@@ -387,10 +387,18 @@ fn analysis(id: &str, f: &Facts) -> String {
 /// Why B3 (the library) or B3-sup (the default launch, with the seccomp filter) missed.
 fn b3_analysis(id: &str, f: &Facts) -> String {
     let mut t = String::from(
-        "The cost is loading the library into every process (`sh` and each `/bin/true`): \
-         `LD_PRELOAD=libchainsocks.so` without the launcher costs about the same (breakdown \
-         row), and an empty C library preloaded shows what preloading anything costs here.",
+        "The cost is loading the library into every process: `sh` itself, preloaded, forks \
+         for each command, and each `/bin/true` loads the library again.",
     );
+    if let Some([cs, alone, empty]) = f.b3_loop {
+        t.push_str(&format!(
+            " Per iteration of the loop (from the per-round ratios): under the launcher \
+             {cs:+.1} µs; `LD_PRELOAD=libchainsocks.so` without it {alone:+.1} µs (each process \
+             then sets up a fake-DNS table and health counters of its own, where under the \
+             launcher it maps the launch's); an empty C library {empty:+.1} µs, what \
+             preloading anything costs here."
+        ));
+    }
     let instr = |k: &str| {
         f.exec_instr
             .iter()
@@ -484,6 +492,17 @@ fn b3_analysis(id: &str, f: &Facts) -> String {
                 ));
             }
             None => t.push_str(": what is chainsocks' own is the difference."),
+        }
+        if let Some([cs, _, e]) = f.b3_loop {
+            t.push_str(&format!(
+                " Of the loop's {cs:+.1} µs per iteration under the launcher, the exec of \
+                 /bin/true alone is {lib:+.1}; the rest, {:+.1} µs, is `sh` forking as a \
+                 preloaded process and the launcher's own start, once per run (about 2 ms: \
+                 2 µs per iteration). With the empty library the same rest is {:+.1} µs: \
+                 most of it is what a preloaded `sh`'s forks cost, whatever is preloaded.",
+                cs - lib,
+                e - empty
+            ));
         }
     }
     if id == "B3-sup" {

@@ -15,7 +15,8 @@
 //! - `count()` / `datagrams()` are exact: they first take whatever is still queued (the
 //!   thread may take some concurrently; each datagram is handled exactly once either way),
 //!   so every datagram whose `sendto` returned before the call is counted (loopback delivery
-//!   is synchronous).
+//!   is synchronous). Datagrams are recorded in the order they were queued: taking one and
+//!   handling it happen under one lock, whoever takes it.
 //! - The echo looks the owner up BEFORE it answers, so a client that waits for its echoes
 //!   is always found; one that sends and exits at once may be gone by then (sender `?`). Owners are cached by socket
 //!   inode, so only the first datagram from a socket costs a /proc scan (a few ms).
@@ -40,6 +41,8 @@ struct Listener {
     addr: SocketAddr,
     sock: Arc<UdpSocket>,
     on: OnDatagram,
+    /// Held from taking a datagram off the socket until it is handled.
+    take: Arc<Mutex<()>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -58,17 +61,21 @@ impl Listener {
             Ok(a) => a,
             Err(e) => panic!("e2e: {what}: local_addr: {e}"),
         };
-        let _ = sock.set_read_timeout(Some(Duration::from_millis(50)));
         grow_buffers(&sock);
         let sock = Arc::new(sock);
         let stop = Arc::new(AtomicBool::new(false));
-        let (sock2, on2, stop2) = (sock.clone(), on.clone(), stop.clone());
+        let take: Arc<Mutex<()>> = Arc::default();
+        let (sock2, on2, stop2, take2) = (sock.clone(), on.clone(), stop.clone(), take.clone());
         let thread = std::thread::Builder::new()
             .name(format!("e2e-{what}"))
             .spawn(move || {
                 let mut buf = vec![0u8; 65536];
                 while !stop2.load(Ordering::SeqCst) {
-                    if let Ok((n, peer)) = sock2.recv_from(&mut buf) {
+                    if !readable(&sock2, 50) {
+                        continue;
+                    }
+                    let _taking = lock(&take2);
+                    if let Some((n, peer)) = try_recv(&sock2, &mut buf) {
                         on2(&sock2, peer, buf.get(..n).unwrap_or_default());
                     }
                 }
@@ -81,6 +88,7 @@ impl Listener {
             addr,
             sock,
             on,
+            take,
             stop,
             thread: Some(thread),
         }
@@ -89,6 +97,7 @@ impl Listener {
     /// Handles the datagrams still queued, without blocking.
     fn drain(&self) {
         let mut buf = vec![0u8; 65536];
+        let _taking = lock(&self.take);
         while let Some((n, peer)) = try_recv(&self.sock, &mut buf) {
             (self.on)(&self.sock, peer, buf.get(..n).unwrap_or_default());
         }
@@ -102,6 +111,17 @@ impl Drop for Listener {
             let _ = t.join();
         }
     }
+}
+
+/// Whether `sock` has a datagram queued, waiting at most `ms` milliseconds.
+fn readable(sock: &UdpSocket, ms: libc::c_int) -> bool {
+    let mut p = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut p, 1, ms) > 0 }
 }
 
 /// One queued datagram without blocking (`MSG_DONTWAIT`): its length and sender; `None` when

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::relay::BulkSource;
-use crate::stats::{Row, Samples, median};
+use crate::stats::{Row, Samples, median, near};
 use crate::{Ctx, Plan, Results, Servers, Via, chain_arg, field, urls};
 
 /// Samples per key, in round order.
@@ -431,7 +431,7 @@ pub fn b3(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
             id,
             case,
             what,
-            format!("{v:.3}"),
+            near(v, limit, 3),
             &format!("≤ {limit:.2}"),
             v <= limit,
         );
@@ -537,7 +537,7 @@ pub fn b4(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
         "B4-new",
         case,
         "new fake name ÷ real /etc/hosts lookup (latency, per-round median)",
-        format!("{:.2}", median(&r)),
+        near(median(&r), 1.0, 2),
         "< 1.00",
         median(&r) < 1.0,
     );
@@ -594,7 +594,7 @@ pub fn b4(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
             id,
             case,
             &format!("{k} threads ÷ 1 thread, lookups/s ({cores} cores: the limit is {cores}×)"),
-            format!("{v:.2}×"),
+            format!("{}×", near(v, 1.5, 2)),
             "≥ 1.50×",
             v >= 1.5,
         );
@@ -704,7 +704,7 @@ pub fn b5(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
         "B5",
         case,
         "chainsocks ÷ native, MB/s (per-pair median)",
-        format!("{v:.3}"),
+        near(v, 0.98, 3),
         "1.00 (≥ 0.98)",
         v >= 0.98,
     );
@@ -785,7 +785,7 @@ pub fn b6(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
         "B6",
         case,
         "isolated ÷ direct, MB/s (per-round median)",
-        format!("{v:.3}"),
+        near(v, 0.9, 3),
         "≥ 0.90",
         v >= 0.9,
     );

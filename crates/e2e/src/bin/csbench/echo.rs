@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::relay::DelayRelay;
-use crate::stats::{Row, Samples, median};
+use crate::stats::{Row, Samples, median, near};
 use crate::{Ctx, DELAY_MS, Plan, Results, Servers, Via, chain_arg, urls};
 use e2e::{SshOpts, SshSocks};
 
@@ -341,7 +341,7 @@ pub fn b1(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<()
             &case,
             "chainsocks ÷ proxychains4, cost above the floor",
             if pc > 0.0 {
-                format!("{ratio:.2}")
+                near(ratio, 0.25, 2)
             } else {
                 format!("n/a (proxychains4 {pc:+.1} µs)")
             },
@@ -619,7 +619,7 @@ pub fn b2(ctx: &mut Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Resul
         "B2-pipe-pc",
         case,
         "pipelined ÷ proxychains4",
-        format!("{:.2}", pipe / pc),
+        near(pipe / pc, 0.5, 2),
         "≤ 0.50",
         pipe / pc <= 0.5,
     );
@@ -627,7 +627,7 @@ pub fn b2(ctx: &mut Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Resul
         "B2-pipe-limit",
         case,
         "pipelined ÷ physical limit (7 RTT)",
-        format!("{:.2}", pipe / limit),
+        near(pipe / limit, 1.2, 2),
         "≤ 1.20",
         pipe / limit <= 1.2,
     );
@@ -635,7 +635,7 @@ pub fn b2(ctx: &mut Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Resul
         "B2-safe-pc",
         case,
         "safe ÷ proxychains4",
-        format!("{:.4}", safe / pc),
+        near(safe / pc, 1.0, 4),
         "≤ 1.00",
         safe / pc <= 1.0,
     );

@@ -1,6 +1,17 @@
 //! Medians, spreads and the result table.
 
 /// Median of `v` (sorted copy; the mean of the two middle values for an even count).
+/// `v` printed with `digits` decimals, or with more (up to 6) where that many would print it
+/// as the target's own number although it lies on the other side of it: a MISS never reads
+/// "0.900 (target ≥ 0.90)".
+pub fn near(v: f64, limit: f64, digits: usize) -> String {
+    let mut d = digits;
+    while d < 6 && v != limit && format!("{v:.d$}") == format!("{limit:.d$}") {
+        d += 1;
+    }
+    format!("{v:.d$}")
+}
+
 pub fn median(v: &[f64]) -> f64 {
     let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
     if s.is_empty() {
@@ -124,4 +135,18 @@ pub fn markdown(rows: &[Row]) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::near;
+
+    #[test]
+    fn a_ratio_never_prints_as_its_target_from_the_other_side() {
+        assert_eq!(near(0.8996, 0.9, 3), "0.8996");
+        assert_eq!(near(1.10004, 1.1, 3), "1.10004");
+        assert_eq!(near(0.95, 0.9, 3), "0.950");
+        assert_eq!(near(0.9, 0.9, 3), "0.900");
+        assert_eq!(near(2.004, 2.0, 2), "2.004");
+    }
 }

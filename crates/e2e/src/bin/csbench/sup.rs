@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 
 use crate::echo::{Client, DANTE_EXTERNAL, LOCAL, Variant, echo_case};
-use crate::stats::{Row, Samples, median};
+use crate::stats::{Row, Samples, median, near};
 use crate::{Ctx, Plan, Results, Servers, Via, chain_arg, urls};
 
 /// Concurrent workers of `hey` (`-c`).
@@ -92,7 +92,7 @@ pub fn connect_cost(
         case,
         "supervisor ÷ library, cost above the floor",
         if a > 0.0 {
-            format!("{:.2}", b / a)
+            near(b / a, 2.0, 2)
         } else {
             format!("n/a (library {a:+.1} µs)")
         },
@@ -214,7 +214,7 @@ pub fn hey(ctx: &Ctx, plan: &Plan, srv: &Servers, res: &mut Results) -> Result<(
         "SUP-hey",
         case,
         "chainsocks ÷ hey's own SOCKS5, requests/s (per-round median)",
-        format!("{v:.3}"),
+        near(v, 0.9, 3),
         "≥ 0.90",
         v >= 0.9,
     );

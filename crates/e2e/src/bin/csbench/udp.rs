@@ -22,7 +22,7 @@ use e2e::{Dante, DanteOpts};
 
 use crate::echo::{DANTE_EXTERNAL, LOCAL};
 use crate::relay::UdpBenchEcho;
-use crate::stats::{Row, Samples, median};
+use crate::stats::{Row, Samples, median, near};
 use crate::{Ctx, Plan, Results, Via, urls};
 
 /// Datagrams in flight in the throughput runs.
@@ -239,7 +239,7 @@ pub fn udp(ctx: &Ctx, plan: &Plan, res: &mut Results) -> Result<(), String> {
         "UDP-rtt",
         case,
         "chainsocks ÷ reference, round trip above the floor (per-run median)",
-        format!("{:.2}", median(&ratio_above)),
+        near(median(&ratio_above), 1.2, 2),
         "≤ 1.20",
         median(&ratio_above) <= 1.2,
     );
@@ -286,7 +286,7 @@ pub fn udp(ctx: &Ctx, plan: &Plan, res: &mut Results) -> Result<(), String> {
             if bytes == 64 { "UDP-64" } else { "UDP-1400" },
             &case,
             "chainsocks ÷ reference, datagrams/s (per-run median)",
-            format!("{:.3}", median(&r)),
+            near(median(&r), 0.9, 3),
             "≥ 0.90",
             median(&r) >= 0.9,
         );

@@ -498,8 +498,9 @@ fn b3_analysis(id: &str, f: &Facts) -> String {
                 " Of the loop's {cs:+.1} µs per iteration under the launcher, the exec of \
                  /bin/true alone is {lib:+.1}; the rest, {:+.1} µs, is `sh` forking as a \
                  preloaded process and the launcher's own start, once per run (about 2 ms: \
-                 2 µs per iteration). With the empty library the same rest is {:+.1} µs: \
-                 most of it is what a preloaded `sh`'s forks cost, whatever is preloaded.",
+                 2 µs per iteration). With the empty library the same rest is {:+.1} µs \
+                 (no launcher; both rests are differences between medians measured apart, \
+                 which move by several µs from run to run).",
                 cs - lib,
                 e - empty
             ));

@@ -23,6 +23,7 @@
 //! - Both sockets get 4 MiB buffers (SO_RCVBUFFORCE: we are root), so bursts are not dropped
 //!   at the origin.
 
+use crate::clientsys::poll_one;
 use crate::origin::lock;
 use crate::procnet::{Owner, udp_owner};
 use std::collections::HashMap;
@@ -71,7 +72,7 @@ impl Listener {
             .spawn(move || {
                 let mut buf = vec![0u8; 65536];
                 while !stop2.load(Ordering::SeqCst) {
-                    if !readable(&sock2, 50) {
+                    if poll_one(sock2.as_raw_fd(), libc::POLLIN, 50).is_err() {
                         continue;
                     }
                     let _taking = lock(&take2);
@@ -111,17 +112,6 @@ impl Drop for Listener {
             let _ = t.join();
         }
     }
-}
-
-/// Whether `sock` has a datagram queued, waiting at most `ms` milliseconds.
-fn readable(sock: &UdpSocket, ms: libc::c_int) -> bool {
-    let mut p = libc::pollfd {
-        fd: sock.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut p, 1, ms) > 0 }
 }
 
 /// One queued datagram without blocking (`MSG_DONTWAIT`): its length and sender; `None` when

@@ -1,6 +1,5 @@
 //! Medians, spreads and the result table.
 
-/// Median of `v` (sorted copy; the mean of the two middle values for an even count).
 /// `v` printed with `digits` decimals, or with more (up to 6) where that many would print it
 /// as the target's own number although it lies on the other side of it: a MISS never reads
 /// "0.900 (target ≥ 0.90)".
@@ -12,6 +11,7 @@ pub fn near(v: f64, limit: f64, digits: usize) -> String {
     format!("{v:.d$}")
 }
 
+/// Median of `v` (sorted copy; the mean of the two middle values for an even count).
 pub fn median(v: &[f64]) -> f64 {
     let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
     if s.is_empty() {

@@ -658,3 +658,94 @@ fn a_handshake_stuck_at_a_silent_proxy_does_not_delay_other_connects() {
         l.log()
     );
 }
+
+/// Whether the running kernel is at least `major.minor` (custom EEVDF slices: 6.12).
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut it = r
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (a, b) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    (a, b) >= (major, minor)
+}
+
+#[test]
+fn supervisor_threads_ask_for_the_shortest_slice_and_the_launch_keeps_its_own() {
+    netns();
+    let echo = Echo::start();
+    let Some(dante) = Dante::start(DanteOpts::default()) else {
+        return;
+    };
+    let l = launch(&dante);
+    let (ready, go, out) = (
+        l.dir().join("ready"),
+        l.dir().join("go"),
+        l.dir().join("out"),
+    );
+    // A supervised connect (a handshake run on a supervisor thread), then the program waits
+    // while the test looks at the launcher's threads.
+    let script = format!(
+        "{csraw} connect 127.0.0.1 {port} > {out} 2>&1; touch {ready}; while [ ! -e {go} ]; do sleep 0.05; done",
+        csraw = csraw(),
+        port = echo.port(),
+        out = out.display(),
+        ready = ready.display(),
+        go = go.display(),
+    );
+    let mut c = debug(l.cmd("sh"));
+    c.args(["-c", &script]);
+    let mut launcher = c.spawn().unwrap();
+    assert!(wait_until(T, || ready.exists()), "{}", l.log());
+    let threads: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{}/task", launcher.id()))
+        .unwrap()
+        .filter_map(|t| {
+            let t = t.ok()?.path();
+            let comm = std::fs::read_to_string(t.join("comm")).ok()?;
+            let slice = std::fs::read_to_string(t.join("sched"))
+                .ok()?
+                .lines()
+                .find(|l| l.starts_with("se.slice"))?
+                .rsplit(' ')
+                .next()?
+                .to_string();
+            Some((comm.trim().to_string(), slice))
+        })
+        .collect();
+    std::fs::write(&go, "").unwrap();
+    assert!(launcher.wait().unwrap().success(), "{}", l.log());
+    let got = std::fs::read_to_string(&out).unwrap();
+    assert!(got.contains(" ok"), "{got}");
+    let peers = echo.peers();
+    assert!(
+        !peers.is_empty() && peers.iter().all(|p| p.ip() == VIA_DANTE),
+        "{peers:?}"
+    );
+    let sup: Vec<&String> = threads
+        .iter()
+        .filter(|(c, _)| c == "cs-supervisor")
+        .map(|(_, s)| s)
+        .collect();
+    let other: Vec<&String> = threads
+        .iter()
+        .filter(|(c, _)| c != "cs-supervisor")
+        .map(|(_, s)| s)
+        .collect();
+    assert!(!sup.is_empty() && !other.is_empty(), "{threads:?}");
+    if kernel_at_least(6, 12) {
+        assert!(sup.iter().all(|s| *s == "100000"), "{threads:?}");
+        assert!(
+            l.log().contains("threads' scheduling slice: 100 µs"),
+            "{}",
+            l.log()
+        );
+    } else {
+        assert!(
+            l.log()
+                .contains("threads' scheduling slice: the kernel's default")
+        );
+    }
+    // Only the supervisor's threads: the launcher's main thread (and so the program it
+    // started) keeps the default.
+    assert!(other.iter().all(|s| *s != "100000"), "{threads:?}");
+}

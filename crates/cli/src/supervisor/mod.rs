@@ -14,13 +14,14 @@
 //!
 //! Layout: [`filter`] (BPF program, installation, probe), [`notify`] (RECV/SEND loop, taking
 //! the program's socket, the leader/follower threads), [`responder`] (fake-DNS server for programs that send
-//! their own DNS).
+//! their own DNS), [`slice`] (the threads' short scheduling slice).
 
 pub mod filter;
 mod host;
 mod notify;
 pub mod responder;
 pub mod shared;
+mod slice;
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};

@@ -499,6 +499,23 @@ impl Supervisor {
     /// The receiver's loop, on the thread that holds the role; returns when no process is left
     /// under the filter (or when this thread ended as a follower).
     pub fn run(self: &Arc<Supervisor>) {
+        // Woken, this thread runs at once instead of queueing behind other runnable tasks
+        // (see slice.rs); said once per launch.
+        let slice = super::slice::shorten();
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            self.ctx.log.line(
+                LogLevel::Debug,
+                format_args!(
+                    "supervisor: threads' scheduling slice: {}",
+                    match slice {
+                        Ok(0) => "the kernel's default (no custom slices before Linux 6.12)".into(),
+                        Ok(ns) => format!("{} µs", ns / 1000),
+                        Err(e) => format!("the kernel's default (sched_setattr: errno {e})"),
+                    }
+                ),
+            );
+        });
         loop {
             let n = match self.listener.recv() {
                 Ok(Some(n)) => n,

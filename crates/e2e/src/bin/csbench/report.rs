@@ -228,7 +228,14 @@ fn analysis(id: &str, f: &Facts) -> String {
                  also watch the listener: no other thread is woken unless another connect \
                  comes meanwhile), `NOTIF_SEND` and the `close` of the duplicate. Cold after \
                  the switch between processes, those few syscalls cost several µs each on \
-                 this VM.",
+                 this VM. The launcher's supervisor threads ask for the kernel's shortest \
+                 scheduling slice (100 µs, Linux 6.12+): woken by the program's connect or by \
+                 the proxy's reply, they run at once instead of queueing behind the proxy's \
+                 own processes on that CPU (measured in pairs of launchers, by hand: about \
+                 +17–26 µs above the floor before, +7–11 µs after). In rounds where the whole \
+                 machine slows down (every absolute median about 2.5× its usual value, the \
+                 floor's too: see the spread columns) the supervisor's extra grows to about \
+                 +35 µs with or without it.",
             );
             if let Some([lib, sup]) = f.sup_above {
                 t.push_str(&format!(

@@ -740,10 +740,7 @@ fn supervisor_threads_ask_for_the_shortest_slice_and_the_launch_keeps_its_own() 
             l.log()
         );
     } else {
-        assert!(
-            l.log()
-                .contains("threads' scheduling slice: the kernel's default")
-        );
+        assert!(l.log().contains("threads' scheduling slice: unchanged"));
     }
     // Only the supervisor's threads: the launcher's main thread (and so the program it
     // started) keeps the default.

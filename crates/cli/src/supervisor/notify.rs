@@ -509,9 +509,9 @@ impl Supervisor {
                 format_args!(
                     "supervisor: threads' scheduling slice: {}",
                     match slice {
-                        Ok(0) => "the kernel's default (no custom slices before Linux 6.12)".into(),
+                        Ok(0) => "unchanged (a kernel before 6.12, or a real-time or idle policy)".into(),
                         Ok(ns) => format!("{} µs", ns / 1000),
-                        Err(e) => format!("the kernel's default (sched_setattr: errno {e})"),
+                        Err(e) => format!("unchanged (sched_setattr: errno {e})"),
                     }
                 ),
             );

@@ -43,26 +43,12 @@ const SCHED_FLAG_RESET_ON_FORK: u64 = 1;
 /// it is). Returns the slice the kernel reports afterwards (0 when it reports none, i.e. it
 /// predates custom slices), or the errno of a call that failed.
 pub fn shorten() -> Result<u64, i32> {
-    let size = std::mem::size_of::<SchedAttr>() as u32;
-    let mut a = SchedAttr::default();
-    // SAFETY: sched_getattr on this thread (pid 0) into a zeroed struct of `size` bytes.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_sched_getattr,
-            0,
-            &mut a as *mut SchedAttr,
-            size,
-            0,
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
-    }
+    let a = getattr()?;
     if a.policy != SCHED_OTHER && a.policy != SCHED_BATCH {
         return Ok(a.runtime);
     }
     let want = SchedAttr {
-        size,
+        size: SIZE,
         policy: a.policy,
         // Only reset-on-fork is carried over: a utilization-clamp flag would need the larger
         // struct, and we set no clamp.
@@ -73,23 +59,36 @@ pub fn shorten() -> Result<u64, i32> {
         deadline: 0,
         period: 0,
     };
-    // SAFETY: sched_setattr on this thread with a fully initialized struct of `size` bytes.
-    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &want as *const SchedAttr, 0) };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    // SAFETY: sched_setattr on this thread with a fully initialized struct of SIZE bytes.
+    if unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &want as *const SchedAttr, 0) } != 0 {
+        return Err(errno());
     }
-    let mut now = SchedAttr::default();
-    // SAFETY: as above.
+    Ok(getattr().map_or(0, |now| now.runtime))
+}
+
+const SIZE: u32 = std::mem::size_of::<SchedAttr>() as u32;
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// The calling thread's attributes.
+fn getattr() -> Result<SchedAttr, i32> {
+    let mut a = SchedAttr::default();
+    // SAFETY: sched_getattr on this thread (pid 0) into a zeroed struct of SIZE bytes.
     let r = unsafe {
         libc::syscall(
             libc::SYS_sched_getattr,
             0,
-            &mut now as *mut SchedAttr,
-            size,
+            &mut a as *mut SchedAttr,
+            SIZE,
             0,
         )
     };
-    Ok(if r == 0 { now.runtime } else { 0 })
+    if r != 0 {
+        return Err(errno());
+    }
+    Ok(a)
 }
 
 #[cfg(test)]
@@ -109,19 +108,7 @@ mod tests {
             let got = shorten().expect("sched_setattr");
             // Linux 6.12+ reports the slice it now uses; older kernels report none.
             assert!(got == SLICE_NS || got == 0, "slice {got}");
-            let mut a = SchedAttr::default();
-            let size = std::mem::size_of::<SchedAttr>() as u32;
-            // SAFETY: as in `shorten`.
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_sched_getattr,
-                    0,
-                    &mut a as *mut SchedAttr,
-                    size,
-                    0,
-                )
-            };
-            assert_eq!(r, 0);
+            let a = getattr().expect("sched_getattr");
             assert_eq!(a.policy, SCHED_OTHER);
             assert_eq!(a.nice, 5, "nice changed");
         })

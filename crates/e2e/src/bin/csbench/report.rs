@@ -232,10 +232,10 @@ fn analysis(id: &str, f: &Facts) -> String {
                  scheduling slice (100 µs, Linux 6.12+): woken by the program's connect or by \
                  the proxy's reply, they run at once instead of queueing behind the proxy's \
                  own processes on that CPU (measured in pairs of launchers, by hand: about \
-                 +17–26 µs above the floor before, +7–11 µs after). In rounds where the whole \
-                 machine slows down (every absolute median about 2.5× its usual value, the \
-                 floor's too: see the spread columns) the supervisor's extra grows to about \
-                 +35 µs with or without it.",
+                 +17–26 µs above the floor before, +7–11 µs after). Before the benchmark capped \
+                 TIME_WAIT (Method), rounds in which the kernel's search for a free port made \
+                 every connect about 1 ms slower put the supervisor at +35–50 µs, with or \
+                 without the short slice.",
             );
             if let Some([lib, sup]) = f.sup_above {
                 t.push_str(&format!(
@@ -254,11 +254,18 @@ fn analysis(id: &str, f: &Facts) -> String {
                  are non-blocking: its own client parks the goroutine and the Go scheduler \
                  runs another on that CPU, while a supervised connect blocks the Go thread in \
                  the kernel for the whole handshake (the runtime hands its CPU to another \
-                 thread only after noticing). A whole-machine profile of these rounds (`perf \
-                 record -a`) put over a third of all samples in the kernel's search for a \
-                 free local port (`__inet_hash_connect`: thousands of connections to one \
-                 proxy address in TIME_WAIT), in hey's connects and in the launcher's alike; \
-                 the launcher's own work besides that was under 4 % of the samples. \
+                 thread only after noticing). The machine is busy throughout, so requests/s follow \
+                 CPU time per request: measured by hand in the same setup (`csbench --serve`, \
+                 `perf record -e cpu-clock -a` over 4,000 requests each, TIME_WAIT capped as \
+                 here) dante spent 580 µs per request with hey's own client and 602 under \
+                 chainsocks, hey 167 and 147, the launcher's supervisor threads 90 (mostly the \
+                 kernel's TCP work of the connect and the handshake's sends, which hey's \
+                 threads did themselves before, and the wake-ups), the origin 110 and 116, \
+                 and the CPUs stood idle 54 and 81 µs per request (moments when every \
+                 worker's thread sat blocked in `connect`): about 11 % more CPU per request. \
+                 (Before TIME_WAIT was capped, over a third of all samples of these rounds \
+                 were the kernel's search for a free local port, in hey's connects and in \
+                 the launcher's alike.) \
                  Counted by hand in the same setup (`csbench --serve`, `perf record -e \
                  sched:sched_switch -a`, one round each): per request hey's threads switched \
                  out 4.3 times with its own client and 7.2 times under chainsocks (the \
@@ -596,8 +603,12 @@ pub fn markdown(
          remote DNS), against the same servers. The order of the variants rotates every round. \
          Every run checks that the echo server saw each connection from the proxy's address \
          (127.0.0.2), never directly. Inside its namespace (only there) the benchmark widens \
-         the ephemeral port range to 1024–65535: B1 leaves more TIME_WAIT sockets than the \
-         default range holds.\n\n\
+         the ephemeral port range to 1024–65535 (B1 makes more connections a minute than the \
+         default range holds) and keeps at most 2,048 sockets in TIME_WAIT \
+         (`tcp_max_tw_buckets`): with the ~35,000 that B1 otherwise leaves, the kernel's \
+         search for a free local port (`__inet_hash_connect`) at times took about 1 ms per \
+         `connect`, and every absolute median of such a round, a direct connection's too, was \
+         about 2.5× its usual value (42 % of a whole-machine profile of one in that search).\n\n\
          This machine is shared (other jobs compile and test on the same 2 CPUs), so \
          differences that are small against the servers' own time are measured in **pairs \
          inside one process**: under a shim, the client alternates (AB BA AB …) a libc \
@@ -618,9 +629,7 @@ pub fn markdown(
          programs that connect to addresses). The floor's own row is the null test of the \
          method: a plain process pairing a libc floor connection with a raw-syscall one, whose \
          difference should be ~0. Absolute medians move between rounds (see their spread \
-         column; \"direct\" went from ~80 µs to ~900 µs per connection in some rounds even with \
-         no background load, for a reason not found: not TIME_WAIT port search, tested), so \
-         compare variants through the paired differences, not across rows.\n\
+         column), so compare variants through the paired differences, not across rows.\n\
          - **B2 latency**: a delay relay (a user-space TCP forwarder holding each chunk {d} ms \
          in each direction; this kernel has no netem) in front of each proxy and of the echo \
          server, so each of the 4 links has an RTT of {rtt} ms. Measured: from `socket` until \

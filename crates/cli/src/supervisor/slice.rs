@@ -99,10 +99,14 @@ mod tests {
     fn keeps_policy_and_nice_and_reports_the_slice() {
         // On a thread of its own: the slice stays with the thread that asked.
         std::thread::spawn(|| {
-            // SAFETY: setpriority on this thread's id; raising nice needs no privilege.
+            // One step nicer than now (raising nice needs no privilege), so that the test
+            // sees whether shorten() writes back the nice value it read.
+            let before = getattr().expect("sched_getattr").nice;
+            let nice = (before + 1).min(19);
+            // SAFETY: setpriority on this thread's id.
             let tid = unsafe { libc::gettid() };
             assert_eq!(
-                unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as u32, 5) },
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as u32, nice) },
                 0
             );
             let got = shorten().expect("sched_setattr");
@@ -110,7 +114,7 @@ mod tests {
             assert!(got == SLICE_NS || got == 0, "slice {got}");
             let a = getattr().expect("sched_getattr");
             assert_eq!(a.policy, SCHED_OTHER);
-            assert_eq!(a.nice, 5, "nice changed");
+            assert_eq!(a.nice, nice, "nice changed");
         })
         .join()
         .unwrap();

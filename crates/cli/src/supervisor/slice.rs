@@ -7,8 +7,9 @@
 //! behind whatever else became runnable on that CPU (the proxy's own processes, the program's
 //! other threads); a shorter slice gives it an earlier virtual deadline, so it runs when woken.
 //! Its share of the CPU does not change (that is its weight, i.e. nice): only the latency.
-//! Measured in pairs (csbench SUP, docs/benchmarks.md): the supervisor's cost above the floor
-//! went from about +25 µs to about +10 µs per connect on a 2-CPU VM.
+//! Measured by hand on csbench's SUP workload, old launcher against new in alternating runs:
+//! the supervisor's cost above the floor went from about +17–26 µs to about +7–11 µs per
+//! connect on a 2-CPU VM.
 //!
 //! Owns: the `sched_getattr`/`sched_setattr` pair on the calling thread.
 //! Must never: change the thread's policy, nice value or priority (it writes back what it read,

@@ -722,19 +722,11 @@ fn supervisor_threads_ask_for_the_shortest_slice_and_the_launch_keeps_its_own() 
         !peers.is_empty() && peers.iter().all(|p| p.ip() == VIA_DANTE),
         "{peers:?}"
     );
-    let sup: Vec<Option<&str>> = threads
-        .iter()
-        .filter(|(c, _)| c == "cs-supervisor")
-        .map(|(_, s)| s.as_deref())
-        .collect();
-    let other: Vec<Option<&str>> = threads
-        .iter()
-        .filter(|(c, _)| c != "cs-supervisor")
-        .map(|(_, s)| s.as_deref())
-        .collect();
+    let (sup, other): (Vec<_>, Vec<_>) = threads.iter().partition(|(c, _)| c == "cs-supervisor");
+    let short = |(_, s): &&(String, Option<String>)| s.as_deref() == Some("100000");
     assert!(!sup.is_empty() && !other.is_empty(), "{threads:?}");
     if kernel_at_least(6, 12) {
-        assert!(sup.iter().all(|s| *s == Some("100000")), "{threads:?}");
+        assert!(sup.iter().all(short), "{threads:?}");
         assert!(
             l.log().contains("threads' scheduling slice: 100 µs"),
             "{}",
@@ -745,5 +737,5 @@ fn supervisor_threads_ask_for_the_shortest_slice_and_the_launch_keeps_its_own() 
     }
     // Only the supervisor's threads: the launcher's main thread (and so the program it
     // started) keeps the default.
-    assert!(other.iter().all(|s| *s != Some("100000")), "{threads:?}");
+    assert!(!other.iter().any(short), "{threads:?}");
 }

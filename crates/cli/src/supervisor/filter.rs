@@ -230,7 +230,8 @@ fn seccomp(op: c_uint, flags: c_uint, arg: *const libc::c_void) -> c_int {
     unsafe { libc::syscall(libc::SYS_seccomp, op, flags, arg) as c_int }
 }
 
-fn errno() -> c_int {
+/// The calling thread's errno (0 if none); also used by [`super::slice`].
+pub(super) fn errno() -> c_int {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 

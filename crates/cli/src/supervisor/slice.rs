@@ -17,6 +17,8 @@
 //! without custom slices ignores the field, one without `sched_setattr` says ENOSYS, and either
 //! way the thread runs as before.
 
+use super::filter::errno;
+
 /// The slice asked for: the kernel clamps requests to 0.1–100 ms, so this is its shortest.
 pub const SLICE_NS: u64 = 100_000;
 
@@ -68,10 +70,6 @@ pub fn shorten() -> Result<u64, i32> {
 }
 
 const SIZE: u32 = std::mem::size_of::<SchedAttr>() as u32;
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
 
 /// The calling thread's attributes.
 fn getattr() -> Result<SchedAttr, i32> {
